@@ -1,0 +1,1 @@
+"""Installing and running Zastava: the ``zastava`` command, offline media, service units."""
