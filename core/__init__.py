@@ -1,0 +1,1 @@
+"""The central federation service: master directory, imports, per-site deltas, events."""

@@ -1,0 +1,1 @@
+"""Store-and-forward between sites: the relay and the pieces that talk to it."""
