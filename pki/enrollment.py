@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from pki.names import OID_REQ_X25519_KEY, NodeName, Purpose, zastava_uris
 from pki.pem import split_pem, to_pem
-from pki.trust import crl_pem
+from pki.trust import crl_pem, parse_certificate
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -202,7 +202,7 @@ class CertificateBundle:
                 f"found {labels}"
             )
         try:
-            certs = [x509.load_der_x509_certificate(der) for _, der in blocks[:5]]
+            certs = [parse_certificate(der) for _, der in blocks[:5]]
             crl = x509.load_der_x509_crl(blocks[5][1])
         except ValueError as e:
             raise ValueError(f"certificate bundle: unreadable certificate or CRL ({e})") from None

@@ -238,6 +238,16 @@ def _malformed_is_refused() -> Iterator[None]:
         raise VerificationError(f"malformed certificate: {e}") from None
 
 
+def parse_certificate(der: bytes) -> x509.Certificate:
+    """Parse a DER certificate from an untrusted source; any malformation is a ValueError."""
+    try:
+        return x509.load_der_x509_certificate(der)
+    except x509.InvalidVersion as e:
+        raise ValueError(f"malformed certificate: {e}") from None
+    except ValueError as e:
+        raise ValueError(f"malformed certificate: {e}") from None
+
+
 def load_crls(data: bytes) -> list[x509.CertificateRevocationList]:
     crls = []
     for label, der in split_pem(data):
@@ -254,7 +264,7 @@ def crl_pem(crl: x509.CertificateRevocationList) -> bytes:
 def _load_certs(data: bytes, what: str) -> list[x509.Certificate]:
     try:
         return x509.load_pem_x509_certificates(data)
-    except ValueError as e:
+    except (ValueError, x509.InvalidVersion) as e:
         raise ValueError(f"{what}: not PEM certificates ({e})") from None
 
 
