@@ -1,0 +1,1 @@
+"""The relay: SFTP jails, the guard, and the tamper-evident audit log."""
