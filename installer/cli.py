@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 # (subcommand, module that registers it). Later packages add theirs here.
-COMMANDS: tuple[str, ...] = ("pki.cli", "installer.demo")
+COMMANDS: tuple[str, ...] = ("pki.cli", "sync.bundle.cli", "sync.relay.cli", "installer.demo")
 
 Handler = Callable[[argparse.Namespace], int]
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509 import verification as xv
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
@@ -239,13 +241,17 @@ def _malformed_is_refused() -> Iterator[None]:
 
 
 def parse_certificate(der: bytes) -> x509.Certificate:
-    """Parse a DER certificate from an untrusted source; any malformation is a ValueError."""
-    try:
-        return x509.load_der_x509_certificate(der)
-    except x509.InvalidVersion as e:
-        raise ValueError(f"malformed certificate: {e}") from None
-    except ValueError as e:
-        raise ValueError(f"malformed certificate: {e}") from None
+    """Parse a DER certificate from an untrusted source; any malformation is a ValueError.
+
+    What ``cryptography`` still accepts with a deprecation warning (a negative serial, say)
+    is refused here too: an untrusted certificate gets no benefit of the doubt.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CryptographyDeprecationWarning)
+        try:
+            return x509.load_der_x509_certificate(der)
+        except (x509.InvalidVersion, ValueError, CryptographyDeprecationWarning) as e:
+            raise ValueError(f"malformed certificate: {e}") from None
 
 
 def load_crls(data: bytes) -> list[x509.CertificateRevocationList]:

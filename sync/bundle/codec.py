@@ -1,0 +1,517 @@
+"""Seal, verify and open bundles: sign–encrypt–sign (sans-IO: bytes and ``now`` in).
+
+Theory of operation.
+
+*Sealing* a list of items for a recipient: draw a random 32-byte content key; wrap it for the
+recipient's X25519 key with HPKE (RFC 9180: DHKEM(X25519, HKDF-SHA256), HKDF-SHA256,
+ChaCha20-Poly1305, base mode), the header bytes before the wrapped key as ``info``; encrypt
+``manifest ‖ inner signature ‖ items`` with libsodium's secretstream (XChaCha20-Poly1305) in
+chunks, each with the bundle id as associated data and the last one tagged FINAL; put the
+ciphertext's length and SHA-256 in the header; sign the header (DSSE PAE) with the origin's
+Ed25519 key.
+
+*Verifying* (what the relay does, with no decryption key) and then *opening* (the recipient)
+check in this order, and stop at the first failure with a :class:`BundleError` naming it:
+
+1. size cap (before anything is read past the header);
+2. the header parses; the signer certificate is a valid signing certificate of the origin
+   site for an allowed role (``pki.trust``), and the outer signature verifies;
+3. the recipient is the one expected (the recipient's own check; the relay checks policy);
+4. not expired, not created in the future (beyond a small clock skew);
+5. the ciphertext has the announced length and SHA-256 (mix-and-match of header and body);
+   (sequence and ``prev`` are checked here by the caller, against stream state: ``stream``);
+6. the content key unwraps for our key; every chunk authenticates; the last is FINAL;
+7. the inner manifest is signed by the same origin key and names the same origin,
+   recipient, stream, seq and bundle id;
+8. every item has the length and SHA-256 its manifest entry gives, and nothing is left over.
+
+Nothing here touches files or the clock; ``now`` is an argument.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import hashlib
+import hmac
+import secrets
+import struct
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hpke
+from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
+from cryptography.hazmat.primitives.serialization import Encoding
+from nacl import bindings as sodium
+from nacl.exceptions import CryptoError
+
+from pki.names import Purpose, Role
+from pki.trust import (
+    TrustStore,
+    VerificationError,
+    VerifiedNode,
+    parse_certificate,
+    verify_node,
+)
+from sync.bundle.header import PREFIX_LEN, WRAPPED_KEY_LEN, BundleHeader
+from sync.bundle.manifest import ItemEntry, Manifest
+from sync.bundle.wire import check_token
+
+SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
+SIG_LEN = 64
+SS_HEADER = sodium.crypto_secretstream_xchacha20poly1305_HEADERBYTES  # 24
+SS_ABYTES = sodium.crypto_secretstream_xchacha20poly1305_ABYTES  # 17
+TAG_MESSAGE = sodium.crypto_secretstream_xchacha20poly1305_TAG_MESSAGE
+TAG_FINAL = sodium.crypto_secretstream_xchacha20poly1305_TAG_FINAL
+DEFAULT_CHUNK = 64 * 1024
+DEFAULT_MAX_BUNDLE = 256 * 1024 * 1024
+CLOCK_SKEW = dt.timedelta(minutes=5)
+SENDER_ROLES = frozenset({Role.EDGE, Role.CORE})
+
+
+class Check(enum.Enum):
+    """The checks, in the order they run. A rejection names one."""
+
+    SIZE = "size cap"
+    FORMAT = "header format"
+    SIGNER = "signer certificate"
+    SIGNATURE = "outer signature"
+    RECIPIENT = "recipient"
+    EXPIRY = "expiry"
+    CIPHERTEXT = "ciphertext hash"
+    SEQUENCE = "sequence"
+    PREV = "prev hash"
+    KEY = "key unwrap"
+    DECRYPT = "decryption"
+    TRUNCATED = "final chunk"
+    MANIFEST = "inner manifest"
+    INNER_SIGNATURE = "inner signature"
+    ITEMS = "item hashes"
+
+
+class BundleError(ValueError):
+    """A bundle was refused. ``check`` says which check failed; the message says how."""
+
+    def __init__(self, check: Check, message: str) -> None:
+        super().__init__(f"{check.value}: {message}")
+        self.check = check
+
+
+@dataclass(frozen=True)
+class Item:
+    """One payload in a bundle: a type (e.g. ``directory.delta``) and its bytes."""
+
+    kind: str
+    data: bytes
+
+    def __post_init__(self) -> None:
+        check_token(self.kind, "item type")
+
+
+@dataclass(frozen=True)
+class Signer:
+    """The origin's signing identity: site, Ed25519 key, and its certificate."""
+
+    site: str
+    key: ed25519.Ed25519PrivateKey
+    certificate: x509.Certificate
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """Whom a bundle is sealed for: a site and its verified X25519 receiving certificate."""
+
+    site: str
+    certificate: x509.Certificate
+
+    @classmethod
+    def from_verified(cls, node: VerifiedNode) -> Recipient:
+        if node.purpose is not Purpose.RECEIVING:
+            raise ValueError("a bundle is sealed for a receiving certificate")
+        return cls(node.site, node.certificate)
+
+
+def key_id(cert: x509.Certificate) -> bytes:
+    return hashlib.sha256(cert.public_bytes(Encoding.DER)).digest()
+
+
+def to_ms(t: dt.datetime) -> int:
+    if t.tzinfo is None:
+        raise ValueError("times must be timezone-aware")
+    return int(t.timestamp() * 1000)
+
+
+def from_ms(ms: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+
+
+def seal(
+    items: Sequence[Item],
+    *,
+    signer: Signer,
+    recipient: Recipient,
+    stream: str,
+    seq: int,
+    prev: bytes,
+    now: dt.datetime,
+    ttl: dt.timedelta,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> bytes:
+    """Seal ``items`` into one bundle (bytes). The caller owns ``seq``/``prev`` (stream state)."""
+
+    def plaintext(header: BundleHeader) -> bytes:
+        manifest = Manifest(
+            origin=signer.site,
+            recipient=recipient.site,
+            stream=stream,
+            seq=seq,
+            bundle_id=header.bundle_id,
+            items=tuple(
+                ItemEntry(i.kind, len(i.data), hashlib.sha256(i.data).digest()) for i in items
+            ),
+        )
+        manifest_bytes = bytes(manifest)
+        inner_sig = signer.key.sign(manifest.signed_message)
+        parts = [struct.pack(">I", len(manifest_bytes)), manifest_bytes, inner_sig]
+        return b"".join(parts + [i.data for i in items])
+
+    return seal_plaintext(
+        plaintext,
+        signer=signer,
+        recipient=recipient,
+        stream=stream,
+        seq=seq,
+        prev=prev,
+        now=now,
+        ttl=ttl,
+        chunk_size=chunk_size,
+    )
+
+
+def seal_plaintext(
+    plaintext: Callable[[BundleHeader], bytes],
+    *,
+    signer: Signer,
+    recipient: Recipient,
+    stream: str,
+    seq: int,
+    prev: bytes,
+    now: dt.datetime,
+    ttl: dt.timedelta,
+    chunk_size: int = DEFAULT_CHUNK,
+    encrypt: Callable[[bytes, bytes, bytes, int], bytes] | None = None,
+) -> bytes:
+    """The envelope around a plaintext that ``plaintext(header)`` builds (it needs the
+    bundle id). :func:`seal` is the one correct use; tests use this to build hostile bundles
+    that are validly signed (re-sealed plaintext, a body without its final chunk)."""
+    public = recipient.certificate.public_key()
+    if not isinstance(public, x25519.X25519PublicKey):
+        raise ValueError("the recipient certificate does not hold an X25519 key")
+    created = to_ms(now)
+    draft = BundleHeader(
+        origin=signer.site,
+        recipient=recipient.site,
+        stream=stream,
+        seq=seq,
+        prev=prev,
+        created_ms=created,
+        expires_ms=created + int(ttl.total_seconds() * 1000),
+        chunk_size=chunk_size,
+        signer_cert=signer.certificate.public_bytes(Encoding.DER),
+        recipient_key_id=key_id(recipient.certificate),
+        wrapped_key=bytes(WRAPPED_KEY_LEN),
+        ciphertext_length=0,
+        ciphertext_hash=bytes(32),
+    )
+    content_key = secrets.token_bytes(32)
+    with_key = replace(
+        draft, wrapped_key=SUITE.encrypt(content_key, public, info=draft.key_context)
+    )
+    ciphertext = (encrypt or encrypt_body)(
+        plaintext(with_key), content_key, with_key.bundle_id, chunk_size
+    )
+    header = replace(
+        with_key,
+        ciphertext_length=len(ciphertext),
+        ciphertext_hash=hashlib.sha256(ciphertext).digest(),
+    )
+    return bytes(header) + signer.key.sign(header.signed_message) + ciphertext
+
+
+def encrypt_body(plaintext: bytes, key: bytes, ad: bytes, chunk_size: int) -> bytes:
+    """secretstream: ``chunk_size`` plaintext bytes per chunk, the last tagged FINAL."""
+    state = sodium.crypto_secretstream_xchacha20poly1305_state()
+    out = [sodium.crypto_secretstream_xchacha20poly1305_init_push(state, key)]
+    view = memoryview(plaintext)
+    n = len(plaintext)
+    offsets = list(range(0, n, chunk_size)) or [0]
+    for i, start in enumerate(offsets):
+        last = i == len(offsets) - 1
+        out.append(
+            sodium.crypto_secretstream_xchacha20poly1305_push(
+                state,
+                bytes(view[start : start + chunk_size]),
+                ad,
+                TAG_FINAL if last else TAG_MESSAGE,
+            )
+        )
+    return b"".join(out)
+
+
+@dataclass
+class SignerCache:
+    """Remembers signer certificates that passed ``verify_node`` recently.
+
+    Path validation and the CRL check cost far more than an Ed25519 verification; a relay
+    or an edge sees the same few signers all day. An entry is trusted for ``ttl`` (and never
+    past the certificate's or the CRL's end), then checked again. Replace the cache (or call
+    :meth:`clear`) when the trust store changes.
+    """
+
+    ttl: dt.timedelta = dt.timedelta(seconds=60)
+    _entries: dict[tuple[bytes, str, frozenset[Role]], tuple[VerifiedNode, dt.datetime]] = field(
+        default_factory=dict
+    )
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def verify(
+        self,
+        der: bytes,
+        *,
+        trust: TrustStore,
+        site: str,
+        roles: frozenset[Role],
+        now: dt.datetime,
+    ) -> VerifiedNode:
+        key = (hashlib.sha256(der).digest(), site, roles)
+        hit = self._entries.get(key)
+        if hit is not None and hit[0].certificate.not_valid_before_utc <= now < hit[1]:
+            return hit[0]
+        cert = parse_certificate(der)
+        verified = verify_node(
+            cert, trust=trust, role=roles, site=site, purpose=Purpose.SIGNING, now=now
+        )
+        until = min(now + self.ttl, cert.not_valid_after_utc)
+        if len(self._entries) > 10_000:
+            self._entries.clear()
+        self._entries[key] = (verified, until)
+        return verified
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A bundle whose outer layer passed every check that needs no decryption key."""
+
+    header: BundleHeader
+    signer: VerifiedNode
+    body: bytes
+
+    @property
+    def header_hash(self) -> bytes:
+        return self.header.header_hash
+
+
+def read_header(data: bytes, *, max_size: int = DEFAULT_MAX_BUNDLE) -> BundleHeader:
+    """Parse the header at the start of ``data`` (all or the first part of a bundle).
+
+    Checks only the format and the announced size against ``max_size``: enough for a reader
+    to stop a transfer that would exceed its cap before storing anything.
+    """
+    if len(data) < PREFIX_LEN:
+        raise BundleError(Check.FORMAT, f"only {len(data)} bytes, a header needs {PREFIX_LEN}")
+    try:
+        header_len = BundleHeader.length_from_prefix(data)
+        if len(data) < header_len:
+            raise ValueError(f"bundle header truncated: {len(data)} of {header_len} bytes")
+        header = BundleHeader.parse(bytes(data[:header_len]))
+    except ValueError as e:
+        raise BundleError(Check.FORMAT, str(e)) from None
+    total = header_len + SIG_LEN + header.ciphertext_length
+    if total > max_size:
+        raise BundleError(
+            Check.SIZE, f"bundle of {total} bytes exceeds the cap of {max_size} bytes"
+        )
+    return header
+
+
+def bundle_length(header: BundleHeader) -> int:
+    return len(bytes(header)) + SIG_LEN + header.ciphertext_length
+
+
+def verify_envelope(
+    data: bytes,
+    *,
+    trust: TrustStore,
+    now: dt.datetime,
+    recipient: str | None,
+    max_size: int = DEFAULT_MAX_BUNDLE,
+    sender_roles: Iterable[Role] = SENDER_ROLES,
+    cache: SignerCache | None = None,
+) -> Envelope:
+    """Checks 1–5: everything the relay (``recipient=None``) or a recipient can check in clear."""
+    if len(data) > max_size:
+        raise BundleError(Check.SIZE, f"bundle of {len(data)} bytes exceeds the cap of {max_size}")
+    header = read_header(data, max_size=max_size)
+    header_len = len(bytes(header))
+    if len(data) < header_len + SIG_LEN:
+        raise BundleError(Check.FORMAT, "bundle ends before its outer signature")
+    roles = frozenset(sender_roles)
+    try:
+        signer = (cache or SignerCache()).verify(
+            header.signer_cert, trust=trust, site=header.origin, roles=roles, now=now
+        )
+    except (VerificationError, ValueError) as e:
+        raise BundleError(Check.SIGNER, str(e)) from None
+    key = signer.public_key
+    assert isinstance(key, ed25519.Ed25519PublicKey)
+    try:
+        key.verify(bytes(data[header_len : header_len + SIG_LEN]), header.signed_message)
+    except InvalidSignature:
+        raise BundleError(Check.SIGNATURE, f"does not verify with {header.origin}'s key") from None
+    if recipient is not None and header.recipient != recipient:
+        raise BundleError(
+            Check.RECIPIENT, f"bundle is addressed to {header.recipient!r}, not {recipient!r}"
+        )
+    now_ms = to_ms(now)
+    if now_ms >= header.expires_ms:
+        raise BundleError(
+            Check.EXPIRY, f"bundle expired at {from_ms(header.expires_ms):%Y-%m-%d %H:%M:%S} UTC"
+        )
+    if header.created_ms > now_ms + CLOCK_SKEW.total_seconds() * 1000:
+        raise BundleError(
+            Check.EXPIRY,
+            f"bundle created in the future ({from_ms(header.created_ms):%Y-%m-%d %H:%M:%S} UTC)",
+        )
+    body = bytes(data[header_len + SIG_LEN :])
+    if len(body) != header.ciphertext_length:
+        raise BundleError(
+            Check.CIPHERTEXT,
+            f"body is {len(body)} bytes, the header announces {header.ciphertext_length}",
+        )
+    if not hmac.compare_digest(hashlib.sha256(body).digest(), header.ciphertext_hash):
+        raise BundleError(Check.CIPHERTEXT, "body does not match the header's SHA-256")
+    return Envelope(header, signer, body)
+
+
+@dataclass(frozen=True)
+class OpenedBundle:
+    """A bundle that passed every check: its header, manifest and items, ready to apply."""
+
+    header: BundleHeader
+    manifest: Manifest
+    items: tuple[Item, ...]
+
+    @property
+    def header_hash(self) -> bytes:
+        return self.header.header_hash
+
+
+def decrypt(
+    envelope: Envelope,
+    *,
+    receiving_key: x25519.X25519PrivateKey,
+    receiving_certificate: x509.Certificate,
+) -> OpenedBundle:
+    """Checks 6–8 on an envelope the caller verified and sequenced."""
+    header = envelope.header
+    if not hmac.compare_digest(header.recipient_key_id, key_id(receiving_certificate)):
+        raise BundleError(
+            Check.KEY, "sealed for another receiving key of this site (was it re-enrolled?)"
+        )
+    try:
+        content_key = SUITE.decrypt(header.wrapped_key, receiving_key, info=header.key_context)
+    except (InvalidTag, ValueError):
+        raise BundleError(Check.KEY, "the content key does not unwrap with our key") from None
+    plaintext = _decrypt(envelope.body, content_key, header.bundle_id, header.chunk_size)
+    if len(plaintext) < 4:
+        raise BundleError(Check.MANIFEST, "plaintext too short for a manifest")
+    (mlen,) = struct.unpack(">I", plaintext[:4])
+    if len(plaintext) < 4 + mlen + SIG_LEN:
+        raise BundleError(Check.MANIFEST, "manifest length exceeds the plaintext")
+    manifest_bytes = plaintext[4 : 4 + mlen]
+    inner_sig = plaintext[4 + mlen : 4 + mlen + SIG_LEN]
+    key = envelope.signer.public_key
+    assert isinstance(key, ed25519.Ed25519PublicKey)
+    try:
+        manifest = Manifest.parse(manifest_bytes)
+    except ValueError as e:
+        raise BundleError(Check.MANIFEST, str(e)) from None
+    try:
+        key.verify(inner_sig, manifest.signed_message)
+    except InvalidSignature:
+        raise BundleError(Check.INNER_SIGNATURE, "manifest not signed by the origin") from None
+    expected = (header.origin, header.recipient, header.stream, header.seq, header.bundle_id)
+    got = (manifest.origin, manifest.recipient, manifest.stream, manifest.seq, manifest.bundle_id)
+    if got != expected:
+        fields = ("origin", "recipient", "stream", "seq", "bundle id")
+        diff = [f for f, a, b in zip(fields, got, expected, strict=True) if a != b]
+        raise BundleError(
+            Check.MANIFEST, f"manifest disagrees with the header on {', '.join(diff)}"
+        )
+    items = []
+    pos = 4 + mlen + SIG_LEN
+    for n, entry in enumerate(manifest.items):
+        data = plaintext[pos : pos + entry.length]
+        if len(data) != entry.length:
+            raise BundleError(Check.ITEMS, f"item {n} is shorter than its manifest entry")
+        if not hmac.compare_digest(hashlib.sha256(data).digest(), entry.sha256):
+            raise BundleError(Check.ITEMS, f"item {n} ({entry.kind}) does not match its hash")
+        items.append(Item(entry.kind, data))
+        pos += entry.length
+    if pos != len(plaintext):
+        raise BundleError(Check.ITEMS, f"{len(plaintext) - pos} bytes after the last item")
+    return OpenedBundle(header, manifest, tuple(items))
+
+
+def _decrypt(body: bytes, key: bytes, ad: bytes, chunk_size: int) -> bytes:
+    if len(body) < SS_HEADER + SS_ABYTES:
+        raise BundleError(Check.TRUNCATED, "ciphertext too short to hold a final chunk")
+    state = sodium.crypto_secretstream_xchacha20poly1305_state()
+    try:
+        sodium.crypto_secretstream_xchacha20poly1305_init_pull(state, body[:SS_HEADER], key)
+    except (CryptoError, ValueError):
+        raise BundleError(Check.DECRYPT, "secretstream header refused") from None
+    out = []
+    pos = SS_HEADER
+    view = memoryview(body)
+    step = chunk_size + SS_ABYTES
+    index = 0
+    while pos < len(body):
+        chunk = bytes(view[pos : pos + step])
+        pos += len(chunk)
+        try:
+            message, tag = sodium.crypto_secretstream_xchacha20poly1305_pull(state, chunk, ad)
+        except (CryptoError, ValueError):
+            raise BundleError(Check.DECRYPT, f"chunk {index} does not authenticate") from None
+        last = pos >= len(body)
+        if tag == TAG_FINAL and not last:
+            raise BundleError(Check.TRUNCATED, f"chunk {index} is FINAL but more data follows")
+        if last and tag != TAG_FINAL:
+            raise BundleError(Check.TRUNCATED, "the last chunk is not FINAL: body truncated")
+        out.append(message)
+        index += 1
+    return b"".join(out)
+
+
+def open_bundle(
+    data: bytes,
+    *,
+    trust: TrustStore,
+    now: dt.datetime,
+    site: str,
+    receiving_key: x25519.X25519PrivateKey,
+    receiving_certificate: x509.Certificate,
+    max_size: int = DEFAULT_MAX_BUNDLE,
+    cache: SignerCache | None = None,
+) -> OpenedBundle:
+    """Every check but the sequence: for tools and tests. Receivers use ``stream`` instead."""
+    envelope = verify_envelope(
+        data, trust=trust, now=now, recipient=site, max_size=max_size, cache=cache
+    )
+    return decrypt(
+        envelope, receiving_key=receiving_key, receiving_certificate=receiving_certificate
+    )
