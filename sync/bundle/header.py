@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import struct
 from dataclasses import dataclass
 
 from sync.bundle.wire import Reader, Writer, check_token, pae
@@ -36,6 +37,8 @@ HEADER_TYPE = "application/vnd.zastava.bundle-header+v1"
 ID_TYPE = "application/vnd.zastava.bundle-id+v1"
 KEY_TYPE = "application/vnd.zastava.bundle-key+v1"
 WRAPPED_KEY_LEN = 80  # HPKE X25519 enc (32) + ChaCha20-Poly1305(32-byte key) (48)
+_POSITION = struct.Struct(">Q32sQQI")  # seq, prev, created, expires, chunk size
+_CIPHERTEXT = struct.Struct(">Q32s")  # ciphertext length and SHA-256
 MIN_CHUNK = 1024
 MAX_CHUNK = 1 << 20
 
@@ -80,13 +83,12 @@ class BundleHeader:
     @functools.cached_property
     def _encoded(self) -> tuple[bytes, int, int]:
         """The header bytes, and where the wrapped key and the ciphertext fields start."""
-        w = Writer()
-        w.token(self.origin).token(self.recipient).token(self.stream).u64(self.seq)
-        w.raw(self.prev).u64(self.created_ms).u64(self.expires_ms).u32(self.chunk_size)
+        w = Writer().token(self.origin).token(self.recipient).token(self.stream)
+        w.pack(_POSITION, self.seq, self.prev, self.created_ms, self.expires_ms, self.chunk_size)
         w.bytes16(self.signer_cert).raw(self.recipient_key_id)
         before_key = w.getvalue()
         after_key = Writer().bytes8(self.wrapped_key).getvalue()
-        tail = Writer().u64(self.ciphertext_length).raw(self.ciphertext_hash).getvalue()
+        tail = _CIPHERTEXT.pack(self.ciphertext_length, self.ciphertext_hash)
         fields_len = len(before_key) + len(after_key) + len(tail)
         if fields_len > MAX_FIELDS_LEN:
             raise ValueError("bundle header too long")
@@ -138,20 +140,25 @@ class BundleHeader:
         if len(data) != total:
             raise ValueError(f"bundle header: {len(data)} bytes given, header says {total}")
         r = Reader(data[PREFIX_LEN:], "bundle header")
-        header = cls(
-            origin=r.token("origin"),
-            recipient=r.token("recipient"),
-            stream=r.token("stream"),
-            seq=r.u64("seq"),
-            prev=r.raw(32, "prev"),
-            created_ms=r.u64("created"),
-            expires_ms=r.u64("expires"),
-            chunk_size=r.u32("chunk size"),
-            signer_cert=r.bytes16("signer certificate"),
-            recipient_key_id=r.raw(32, "recipient key id"),
-            wrapped_key=r.bytes8("wrapped key"),
-            ciphertext_length=r.u64("ciphertext length"),
-            ciphertext_hash=r.raw(32, "ciphertext hash"),
-        )
+        origin, recipient, stream = r.token("origin"), r.token("recipient"), r.token("stream")
+        seq, prev, created, expires, chunk = r.unpack(_POSITION, "seq, prev, times, chunk size")
+        signer_cert = r.bytes16("signer certificate")
+        key_id = r.raw(32, "recipient key id")
+        wrapped = r.bytes8("wrapped key")
+        ct_len, ct_hash = r.unpack(_CIPHERTEXT, "ciphertext length and hash")
         r.end()
-        return header
+        return cls(
+            origin=origin,
+            recipient=recipient,
+            stream=stream,
+            seq=seq,  # type: ignore[arg-type]
+            prev=prev,  # type: ignore[arg-type]
+            created_ms=created,  # type: ignore[arg-type]
+            expires_ms=expires,  # type: ignore[arg-type]
+            chunk_size=chunk,  # type: ignore[arg-type]
+            signer_cert=signer_cert,
+            recipient_key_id=key_id,
+            wrapped_key=wrapped,
+            ciphertext_length=ct_len,  # type: ignore[arg-type]
+            ciphertext_hash=ct_hash,  # type: ignore[arg-type]
+        )

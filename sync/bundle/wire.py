@@ -49,6 +49,10 @@ class Writer:
         self._parts.append(v)
         return self
 
+    def pack(self, fmt: struct.Struct, *values: object) -> Writer:
+        self._parts.append(fmt.pack(*values))
+        return self
+
     def token(self, v: str) -> Writer:
         b = v.encode("ascii")
         return self.u8(len(b)).raw(b)
@@ -88,6 +92,16 @@ class Reader:
         v = bytes(self._data[self._pos : self._pos + n])
         self._pos += n
         return v
+
+    def unpack(self, fmt: struct.Struct, fields: str) -> tuple[object, ...]:
+        """Several fixed-size fields at once (``fields`` names them for the error)."""
+        if self.remaining() < fmt.size:
+            raise ValueError(
+                f"{self._what} truncated: {fields} need {fmt.size} bytes, {self.remaining()} left"
+            )
+        values = fmt.unpack_from(self._data, self._pos)
+        self._pos += fmt.size
+        return values
 
     def u8(self, field: str) -> int:
         return int(self.raw(1, field)[0])
