@@ -1,0 +1,405 @@
+"""The guard: quarantine → verify → release or reject, restart-safe, without any decryption key.
+
+Theory of operation. A finished upload is renamed (atomically, by the SFTP layer) from the
+site's upload area into ``quarantine/<site>/``. The guard then checks, with the header and
+the outer signature only (``sync.bundle.codec.verify_envelope`` with no recipient):
+
+1. size cap, outer signature by a certified edge or core key of the origin site, expiry,
+   ciphertext hash (mix-and-match) — what every relay can check;
+2. the origin is the site that uploaded it (a site cannot inject another site's bundles);
+3. policy: this origin may send to this recipient; the origin is within its rate;
+4. sequence: ``seq`` is above the last seq this relay released on that stream (replay and
+   rollback refused; gaps pass: a sender may use several relays, the recipient holds gaps).
+
+Then it *releases*: it records the release (stream position, inbox name) in its SQLite state,
+renames the file into the recipient's inbox, and marks it moved; or it *rejects*: writes
+the reason where the sender can read it and deletes the file. Every transition is an audit
+entry. Killed at any point, :meth:`Guard.recover` finishes what was started: a file is in
+exactly one of quarantine or inbox, and the state says which, so nothing is lost and
+nothing is delivered twice (THREATS B13).
+
+Audit entries are written to an outbox table in the same transaction as the state change
+they describe, and moved to the audit log by :meth:`Guard.flush` (one signed checkpoint per
+batch). After a kill, the outbox is flushed again; entries the log already holds at its tail
+are recognised and not appended twice.
+
+The guard is single-threaded: SFTP threads only move files and queue events.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sqlite3
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from pki.names import Role
+from pki.trust import TrustStore
+from sync.bundle.codec import BundleError, SignerCache, read_header, verify_envelope
+from sync.bundle.header import BundleHeader
+from sync.relay.audit import AuditEntry, AuditEvent
+from sync.relay.audit import Verdict as Decision
+from sync.relay.config import Limits, Policy
+
+STATE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS pending (
+    qid TEXT PRIMARY KEY, site TEXT NOT NULL, upload_name TEXT NOT NULL,
+    size INTEGER NOT NULL, uploaded_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS positions (
+    origin TEXT NOT NULL, recipient TEXT NOT NULL, stream TEXT NOT NULL,
+    last_seq INTEGER NOT NULL, last_hash BLOB NOT NULL,
+    PRIMARY KEY (origin, recipient, stream));
+CREATE TABLE IF NOT EXISTS released (
+    inbox_name TEXT NOT NULL, recipient TEXT NOT NULL, qid TEXT NOT NULL,
+    origin TEXT NOT NULL, stream TEXT NOT NULL, seq INTEGER NOT NULL,
+    header_hash BLOB NOT NULL, size INTEGER NOT NULL, released_ms INTEGER NOT NULL,
+    moved INTEGER NOT NULL, PRIMARY KEY (recipient, inbox_name));
+CREATE TABLE IF NOT EXISTS rates (
+    origin TEXT NOT NULL, minute INTEGER NOT NULL, count INTEGER NOT NULL,
+    PRIMARY KEY (origin, minute));
+CREATE TABLE IF NOT EXISTS rejected (qid TEXT PRIMARY KEY, rejected_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS audit_outbox (id INTEGER PRIMARY KEY, entry BLOB NOT NULL);
+"""
+
+
+class AuditSink(Protocol):
+    """Where transitions go: ``AuditLog.append_batch`` (one signed checkpoint per call)."""
+
+    def __call__(self, entries: Sequence[AuditEntry], now: dt.datetime, /) -> object: ...
+
+
+@dataclass(frozen=True)
+class RelayPaths:
+    data_dir: Path
+
+    def site(self, site: str) -> Path:
+        return self.data_dir / "sites" / site
+
+    def upload(self, site: str) -> Path:
+        return self.site(site) / "upload"
+
+    def inbox(self, site: str) -> Path:
+        return self.site(site) / "inbox"
+
+    def rejected(self, site: str) -> Path:
+        return self.site(site) / "rejected"
+
+    def quarantine(self, site: str) -> Path:
+        return self.data_dir / "quarantine" / site
+
+    @property
+    def state_db(self) -> Path:
+        return self.data_dir / "guard.db"
+
+    def make_site(self, site: str) -> None:
+        for d in (self.upload(site), self.inbox(site), self.rejected(site), self.quarantine(site)):
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def new_quarantine_name(upload_name: str) -> str:
+    """Unique within the quarantine: the upload's name plus a random suffix."""
+    return f"{upload_name}.{uuid.uuid4().hex}"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    released: bool
+    reason: str
+    header: BundleHeader | None = None
+    inbox_name: str | None = None
+
+
+class Guard:
+    def __init__(
+        self,
+        paths: RelayPaths,
+        *,
+        trust: Callable[[], TrustStore],
+        roles: Callable[[str], Role | None],
+        policy: Policy,
+        limits: Limits,
+        audit: AuditSink,
+        audit_tail: Callable[[int], list[bytes]] = lambda n: [],
+        doorbell: Callable[[str], None] = lambda site: None,
+    ) -> None:
+        self.paths = paths
+        self.trust = trust
+        self.roles = roles
+        self.policy = policy
+        self.limits = limits
+        self.audit = audit
+        self.audit_tail = audit_tail
+        self.doorbell = doorbell
+        self.cache = SignerCache()
+        paths.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.db = sqlite3.connect(paths.state_db, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(STATE_SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def _log(self, *entries: AuditEntry) -> None:
+        self.db.executemany(
+            "INSERT INTO audit_outbox (entry) VALUES (?)", [(bytes(e),) for e in entries]
+        )
+
+    def flush(self, now: dt.datetime) -> int:
+        """Move queued audit entries to the log (one checkpoint). Returns how many."""
+        rows = self.db.execute("SELECT id, entry FROM audit_outbox ORDER BY id").fetchall()
+        if not rows:
+            return 0
+        datas = [r[1] for r in rows]
+        # After a kill between the log's commit and ours, the log's tail already holds a
+        # prefix of the outbox: skip exactly that prefix.
+        tail = self.audit_tail(len(datas))
+        skip = next(
+            (k for k in range(min(len(tail), len(datas)), 0, -1) if tail[-k:] == datas[:k]), 0
+        )
+        entries = [AuditEntry.parse(d) for d in datas[skip:]]
+        if entries:
+            self.audit(entries, now)
+        self.db.execute("DELETE FROM audit_outbox WHERE id <= ?", (rows[-1][0],))
+        return len(entries)
+
+    # -- events from the SFTP layer -------------------------------------------------------
+
+    def uploaded(self, site: str, qname: str, now: dt.datetime) -> Verdict:
+        """A file was renamed into ``quarantine/<site>/<qname>``: register it, then judge it."""
+        size = (self.paths.quarantine(site) / qname).stat().st_size
+        with self._tx():
+            self.db.execute(
+                "INSERT OR IGNORE INTO pending VALUES (?, ?, ?, ?, ?)",
+                (qname, site, qname.rsplit(".", 1)[0], size, _ms(now)),
+            )
+            self._log(self._entry(AuditEvent.UPLOADED, site, None, size, now))
+        return self.judge(site, qname, now)
+
+    def fetched(self, site: str, inbox_name: str, now: dt.datetime) -> None:
+        self._inbox_event(AuditEvent.FETCHED, site, inbox_name, now)
+
+    def deleted(self, site: str, inbox_name: str, now: dt.datetime) -> None:
+        self._inbox_event(AuditEvent.DELETED, site, inbox_name, now)
+
+    def _inbox_event(self, event: AuditEvent, site: str, inbox_name: str, now: dt.datetime) -> None:
+        row = self.db.execute(
+            "SELECT origin, stream, seq, size, header_hash FROM released "
+            "WHERE recipient=? AND inbox_name=?",
+            (site, inbox_name),
+        ).fetchone()
+        origin, stream, seq, size, hh = row if row else (site, "", 0, 0, b"")
+        self._log(AuditEntry(now, event, origin, site, stream, seq, size, hh.hex()))
+
+    # -- judging ----------------------------------------------------------------------------
+
+    def judge(self, site: str, qname: str, now: dt.datetime) -> Verdict:
+        data = (self.paths.quarantine(site) / qname).read_bytes()
+        try:
+            header = read_header(data, max_size=self.limits.max_bundle_bytes)
+        except BundleError as e:
+            return self._reject(site, qname, None, len(data), str(e), now)
+        reason = self._refusal(site, header, data, now)
+        if reason:
+            return self._reject(site, qname, header, len(data), reason, now)
+        return self._release(site, qname, header, len(data), now)
+
+    def _refusal(self, site: str, header: BundleHeader, data: bytes, now: dt.datetime) -> str:
+        """Why this bundle may not pass, or an empty string."""
+        try:
+            verify_envelope(
+                data,
+                trust=self.trust(),
+                now=now,
+                recipient=None,
+                max_size=self.limits.max_bundle_bytes,
+                cache=self.cache,
+            )
+        except BundleError as e:
+            return str(e)
+        if header.origin != site:
+            return f"origin: the bundle comes from {header.origin!r} but was uploaded by {site!r}"
+        origin_role, recipient_role = self.roles(header.origin), self.roles(header.recipient)
+        if (
+            origin_role is None
+            or recipient_role is None
+            or not self.policy.allows(
+                (origin_role, header.origin), (recipient_role, header.recipient)
+            )
+        ):
+            return f"policy: {header.origin} may not send to {header.recipient}"
+        row = self.db.execute(
+            "SELECT count FROM rates WHERE origin=? AND minute=?",
+            (header.origin, _ms(now) // 60_000),
+        ).fetchone()
+        if row and row[0] >= self.limits.bundles_per_minute:
+            limit = self.limits.bundles_per_minute
+            return f"rate: more than {limit} bundles per minute; retry later"
+        pos = self.db.execute(
+            "SELECT last_seq FROM positions WHERE origin=? AND recipient=? AND stream=?",
+            (header.origin, header.recipient, header.stream),
+        ).fetchone()
+        if pos and header.seq <= pos[0]:
+            return (
+                f"sequence: seq {header.seq} is not after seq {pos[0]} already released on "
+                f"{header.stream!r} (replay or rollback)"
+            )
+        return ""
+
+    def _release(
+        self, site: str, qname: str, header: BundleHeader, size: int, now: dt.datetime
+    ) -> Verdict:
+        inbox_name = f"{header.origin}.{header.stream}.{header.seq}.bundle"
+        minute = _ms(now) // 60_000
+        with self._tx():
+            self.db.execute(
+                "INSERT OR REPLACE INTO positions VALUES (?, ?, ?, ?, ?)",
+                (header.origin, header.recipient, header.stream, header.seq, header.header_hash),
+            )
+            self.db.execute(
+                "INSERT OR REPLACE INTO released VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+                (
+                    inbox_name,
+                    header.recipient,
+                    qname,
+                    header.origin,
+                    header.stream,
+                    header.seq,
+                    header.header_hash,
+                    size,
+                    _ms(now),
+                ),
+            )
+            self.db.execute("DELETE FROM pending WHERE qid=?", (qname,))
+            self.db.execute(
+                "INSERT INTO rates VALUES (?, ?, 1) ON CONFLICT(origin, minute) "
+                "DO UPDATE SET count = count + 1",
+                (header.origin, minute),
+            )
+            self.db.execute("DELETE FROM rates WHERE minute < ?", (minute - 5,))
+            self._log(
+                self._entry(AuditEvent.VERIFIED, site, header, size, now),
+                self._entry(AuditEvent.RELEASED, site, header, size, now, Decision.ACCEPTED),
+            )
+        self._move(site, qname, header.recipient, inbox_name)
+        self.doorbell(header.recipient)
+        return Verdict(True, "released", header, inbox_name)
+
+    def _move(self, site: str, qname: str, recipient: str, inbox_name: str) -> None:
+        self.paths.make_site(recipient)
+        os.replace(self.paths.quarantine(site) / qname, self.paths.inbox(recipient) / inbox_name)
+        _fsync_dir(self.paths.inbox(recipient))
+        self.db.execute(
+            "UPDATE released SET moved=1 WHERE recipient=? AND inbox_name=?",
+            (recipient, inbox_name),
+        )
+
+    def _reject(
+        self,
+        site: str,
+        qname: str,
+        header: BundleHeader | None,
+        size: int,
+        reason: str,
+        now: dt.datetime,
+    ) -> Verdict:
+        upload_name = qname.rsplit(".", 1)[0]
+        note = self.paths.rejected(site) / f"{upload_name}.txt"
+        note.write_text(f"REJECTED {upload_name}.bundle at {now.isoformat()}: {reason}\n")
+        with self._tx():
+            self.db.execute("DELETE FROM pending WHERE qid=?", (qname,))
+            self.db.execute("INSERT OR IGNORE INTO rejected VALUES (?, ?)", (qname, _ms(now)))
+            self._log(
+                self._entry(AuditEvent.REJECTED, site, header, size, now, Decision.REJECTED, reason)
+            )
+        (self.paths.quarantine(site) / qname).unlink(missing_ok=True)
+        return Verdict(False, reason, header)
+
+    def _entry(
+        self,
+        event: AuditEvent,
+        site: str,
+        header: BundleHeader | None,
+        size: int,
+        now: dt.datetime,
+        verdict: Decision = Decision.NONE,
+        reason: str = "",
+    ) -> AuditEntry:
+        if header is None:
+            return AuditEntry(now, event, site, size=size, verdict=verdict, reason=reason)
+        return AuditEntry(
+            now,
+            event,
+            header.origin,
+            header.recipient,
+            header.stream,
+            header.seq,
+            size,
+            header.header_hash.hex(),
+            header.ciphertext_hash.hex(),
+            verdict,
+            reason,
+        )
+
+    # -- restart ----------------------------------------------------------------------------
+
+    def recover(self, now: dt.datetime) -> list[Verdict]:
+        """Finish whatever a kill interrupted. Safe to run at every start."""
+        self.flush(now)
+        for recipient, inbox_name, qid, origin in self.db.execute(
+            "SELECT recipient, inbox_name, qid, origin FROM released WHERE moved=0"
+        ).fetchall():
+            if (self.paths.quarantine(origin) / qid).exists():
+                self._move(origin, qid, recipient, inbox_name)
+            else:  # the rename happened; only the mark was lost
+                self.db.execute(
+                    "UPDATE released SET moved=1 WHERE recipient=? AND inbox_name=?",
+                    (recipient, inbox_name),
+                )
+        verdicts = []
+        done = {
+            r[0] for r in self.db.execute("SELECT qid FROM released UNION SELECT qid FROM rejected")
+        }
+        quarantine = self.paths.data_dir / "quarantine"
+        if quarantine.exists():
+            for site_dir in sorted(p for p in quarantine.iterdir() if p.is_dir()):
+                for f in sorted(site_dir.iterdir(), key=lambda p: p.stat().st_mtime_ns):
+                    if f.name in done:
+                        f.unlink()  # decided before the kill; only the cleanup was lost
+                        continue
+                    known = self.db.execute(
+                        "SELECT 1 FROM pending WHERE qid=?", (f.name,)
+                    ).fetchone()
+                    if known:
+                        verdicts.append(self.judge(site_dir.name, f.name, now))
+                    else:
+                        verdicts.append(self.uploaded(site_dir.name, f.name, now))
+        self.flush(now)
+        return verdicts
+
+
+def _ms(t: dt.datetime) -> int:
+    return int(t.timestamp() * 1000)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

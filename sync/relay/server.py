@@ -1,0 +1,308 @@
+"""The relay's SSH server: public-key authentication by certificate, SFTP jails, the guard.
+
+Theory of operation. A node connects with SSH; its user name is its site id, and its key is
+the ECDSA P-256 key of its TLS certificate (the node's transport identity). The key is
+accepted only if a certificate in ``nodes_dir`` holds exactly that key and passes
+``pki.trust.verify_node`` now (edge or core, that site, not expired, not revoked). The relay
+presents its own TLS key as host key, which nodes check against the relay's certificate.
+Only the SFTP subsystem is offered. SFTP threads hand events to one guard thread, which
+owns all state. A watchdog cuts transfers slower than the configured minimum rate (B9).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import logging
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import paramiko
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from paramiko.common import (
+    AUTH_FAILED,
+    AUTH_SUCCESSFUL,
+    OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED,
+    OPEN_SUCCEEDED,
+)
+
+from pki.names import Purpose, Role
+from pki.node import NodeCredentials
+from pki.trust import TrustStore, VerificationError, verify_node
+from sync.relay.audit import AuditLog
+from sync.relay.auditstore import SqliteAuditStore
+from sync.relay.config import RelayConfig
+from sync.relay.guard import Guard, RelayPaths
+from sync.relay.sftp import RelaySFTP, SiteSession
+
+log = logging.getLogger("zastava.relay")
+Clock = Callable[[], dt.datetime]
+NODE_ROLES = frozenset({Role.EDGE, Role.CORE})
+
+
+def ssh_blob(key: ec.EllipticCurvePublicKey) -> bytes:
+    """The SSH wire form of an ECDSA public key (what ``PKey.asbytes()`` returns)."""
+    line = key.public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH)
+    return base64.b64decode(line.split()[1])
+
+
+def paramiko_key(key: ec.EllipticCurvePrivateKey) -> paramiko.ECDSAKey:
+    return paramiko.ECDSAKey(vals=(key, key.public_key()))
+
+
+class NodeDirectory:
+    """The TLS certificates of the nodes allowed to connect, reloaded when files change."""
+
+    def __init__(self, nodes_dir: Path, trust: Callable[[], TrustStore]) -> None:
+        self.nodes_dir = nodes_dir
+        self.trust = trust
+        self._stamp: tuple[tuple[str, int], ...] = ()
+        self._certs: list[x509.Certificate] = []
+        self._lock = threading.Lock()
+
+    def _load(self) -> list[x509.Certificate]:
+        files = sorted(self.nodes_dir.glob("*.pem")) if self.nodes_dir.exists() else []
+        stamp = tuple((str(f), f.stat().st_mtime_ns) for f in files)
+        with self._lock:
+            if stamp != self._stamp:
+                certs = []
+                for f in files:
+                    try:
+                        certs.append(x509.load_pem_x509_certificates(f.read_bytes())[0])
+                    except (ValueError, IndexError):
+                        log.warning("ignoring %s: not a PEM certificate", f)
+                self._certs, self._stamp = certs, stamp
+            return self._certs
+
+    def authenticate(self, site: str, blob: bytes, now: dt.datetime) -> Role | None:
+        for cert in self._load():
+            key = cert.public_key()
+            if not isinstance(key, ec.EllipticCurvePublicKey) or ssh_blob(key) != blob:
+                continue
+            try:
+                v = verify_node(
+                    cert,
+                    trust=self.trust(),
+                    role=NODE_ROLES,
+                    site=site,
+                    purpose=Purpose.TLS,
+                    now=now,
+                )
+            except VerificationError as e:
+                log.warning("refused key for %s: %s", site, e)
+                return None
+            return v.role
+        return None
+
+    def role_of(self, site: str, now: dt.datetime) -> Role | None:
+        for cert in self._load():
+            try:
+                v = verify_node(
+                    cert,
+                    trust=self.trust(),
+                    role=NODE_ROLES,
+                    site=site,
+                    purpose=Purpose.TLS,
+                    now=now,
+                )
+            except VerificationError:
+                continue
+            return v.role
+        return None
+
+
+class _SSHServer(paramiko.ServerInterface):
+    def __init__(self, relay: RelayServer) -> None:
+        self.relay = relay
+        self.session: SiteSession | None = None
+
+    def get_allowed_auths(self, username: str) -> str:
+        return "publickey"
+
+    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
+        now = self.relay.clock()
+        role = self.relay.nodes.authenticate(username, key.asbytes(), now)
+        if role is None:
+            log.info("authentication refused for %r", username)
+            return AUTH_FAILED
+        self.session = SiteSession(
+            username, self.relay.paths, self.relay.config.limits, self.relay.notify
+        )
+        log.info("%s (%s) connected", username, role.value)
+        return AUTH_SUCCESSFUL
+
+    def check_channel_request(self, kind: str, chanid: int) -> int:
+        if kind == "session" and self.session is not None:
+            return OPEN_SUCCEEDED
+        return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+
+
+class RelayServer:
+    """``zastava relay serve``: listen, authenticate, jail, guard. ``start()`` / ``stop()``."""
+
+    def __init__(self, config: RelayConfig, *, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock: Clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self.creds = NodeCredentials.load(config.node_dir)
+        if self.creds.name.role is not Role.RELAY:
+            raise ValueError(
+                f"{config.node_dir} holds a {self.creds.name.role.value} identity, not a relay's"
+            )
+        self.host_key = paramiko_key(self.creds.keys.tls)
+        self.paths = RelayPaths(config.data_dir)
+        self.nodes = NodeDirectory(config.nodes_dir, self.trust)
+        self.events: queue.Queue[tuple[str, str, str] | None] = queue.Queue()
+        self._listener: socket.socket | None = None
+        self._threads: list[threading.Thread] = []
+        self._transports: list[paramiko.Transport] = []
+        self._stopping = threading.Event()
+        self.port = config.port
+
+    def trust(self) -> TrustStore:
+        return self.creds.trust
+
+    def notify(self, kind: str, site: str, name: str) -> None:
+        self.events.put((kind, site, name))
+
+    def start(self) -> None:
+        """Recover from any earlier kill, then listen. Returns once the relay serves."""
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        guard = threading.Thread(
+            target=self._guard_loop, args=(ready, failure), daemon=True, name="guard"
+        )
+        guard.start()
+        ready.wait()
+        if failure:
+            raise failure[0]
+        self._threads.append(guard)
+        self._listener = socket.create_server((self.config.host, self.config.port))
+        self.port = self._listener.getsockname()[1]
+        accept = threading.Thread(target=self._accept_loop, daemon=True, name="accept")
+        accept.start()
+        self._threads.append(accept)
+        log.info("relay listening on %s:%d", self.config.host, self.port)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._listener is not None:
+            self._listener.close()
+        for tr in list(self._transports):
+            tr.close()
+        self.events.put(None)
+        for t in self._threads:
+            t.join(10)
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while not self._stopping.is_set():
+            try:
+                sock, addr = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve_connection, args=(sock,), daemon=True).start()
+
+    def _serve_connection(self, sock: socket.socket) -> None:
+        transport = paramiko.Transport(sock)
+        transport.add_server_key(self.host_key)
+        transport.set_subsystem_handler("sftp", paramiko.SFTPServer, RelaySFTP)
+        server = _SSHServer(self)
+        self._transports.append(transport)
+        try:
+            transport.start_server(server=server)
+            self._watch(transport, server)
+        except (paramiko.SSHException, EOFError, OSError) as e:
+            log.info("connection ended: %s", e)
+        finally:
+            transport.close()
+            self._transports.remove(transport)
+
+    def _watch(self, transport: paramiko.Transport, server: _SSHServer) -> None:
+        """Cut a connection whose transfers crawl below the minimum rate (B9)."""
+        window = 20.0
+        min_bytes = self.config.limits.min_rate_bytes_per_second * window
+        samples: list[tuple[float, int]] = []
+        while transport.is_active() and not self._stopping.is_set():
+            time.sleep(1.0)
+            s = server.session
+            if s is None:
+                continue
+            with s.lock:
+                active, moved = s.open_handles > 0, s.moved
+            t = time.monotonic()
+            if not active:
+                samples.clear()
+                continue
+            samples.append((t, moved))
+            samples = [x for x in samples if t - x[0] <= window]
+            if t - samples[0][0] >= window - 1.5 and moved - samples[0][1] < min_bytes:
+                log.warning(
+                    "%s: transfer slower than %d B/s; disconnecting",
+                    s.site,
+                    self.config.limits.min_rate_bytes_per_second,
+                )
+                transport.close()
+                return
+
+    def _guard_loop(self, ready: threading.Event, failure: list[BaseException]) -> None:
+        """The one thread that owns the guard's state and the audit log (SQLite)."""
+        try:
+            self.config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            store = SqliteAuditStore.open(self.config.data_dir / "audit.db")
+            self.audit_log = AuditLog.for_node(store, self.creds)
+            self.guard = Guard(
+                self.paths,
+                trust=self.trust,
+                roles=lambda site: self.nodes.role_of(site, self.clock()),
+                policy=self.config.policy,
+                limits=self.config.limits,
+                audit=self.audit_log.append_batch,
+                audit_tail=lambda n: [
+                    store.entry_data(i)
+                    for i in range(max(0, self.audit_log.size - n), self.audit_log.size)
+                ],
+            )
+            self.guard.recover(self.clock())
+        except BaseException as e:
+            failure.append(e)
+            ready.set()
+            return
+        ready.set()
+        try:
+            self._process_events()
+        finally:
+            self.guard.flush(self.clock())
+            self.guard.close()
+            store.close()
+
+    def _process_events(self) -> None:
+        while True:
+            item = self.events.get()
+            batch = [item]
+            while len(batch) < 500:
+                try:
+                    batch.append(self.events.get_nowait())
+                except queue.Empty:
+                    break
+            for ev in batch:
+                if ev is None:
+                    return
+                kind, site, name = ev
+                now = self.clock()
+                try:
+                    if kind == "uploaded":
+                        verdict = self.guard.uploaded(site, name, now)
+                        log.info("%s: %s", name, verdict.reason)
+                    elif kind == "fetched":
+                        self.guard.fetched(site, name, now)
+                    elif kind == "deleted":
+                        self.guard.deleted(site, name, now)
+                except Exception:
+                    log.exception("guard failed on %s %s/%s", kind, site, name)
+            self.guard.flush(self.clock())
