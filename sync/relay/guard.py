@@ -126,6 +126,7 @@ class Guard:
         audit: AuditSink,
         audit_tail: Callable[[int], list[bytes]] = lambda n: [],
         doorbell: Callable[[str], None] = lambda site: None,
+        failpoint: Callable[[str], None] = lambda name: None,
     ) -> None:
         self.paths = paths
         self.trust = trust
@@ -135,6 +136,9 @@ class Guard:
         self.audit = audit
         self.audit_tail = audit_tail
         self.doorbell = doorbell
+        # Called at each step where a kill would leave work half done; crash tests pass a
+        # function that ends the process there, as kill -9 would.
+        self.failpoint = failpoint
         self.cache = SignerCache()
         paths.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.db = sqlite3.connect(paths.state_db, isolation_level=None, check_same_thread=False)
@@ -175,6 +179,7 @@ class Guard:
         entries = [AuditEntry.parse(d) for d in datas[skip:]]
         if entries:
             self.audit(entries, now)
+        self.failpoint("audit-appended")
         self.db.execute("DELETE FROM audit_outbox WHERE id <= ?", (rows[-1][0],))
         return len(entries)
 
@@ -189,6 +194,7 @@ class Guard:
                 (qname, site, qname.rsplit(".", 1)[0], size, _ms(now)),
             )
             self._log(self._entry(AuditEvent.UPLOADED, site, None, size, now))
+        self.failpoint("registered")
         return self.judge(site, qname, now)
 
     def fetched(self, site: str, inbox_name: str, now: dt.datetime) -> None:
@@ -296,7 +302,9 @@ class Guard:
                 self._entry(AuditEvent.VERIFIED, site, header, size, now),
                 self._entry(AuditEvent.RELEASED, site, header, size, now, Decision.ACCEPTED),
             )
+        self.failpoint("release-committed")
         self._move(site, qname, header.recipient, inbox_name)
+        self.failpoint("released")
         self.doorbell(header.recipient)
         return Verdict(True, "released", header, inbox_name)
 
@@ -304,6 +312,7 @@ class Guard:
         self.paths.make_site(recipient)
         os.replace(self.paths.quarantine(site) / qname, self.paths.inbox(recipient) / inbox_name)
         _fsync_dir(self.paths.inbox(recipient))
+        self.failpoint("moved")
         self.db.execute(
             "UPDATE released SET moved=1 WHERE recipient=? AND inbox_name=?",
             (recipient, inbox_name),
@@ -321,12 +330,14 @@ class Guard:
         upload_name = qname.rsplit(".", 1)[0]
         note = self.paths.rejected(site) / f"{upload_name}.txt"
         note.write_text(f"REJECTED {upload_name}.bundle at {now.isoformat()}: {reason}\n")
+        self.failpoint("reject-noted")
         with self._tx():
             self.db.execute("DELETE FROM pending WHERE qid=?", (qname,))
             self.db.execute("INSERT OR IGNORE INTO rejected VALUES (?, ?)", (qname, _ms(now)))
             self._log(
                 self._entry(AuditEvent.REJECTED, site, header, size, now, Decision.REJECTED, reason)
             )
+        self.failpoint("reject-committed")
         (self.paths.quarantine(site) / qname).unlink(missing_ok=True)
         return Verdict(False, reason, header)
 
