@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -186,7 +186,7 @@ def verify_node(
     :class:`VerificationError` naming the failed check.
     """
     roles = {role} if isinstance(role, Role) else set(role)
-    with _malformed_is_refused():
+    with _malformed_is_refused(error=VerificationError):
         leaf, path = _validate(chain, trust, purpose.eku, now)
     names = [NodeName.parse(u) for u in _zastava_uris(leaf, "urn:zastava:node:")]
     if len(names) != 1:
@@ -216,7 +216,7 @@ def verify_device(
     site: str | None = None,
 ) -> VerifiedDevice:
     """Check a client certificate of a user's managed device (TLS client authentication)."""
-    with _malformed_is_refused():
+    with _malformed_is_refused(error=VerificationError):
         leaf, path = _validate(chain, trust, (ExtendedKeyUsageOID.CLIENT_AUTH,), now)
     names = [DeviceName.parse(u) for u in _zastava_uris(leaf, "urn:zastava:device:")]
     if len(names) != 1:
@@ -229,15 +229,31 @@ def verify_device(
     return VerifiedDevice(names[0], leaf, path)
 
 
+_MALFORMED = (
+    ValueError,
+    UnsupportedAlgorithm,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+    CryptographyDeprecationWarning,
+)
+
+
 @contextlib.contextmanager
-def _malformed_is_refused() -> Iterator[None]:
-    """Certificate extensions are parsed lazily: a malformed one surfaces as ValueError."""
-    try:
-        yield
-    except VerificationError:
-        raise
-    except ValueError as e:
-        raise VerificationError(f"malformed certificate: {e}") from None
+def _malformed_is_refused(
+    prefix: str = "malformed certificate", error: type[ValueError] = ValueError
+) -> Iterator[None]:
+    """Certificates are parsed lazily, and a malformed part surfaces as one of several
+    exceptions (or only a deprecation warning) wherever it is first touched: turn each into
+    ``error``. An untrusted certificate gets no benefit of the doubt."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CryptographyDeprecationWarning)
+        try:
+            yield
+        except VerificationError:
+            raise
+        except _MALFORMED as e:
+            raise error(f"{prefix}: {e}") from None
 
 
 def parse_certificate(der: bytes) -> x509.Certificate:
@@ -246,12 +262,12 @@ def parse_certificate(der: bytes) -> x509.Certificate:
     What ``cryptography`` still accepts with a deprecation warning (a negative serial, say)
     is refused here too: an untrusted certificate gets no benefit of the doubt.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", CryptographyDeprecationWarning)
-        try:
-            return x509.load_der_x509_certificate(der)
-        except (x509.InvalidVersion, ValueError, CryptographyDeprecationWarning) as e:
-            raise ValueError(f"malformed certificate: {e}") from None
+    with _malformed_is_refused("malformed certificate"):
+        cert = x509.load_der_x509_certificate(der)
+        # Parsing is lazy: touch every part now, so that a malformation surfaces here.
+        _ = (cert.serial_number, cert.subject, cert.issuer, cert.public_key())
+        _ = (cert.not_valid_before_utc, cert.not_valid_after_utc, list(cert.extensions))
+        return cert
 
 
 def load_crls(data: bytes) -> list[x509.CertificateRevocationList]:

@@ -175,6 +175,22 @@ def test_b2_every_flipped_byte_is_refused(fed: Federation) -> None:
     assert {Check.FORMAT, Check.SIGNER, Check.SIGNATURE, Check.CIPHERTEXT} <= reasons
 
 
+def test_b2_every_bit_of_the_signer_certificate(fed: Federation) -> None:
+    """The embedded certificate is parsed from untrusted bytes: a flipped bit there can make
+    a certificate that parses oddly (duplicate extensions, unknown key types, negative
+    serials). Each of its bits, flipped, must give a BundleError, never another exception."""
+    data = _small(fed)
+    header = read_header(data)
+    start = bytes(header).index(header.signer_cert)
+    cache = SignerCache()
+    for pos in range(start, start + len(header.signer_cert)):
+        for bit in range(8):
+            bad = bytearray(data)
+            bad[pos] ^= 1 << bit
+            with pytest.raises(BundleError):
+                open_as(fed.hq, bytes(bad), cache=cache)
+
+
 @given(pos=st.integers(0, 10_000), bit=st.integers(0, 7))
 @settings(max_examples=200, deadline=None)
 def test_b2_any_flipped_bit_is_refused(fed: Federation, pos: int, bit: int) -> None:
