@@ -230,11 +230,47 @@ def _register_audit(commands: argparse._SubParsersAction[argparse.ArgumentParser
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "relay",
-        help="the relay: audit log (and, later, the server)",
+        help="the relay: the SSH/SFTP server and its audit log",
         description="The relay between plants and the core: it stores and forwards signed, "
         "encrypted bundles and keeps a tamper-evident audit log of everything it does.",
     )
     p.set_defaults(group_parser=p)
     commands = p.add_subparsers(title="commands", metavar="COMMAND")
     _register_audit(commands)
-    # Further relay commands (``serve``) register on ``commands`` here.
+    q = commands.add_parser(
+        "serve",
+        help="run the relay server (SSH/SFTP, guard, signalling, audit log)",
+        description="Serve the relay as configured in relay.toml (see sync/relay/config.py for "
+        "every setting). Stops cleanly on Ctrl-C or SIGTERM.",
+    )
+    q.add_argument("--config", type=Path, required=True, help="relay.toml")
+    q.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    q.set_defaults(handler=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+    import threading
+
+    from sync.relay.config import RelayConfig
+    from sync.relay.server import RelayServer
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    logging.getLogger("paramiko").setLevel(logging.WARNING)
+    config = RelayConfig.from_toml(args.config)
+    server = RelayServer(config)
+    print(f"recovering and starting the relay ({config.data_dir})", flush=True)
+    server.start()
+    print(f"relay serving on {config.host}:{server.port}; Ctrl-C to stop", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    print("stopping the relay", flush=True)
+    server.stop()
+    return 0

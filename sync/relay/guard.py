@@ -125,7 +125,7 @@ class Guard:
         limits: Limits,
         audit: AuditSink,
         audit_tail: Callable[[int], list[bytes]] = lambda n: [],
-        doorbell: Callable[[str], None] = lambda site: None,
+        doorbell: Callable[[str, str], None] = lambda site, name: None,
         failpoint: Callable[[str], None] = lambda name: None,
     ) -> None:
         self.paths = paths
@@ -211,6 +211,14 @@ class Guard:
         ).fetchone()
         origin, stream, seq, size, hh = row if row else (site, "", 0, 0, b"")
         self._log(AuditEntry(now, event, origin, site, stream, seq, size, hh.hex()))
+
+    def signal_relayed(self, header: BundleHeader, size: int, now: dt.datetime) -> None:
+        """A signalling envelope was passed on (checked by the hub, never stored)."""
+        self._log(
+            self._entry(
+                AuditEvent.SIGNAL_RELAYED, header.origin, header, size, now, Decision.ACCEPTED
+            )
+        )
 
     # -- judging ----------------------------------------------------------------------------
 
@@ -305,7 +313,7 @@ class Guard:
         self.failpoint("release-committed")
         self._move(site, qname, header.recipient, inbox_name)
         self.failpoint("released")
-        self.doorbell(header.recipient)
+        self.doorbell(header.recipient, inbox_name)
         return Verdict(True, "released", header, inbox_name)
 
     def _move(self, site: str, qname: str, recipient: str, inbox_name: str) -> None:

@@ -37,9 +37,12 @@ from pki.node import NodeCredentials
 from pki.trust import TrustStore, VerificationError, verify_node
 from sync.relay.audit import AuditLog
 from sync.relay.auditstore import SqliteAuditStore
+from sync.relay.checkpoint import Checkpoint
 from sync.relay.config import RelayConfig
 from sync.relay.guard import Guard, RelayPaths
 from sync.relay.sftp import RelaySFTP, SiteSession
+from sync.relay.signalling import SignalHub, SignalSubsystem
+from sync.signal import Frame, FrameType, checkpoint_frame
 
 log = logging.getLogger("zastava.relay")
 Clock = Callable[[], dt.datetime]
@@ -157,7 +160,17 @@ class RelayServer:
         self.host_key = paramiko_key(self.creds.keys.tls)
         self.paths = RelayPaths(config.data_dir)
         self.nodes = NodeDirectory(config.nodes_dir, self.trust)
-        self.events: queue.Queue[tuple[str, str, str] | None] = queue.Queue()
+        self.events: queue.Queue[Callable[[dt.datetime], object] | None] = queue.Queue()
+        self.hub = SignalHub(
+            trust=self.trust,
+            roles=lambda site: self.nodes.role_of(site, self.clock()),
+            policy=config.policy,
+            clock=self.clock,
+            on_relayed=lambda h, n: self.call(lambda now: self.guard.signal_relayed(h, n, now)),
+            on_checkpoint=lambda size, send: self.call(
+                lambda now: self._answer_checkpoint(size, send)
+            ),
+        )
         self._listener: socket.socket | None = None
         self._threads: list[threading.Thread] = []
         self._transports: list[paramiko.Transport] = []
@@ -167,8 +180,39 @@ class RelayServer:
     def trust(self) -> TrustStore:
         return self.creds.trust
 
+    def call(self, fn: Callable[[dt.datetime], object]) -> None:
+        """Run ``fn(now)`` on the guard thread, which owns the state and the audit log."""
+        self.events.put(fn)
+
     def notify(self, kind: str, site: str, name: str) -> None:
-        self.events.put((kind, site, name))
+        """SFTP events: a finished upload, an inbox file read to its end, or deleted."""
+        if kind == "uploaded":
+
+            def judge(now: dt.datetime) -> None:
+                verdict = self.guard.uploaded(site, name, now)
+                log.info("%s from %s: %s", name, site, verdict.reason)
+
+            self.call(judge)
+        elif kind == "fetched":
+            self.call(lambda now: self.guard.fetched(site, name, now))
+        elif kind == "deleted":
+            self.call(lambda now: self.guard.deleted(site, name, now))
+
+    def _answer_checkpoint(self, size: int, send: Callable[[Frame], None]) -> None:
+        self.guard.flush(self.clock())
+        note = self.audit_log.latest_checkpoint()
+        if note is None:
+            send(Frame(FrameType.ERROR, b"the audit log has no checkpoint yet"))
+            return
+        current = Checkpoint.parse(note.text).size
+        if not 0 <= size <= current:
+            send(Frame(FrameType.ERROR, f"no checkpoint of size {size} to prove from".encode()))
+            return
+        proof = self.audit_log.consistency_proof(size, current) if 0 < size else []
+        try:
+            send(checkpoint_frame(note.to_text(), proof))
+        except (OSError, EOFError, paramiko.SSHException):
+            pass
 
     def start(self) -> None:
         """Recover from any earlier kill, then listen. Returns once the relay serves."""
@@ -212,6 +256,7 @@ class RelayServer:
         transport = paramiko.Transport(sock)
         transport.add_server_key(self.host_key)
         transport.set_subsystem_handler("sftp", paramiko.SFTPServer, RelaySFTP)
+        transport.set_subsystem_handler("zastava-signal", SignalSubsystem, self.hub)
         server = _SSHServer(self)
         self._transports.append(transport)
         try:
@@ -263,6 +308,7 @@ class RelayServer:
                 policy=self.config.policy,
                 limits=self.config.limits,
                 audit=self.audit_log.append_batch,
+                doorbell=self.hub.ring,
                 audit_tail=lambda n: [
                     store.entry_data(i)
                     for i in range(max(0, self.audit_log.size - n), self.audit_log.size)
@@ -290,19 +336,11 @@ class RelayServer:
                     batch.append(self.events.get_nowait())
                 except queue.Empty:
                     break
-            for ev in batch:
-                if ev is None:
+            for fn in batch:
+                if fn is None:
                     return
-                kind, site, name = ev
-                now = self.clock()
                 try:
-                    if kind == "uploaded":
-                        verdict = self.guard.uploaded(site, name, now)
-                        log.info("%s: %s", name, verdict.reason)
-                    elif kind == "fetched":
-                        self.guard.fetched(site, name, now)
-                    elif kind == "deleted":
-                        self.guard.deleted(site, name, now)
+                    fn(self.clock())
                 except Exception:
-                    log.exception("guard failed on %s %s/%s", kind, site, name)
+                    log.exception("guard task failed")
             self.guard.flush(self.clock())
