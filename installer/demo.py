@@ -1,9 +1,10 @@
 """``zastava demo``: a whole federation on loopback for a first look.
 
-Today it builds the federation's trust: a CA, and core, relay and two plants (``plant-a``,
+It builds the federation's trust — a CA, and core, relay and two plants (``plant-a``,
 ``plant-b``) enrolled through the same request → sign → import file round trip an admin
-performs, each key checked by the verification API every node uses. The services (relay,
-core, edges) join this command as they are built; until then it stops after enrollment.
+performs, each key checked by the verification API every node uses — then starts the relay
+on loopback with every node's certificate in its ``nodes_dir``. The core and the edges join
+this command as they are built.
 """
 
 from __future__ import annotations
@@ -12,15 +13,20 @@ import argparse
 import datetime as dt
 import json
 import secrets
+import shutil
+import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from pki.ca import CaPaths, IssuingCA, init_ca
 from pki.enrollment import grouped
-from pki.keyfile import write_private, write_public
+from pki.keyfile import KdfCost, write_private, write_public
 from pki.names import NodeName, Purpose, Role
 from pki.node import NodeCredentials, create_request, import_bundle
 from pki.trust import fingerprint, verify_node
+from sync.relay.config import RelayConfig
+from sync.relay.server import RelayServer
 
 NODES = (
     NodeName(Role.CORE, "hq"),
@@ -37,7 +43,9 @@ class DemoNode:
     tls_fingerprint: str
 
 
-def build_federation(base: Path, now: dt.datetime) -> tuple[str, list[DemoNode]]:
+def build_federation(
+    base: Path, now: dt.datetime, cost: KdfCost | None = None
+) -> tuple[str, list[DemoNode]]:
     """Create the demo CA and enroll every node under ``base``, reusing what exists.
 
     Returns the root fingerprint and the enrolled nodes.
@@ -59,6 +67,7 @@ def build_federation(base: Path, now: dt.datetime) -> tuple[str, list[DemoNode]]
             root_passphrase=passphrase,
             issuing_passphrase=passphrase,
             now=now,
+            cost=cost,
         )
     else:
         print(f"[1/{steps}] reusing the demo CA in {paths.ca_dir}", flush=True)
@@ -93,9 +102,28 @@ def build_federation(base: Path, now: dt.datetime) -> tuple[str, list[DemoNode]]
     return fingerprint(root), nodes
 
 
+def relay_config(base: Path, nodes: list[DemoNode], port: int) -> RelayConfig:
+    """The demo relay: its data under BASE/relay-data, every other node allowed to connect."""
+    relay = next(n for n in nodes if n.name.role is Role.RELAY)
+    nodes_dir = base / "relay-nodes"
+    nodes_dir.mkdir(parents=True, exist_ok=True)
+    for n in nodes:
+        if n.name.role is not Role.RELAY:
+            shutil.copyfile(n.directory / "certs" / "tls.pem", nodes_dir / f"{n.name.site}.pem")
+    toml = (
+        f'data_dir = "{base / "relay-data"}"\n'
+        f'node_dir = "{relay.directory}"\n'
+        f'nodes_dir = "{nodes_dir}"\n'
+        f'listen = "127.0.0.1:{port}"\n'
+    )
+    write_public(base / "relay.toml", toml.encode())
+    return RelayConfig.from_toml(base / "relay.toml")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     base: Path = args.dir.resolve()
-    root_fp, nodes = build_federation(base, dt.datetime.now(dt.UTC))
+    cost = KdfCost(time_cost=1, memory_kib=8 * 1024) if args.insecure_fast_kdf else None
+    root_fp, nodes = build_federation(base, dt.datetime.now(dt.UTC), cost)
     print(f"\nZastava demo federation in {base}")
     print(f"  root CA fingerprint: {grouped(root_fp)}")
     for n in nodes:
@@ -103,11 +131,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"  {n.name.role.value:<6} {n.name.site:<8} {n.directory}  (keys, certificates, "
             "trust store: verified)"
         )
-    print(
-        "\nNo services run in this build yet: the relay, core and edges join this command "
-        "as they are built. Inspect a node with:\n"
-        f"  zastava pki show {nodes[-1].directory / 'certs' / 'tls.pem'}"
-    )
+    print("\nstarting the relay (SSH/SFTP, guard, audit log) on loopback...", flush=True)
+    relay = RelayServer(relay_config(base, nodes, args.relay_port))
+    relay.start()
+    services = [
+        {
+            "name": "relay",
+            "host": "127.0.0.1",
+            "port": relay.port,
+            "config": str(base / "relay.toml"),
+        }
+    ]
+    print(f"  relay   ssh://127.0.0.1:{relay.port}  (config {base / 'relay.toml'})")
+    print(f"  audit   zastava relay audit show --db {base / 'relay-data' / 'audit.db'}")
+    print("\nThe core and the plants' edges join this command as they are built.")
     if args.state:
         state = {
             "base": str(base),
@@ -121,10 +158,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 }
                 for n in nodes
             ],
-            "services": [],
+            "services": services,
         }
         write_public(args.state, (json.dumps(state, indent=2) + "\n").encode())
         print(f"state written to {args.state}")
+    try:
+        if not args.once:
+            print("\nrunning; Ctrl-C to stop", flush=True)
+            stop = threading.Event()
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+            stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("stopping the relay", flush=True)
+        relay.stop()
     return 0
 
 
@@ -142,4 +190,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="where the demo keeps its CA and nodes (default ./demo-federation)",
     )
     p.add_argument("--state", type=Path, help="also write the demo's facts as JSON here")
+    p.add_argument("--relay-port", type=int, default=0, help="relay SSH port (default: any free)")
+    p.add_argument("--insecure-fast-kdf", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--once",
+        action="store_true",
+        help="start everything, print the facts, and stop (for scripts and tests)",
+    )
     p.set_defaults(handler=cmd_demo)
