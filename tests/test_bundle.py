@@ -375,6 +375,48 @@ def test_b5_expired_and_future_bundles(fed: Federation) -> None:
     expect(Check.EXPIRY, open_as, fed.hq, future, match="created in the future")
 
 
+def test_b5_lifetime_is_bounded(fed: Federation) -> None:
+    data = seal_simple(fed.a, fed.hq, ttl=dt.timedelta(days=32))
+    expect(Check.EXPIRY, open_as, fed.hq, data, match="lifetime longer than 31 days")
+
+
+def test_signer_cache_is_bound_to_its_trust_store(fed: Federation, tmp_path: Path) -> None:
+    """A signer revoked by a newer CRL is refused at once, even with a warm cache."""
+    from pki.ca import CaPaths
+    from tests.conftest import enroll_node
+
+    ca = IssuingCA.open(CaPaths.of(fed.ca_dir), PASSPHRASE)
+    c = enroll_node(ca, tmp_path / "c", Role.EDGE, "plant-c")
+    data = seal_simple(c, fed.hq)
+    cache = SignerCache()
+    assert verify_envelope(data, trust=fed.hq.trust, now=NOW, recipient=None, cache=cache)
+    ca.revoke(now=NOW, node=NodeName(Role.EDGE, "plant-c"))
+    newer = fed.hq.trust.with_crls([x509.load_pem_x509_crl(ca.paths.crl.read_bytes())])
+    expect(
+        Check.SIGNER,
+        verify_envelope,
+        data,
+        trust=newer,
+        now=NOW,
+        recipient=None,
+        cache=cache,
+        match="revoked",
+    )
+    # And an entry never outlives the CRL it was checked against.
+    late = fed.hq.trust.crls[0].next_update_utc
+    assert late is not None
+    expect(
+        Check.SIGNER,
+        verify_envelope,
+        seal_simple(fed.a, fed.hq, now=late, ttl=dt.timedelta(days=1)),
+        trust=fed.hq.trust,
+        now=late,
+        recipient=None,
+        cache=cache,
+        match="stale",
+    )
+
+
 def test_wrong_recipient_and_wrong_key(fed: Federation) -> None:
     data = seal_simple(fed.a, fed.b)
     expect(Check.RECIPIENT, open_as, fed.hq, data, match="addressed to 'plant-b', not 'hq'")

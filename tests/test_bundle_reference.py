@@ -359,11 +359,6 @@ def test_validly_signed_hostile_bundles_are_refused_by_both(case: str) -> None:
     assert open_both(data) == (("refused", check),) * 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="codec bug reported to the lead: _decrypt accepts PUSH/REKEY tags before the last "
-    "chunk; docs/bundle-format.md allows only MESSAGE there",
-)
 @pytest.mark.parametrize("tag", [1, 2])
 def test_only_message_tags_precede_the_final_chunk(tag: int) -> None:
     data = seal_plaintext(

@@ -185,6 +185,15 @@ def test_acks_flow_back_and_clear_the_outbox(fed: Federation, tmp_path: Path) ->
     with pytest.raises(ForkError, match="never sealed"):
         a_sender.acknowledge("hq", Ack((StreamPosition("events", 4, b"\x01" * 32),)))
     assert [s.seq for s in a_sender.pending("hq")] == [4]
+    # Arriving in a control bundle, it becomes an alert; the bundle's heartbeat still counts.
+    forged = hq.sender.control(  # type: ignore[union-attr]
+        recipient(fed.a), acks=[StreamPosition("events", 4, b"\x01" * 32)], now=NOW
+    )
+    r = a_recv.receive(forged.data, NOW)
+    assert r.accepted, r.reason
+    alerts = a_recv.alerts(NOW, max_silence=dt.timedelta(minutes=30))
+    assert [a.kind for a in alerts] == [AlertKind.FORKED]
+    assert [s.seq for s in a_sender.pending("hq")] == [4]
     a_conn.close()
     hq.conn.close()
 

@@ -69,6 +69,9 @@ TAG_FINAL = sodium.crypto_secretstream_xchacha20poly1305_TAG_FINAL
 DEFAULT_CHUNK = 64 * 1024
 DEFAULT_MAX_BUNDLE = 256 * 1024 * 1024
 CLOCK_SKEW = dt.timedelta(minutes=5)
+# A bundle may not claim to stay applicable longer than this: bounds how stale an
+# attacker-withheld bundle can be when finally served (freeze, THREATS B5).
+MAX_LIFETIME = dt.timedelta(days=31)
 SENDER_ROLES = frozenset({Role.EDGE, Role.CORE})
 
 
@@ -294,15 +297,15 @@ class SignerCache:
     """Remembers signer certificates that passed ``verify_node`` recently.
 
     Path validation and the CRL check cost far more than an Ed25519 verification; a relay
-    or an edge sees the same few signers all day. An entry is trusted for ``ttl`` (and never
-    past the certificate's or the CRL's end), then checked again. Replace the cache (or call
-    :meth:`clear`) when the trust store changes.
+    or an edge sees the same few signers all day. An entry holds for ``ttl``, never past the
+    certificate's end or the next update of any CRL it was checked against, and only for the
+    very trust store it was checked with: a new store (a newer CRL) checks again at once.
     """
 
     ttl: dt.timedelta = dt.timedelta(seconds=60)
-    _entries: dict[tuple[bytes, str, frozenset[Role]], tuple[VerifiedNode, dt.datetime]] = field(
-        default_factory=dict
-    )
+    _entries: dict[
+        tuple[bytes, str, frozenset[Role]], tuple[VerifiedNode, dt.datetime, TrustStore]
+    ] = field(default_factory=dict)
 
     def clear(self) -> None:
         self._entries.clear()
@@ -318,16 +321,23 @@ class SignerCache:
     ) -> VerifiedNode:
         key = (hashlib.sha256(der).digest(), site, roles)
         hit = self._entries.get(key)
-        if hit is not None and hit[0].certificate.not_valid_before_utc <= now < hit[1]:
+        if (
+            hit is not None
+            and hit[2] is trust
+            and hit[0].certificate.not_valid_before_utc <= now < hit[1]
+        ):
             return hit[0]
         cert = parse_certificate(der)
         verified = verify_node(
             cert, trust=trust, role=roles, site=site, purpose=Purpose.SIGNING, now=now
         )
-        until = min(now + self.ttl, cert.not_valid_after_utc)
+        until = min(
+            [now + self.ttl, cert.not_valid_after_utc]
+            + [c.next_update_utc for c in trust.crls if c.next_update_utc is not None]
+        )
         if len(self._entries) > 10_000:
             self._entries.clear()
-        self._entries[key] = (verified, until)
+        self._entries[key] = (verified, until, trust)
         return verified
 
 
@@ -413,6 +423,10 @@ def verify_envelope(
     if now_ms >= header.expires_ms:
         raise BundleError(
             Check.EXPIRY, f"bundle expired at {from_ms(header.expires_ms):%Y-%m-%d %H:%M:%S} UTC"
+        )
+    if header.expires_ms - header.created_ms > MAX_LIFETIME.total_seconds() * 1000:
+        raise BundleError(
+            Check.EXPIRY, f"bundle claims a lifetime longer than {MAX_LIFETIME.days} days"
         )
     if header.created_ms > now_ms + CLOCK_SKEW.total_seconds() * 1000:
         raise BundleError(
@@ -521,6 +535,11 @@ def _decrypt(body: bytes, key: bytes, ad: bytes, chunk_size: int) -> bytes:
             raise BundleError(Check.TRUNCATED, f"chunk {index} is FINAL but more data follows")
         if last and tag != TAG_FINAL:
             raise BundleError(Check.TRUNCATED, "the last chunk is not FINAL: body truncated")
+        if not last and tag != TAG_MESSAGE:
+            raise BundleError(
+                Check.DECRYPT,
+                f"chunk {index} has tag {tag}; only MESSAGE may precede the FINAL chunk",
+            )
         out.append(message)
         index += 1
     return b"".join(out)

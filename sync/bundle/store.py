@@ -72,6 +72,8 @@ CREATE TABLE IF NOT EXISTS zs_held (
     origin TEXT NOT NULL, stream TEXT NOT NULL, seq INTEGER NOT NULL,
     received_ms INTEGER NOT NULL, data BLOB NOT NULL,
     PRIMARY KEY (origin, stream, seq));
+CREATE TABLE IF NOT EXISTS zs_alert (
+    origin TEXT NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL, at_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS zs_heartbeat (
     origin TEXT PRIMARY KEY, sent_ms INTEGER NOT NULL, received_ms INTEGER NOT NULL,
     sealed TEXT NOT NULL);
@@ -223,6 +225,7 @@ class AlertKind(enum.Enum):
     FROZEN = "frozen"  # no heartbeat for too long
     WITHHELD = "withheld"  # heartbeats announce bundles that never arrive
     GAP = "gap"  # bundles held behind a missing one
+    FORKED = "forked"  # the peer acknowledged a bundle we never sealed
 
 
 @dataclass(frozen=True)
@@ -398,9 +401,16 @@ class Receiver:
         for item in opened.items:
             if item.kind == ACK and self.sender is not None:
                 try:
-                    self.sender.acknowledge(origin, Ack.parse(item.data))
+                    ack = Ack.parse(item.data)
                 except ValueError as e:
                     raise BundleError(Check.ITEMS, f"malformed ack: {e}") from None
+                try:
+                    self.sender.acknowledge(origin, ack)
+                except ForkError as e:  # nothing was dropped; raise the alarm, keep the rest
+                    c.execute(
+                        "INSERT INTO zs_alert VALUES (?, ?, ?, ?)",
+                        (origin, AlertKind.FORKED.value, str(e), to_ms(now)),
+                    )
             elif item.kind == HEARTBEAT:
                 try:
                     hb = Heartbeat.parse(item.data)
@@ -421,8 +431,13 @@ class Receiver:
         return [StreamPosition(s, q, h) for s, q, h in rows]
 
     def alerts(self, now: dt.datetime, *, max_silence: dt.timedelta) -> list[Alert]:
-        """Freeze, withholding and gaps, for the operator (THREATS B5, B16)."""
-        out = []
+        """Freeze, withholding, gaps and forks, for the operator (THREATS B5, B16)."""
+        out = [
+            Alert(AlertKind(kind), origin, None, detail)
+            for origin, kind, detail in self.conn.execute(
+                "SELECT origin, kind, detail FROM zs_alert ORDER BY rowid"
+            ).fetchall()
+        ]
         for origin, sent_ms, received_ms, sealed_json in self.conn.execute(
             "SELECT origin, sent_ms, received_ms, sealed FROM zs_heartbeat ORDER BY origin"
         ).fetchall():
