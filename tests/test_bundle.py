@@ -405,10 +405,12 @@ def test_signer_cache_is_bound_to_its_trust_store(fed: Federation, tmp_path: Pat
     # And an entry never outlives the CRL it was checked against.
     late = fed.hq.trust.crls[0].next_update_utc
     assert late is not None
+    fresh = seal_simple(fed.a, fed.hq, ttl=dt.timedelta(days=30))
+    assert verify_envelope(fresh, trust=fed.hq.trust, now=NOW, recipient=None, cache=cache)
     expect(
         Check.SIGNER,
         verify_envelope,
-        seal_simple(fed.a, fed.hq, now=late, ttl=dt.timedelta(days=1)),
+        fresh,
         trust=fed.hq.trust,
         now=late,
         recipient=None,
