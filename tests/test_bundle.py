@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import struct
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,8 @@ def test_round_trip(fed: Federation) -> None:
     h = opened.header
     assert (h.origin, h.recipient, h.stream, h.seq) == ("plant-a", "hq", "events", 1)
     assert bytes(BundleHeader.parse(data[: len(bytes(h))])) == bytes(h)
+    assert bytes(replace(h)) == bytes(h)  # re-encoded from fields, not remembered bytes
+    assert bytes(replace(opened.manifest)) == bytes(opened.manifest)
 
 
 @given(

@@ -38,7 +38,7 @@ import hmac
 import secrets
 import struct
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.exceptions import InvalidTag
@@ -258,17 +258,11 @@ def seal_plaintext(
         ciphertext_hash=bytes(32),
     )
     content_key = secrets.token_bytes(32)
-    with_key = replace(
-        draft, wrapped_key=SUITE.encrypt(content_key, public, info=draft.key_context)
-    )
+    with_key = draft.with_wrapped_key(SUITE.encrypt(content_key, public, info=draft.key_context))
     ciphertext = (encrypt or encrypt_body)(
         plaintext(with_key), content_key, with_key.bundle_id, chunk_size
     )
-    header = replace(
-        with_key,
-        ciphertext_length=len(ciphertext),
-        ciphertext_hash=hashlib.sha256(ciphertext).digest(),
-    )
+    header = with_key.with_ciphertext(len(ciphertext), hashlib.sha256(ciphertext).digest())
     return bytes(header) + signer.sign(header.signed_message) + ciphertext
 
 

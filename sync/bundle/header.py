@@ -39,6 +39,21 @@ KEY_TYPE = "application/vnd.zastava.bundle-key+v1"
 WRAPPED_KEY_LEN = 80  # HPKE X25519 enc (32) + ChaCha20-Poly1305(32-byte key) (48)
 _POSITION = struct.Struct(">Q32sQQI")  # seq, prev, created, expires, chunk size
 _CIPHERTEXT = struct.Struct(">Q32s")  # ciphertext length and SHA-256
+_FIELD_NAMES = (
+    "origin",
+    "recipient",
+    "stream",
+    "seq",
+    "prev",
+    "created_ms",
+    "expires_ms",
+    "chunk_size",
+    "signer_cert",
+    "recipient_key_id",
+    "wrapped_key",
+    "ciphertext_length",
+    "ciphertext_hash",
+)
 MIN_CHUNK = 1024
 MAX_CHUNK = 1 << 20
 
@@ -99,6 +114,29 @@ class BundleHeader:
     def __bytes__(self) -> bytes:
         return self._encoded[0]
 
+    def _with(self, encoded: tuple[bytes, int, int], **changes: object) -> BundleHeader:
+        """A copy with sealer-made field changes whose encoding is already known."""
+        new = object.__new__(BundleHeader)
+        new.__dict__.update({f: getattr(self, f) for f in _FIELD_NAMES}, **changes)
+        new.__dict__["_encoded"] = encoded
+        return new
+
+    def with_wrapped_key(self, wrapped: bytes) -> BundleHeader:
+        if len(wrapped) != WRAPPED_KEY_LEN:
+            raise ValueError(f"bundle header: wrapped key must be {WRAPPED_KEY_LEN} bytes")
+        data, key_at, ct_at = self._encoded
+        encoded = data[:key_at] + bytes([len(wrapped)]) + wrapped + data[ct_at:]
+        return self._with((encoded, key_at, ct_at), wrapped_key=wrapped)
+
+    def with_ciphertext(self, length: int, sha256: bytes) -> BundleHeader:
+        if len(sha256) != 32 or not 0 <= length < 1 << 63:
+            raise ValueError("bundle header: bad ciphertext length or hash")
+        data, key_at, ct_at = self._encoded
+        encoded = data[:ct_at] + _CIPHERTEXT.pack(length, sha256)
+        return self._with(
+            (encoded, key_at, ct_at), ciphertext_length=length, ciphertext_hash=sha256
+        )
+
     @functools.cached_property
     def header_hash(self) -> bytes:
         return hashlib.sha256(self._encoded[0]).digest()
@@ -144,10 +182,12 @@ class BundleHeader:
         seq, prev, created, expires, chunk = r.unpack(_POSITION, "seq, prev, times, chunk size")
         signer_cert = r.bytes16("signer certificate")
         key_id = r.raw(32, "recipient key id")
+        key_at = PREFIX_LEN + r.pos
         wrapped = r.bytes8("wrapped key")
+        ct_at = PREFIX_LEN + r.pos
         ct_len, ct_hash = r.unpack(_CIPHERTEXT, "ciphertext length and hash")
         r.end()
-        return cls(
+        header = cls(
             origin=origin,
             recipient=recipient,
             stream=stream,
@@ -162,3 +202,6 @@ class BundleHeader:
             ciphertext_length=ct_len,  # type: ignore[arg-type]
             ciphertext_hash=ct_hash,  # type: ignore[arg-type]
         )
+        # The encoding is canonical, so the bytes received are the bytes to hash and verify.
+        header.__dict__["_encoded"] = (bytes(data), key_at, ct_at)
+        return header

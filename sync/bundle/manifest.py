@@ -8,6 +8,7 @@ origin or recipient and refuses it. It lists every item with its type, length an
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from sync.bundle.wire import Reader, Writer, check_token, pae
@@ -46,6 +47,10 @@ class Manifest:
             raise ValueError(f"manifest: more than {MAX_ITEMS} items")
 
     def __bytes__(self) -> bytes:
+        return self._encoded
+
+    @functools.cached_property
+    def _encoded(self) -> bytes:
         w = Writer().raw(MAGIC).u8(VERSION)
         w.token(self.origin).token(self.recipient).token(self.stream).u64(self.seq)
         w.raw(self.bundle_id).u32(len(self.items))
@@ -75,4 +80,6 @@ class Manifest:
             for _ in range(count)
         )
         r.end()
-        return cls(origin, recipient, stream, seq, bundle_id, items)
+        manifest = cls(origin, recipient, stream, seq, bundle_id, items)
+        manifest.__dict__["_encoded"] = bytes(data)  # canonical: what was signed
+        return manifest
