@@ -5,9 +5,9 @@ items itself, and implements the two constructions the codec borrows from librar
 hand from their specifications, so that a mistake in the spec (or a library doing something
 other than what the spec says) shows up as a disagreement:
 
-- HPKE (RFC 9180) base-mode ``Open`` for DHKEM(X25519, HKDF-SHA256), HKDF-SHA256,
-  ChaCha20-Poly1305, from the X25519, HKDF, HMAC and ChaCha20-Poly1305 primitives of
-  ``cryptography``;
+- libsodium's sealed box ``open``, from ``crypto_box_beforenm`` / ``crypto_box_open_afternm``
+  and the BLAKE2b nonce derivation (the codec calls ``crypto_box_seal_open``), then the
+  keyed-BLAKE2b body key;
 - libsodium's ``crypto_secretstream_xchacha20poly1305`` pull, from HChaCha20 (in Python),
   ChaCha20 and Poly1305 (``cryptography``);
 - Ed25519 verification through OpenSSL (``cryptography``), where the codec uses libsodium.
@@ -31,13 +31,17 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 from cryptography.hazmat.primitives.poly1305 import Poly1305
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
+from nacl import bindings as sodium
+from nacl.exceptions import CryptoError
 
 from pki.names import Purpose, Role
 from pki.trust import TrustStore, VerificationError, verify_node
@@ -223,35 +227,26 @@ def _ms(t: dt.datetime) -> int:
     return (t - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(milliseconds=1)
 
 
-# --- HPKE (RFC 9180), base mode, suite 0x0020 / 0x0001 / 0x0003, Open only -----------------
-
-_KEM_SUITE = b"KEM" + struct.pack(">H", 0x0020)
-_HPKE_SUITE = b"HPKE" + struct.pack(">HHH", 0x0020, 0x0001, 0x0003)
-
-
-def _labeled_extract(suite: bytes, salt: bytes, label: bytes, ikm: bytes) -> bytes:
-    return hmac.new(salt or bytes(32), b"HPKE-v1" + suite + label + ikm, "sha256").digest()
+# --- libsodium sealed box, open only, from its definition -------------------------------
+# crypto_box_seal(m, pk) = epk ‖ crypto_box(m, nonce = BLAKE2b-192(epk ‖ pk), pk, esk);
+# crypto_box = XSalsa20-Poly1305 under HSalsa20(X25519(esk, pk), 0).
 
 
-def _labeled_expand(suite: bytes, prk: bytes, label: bytes, info: bytes, length: int) -> bytes:
-    labeled = struct.pack(">H", length) + b"HPKE-v1" + suite + label + info
-    return HKDFExpand(hashes.SHA256(), length, labeled).derive(prk)
+def sealed_box_open(sk: x25519.X25519PrivateKey, sealed: bytes) -> bytes:
+    epk, ct = sealed[:32], sealed[32:]
+    pk = sk.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    nonce = hashlib.blake2b(epk + pk, digest_size=24).digest()
+    shared = sodium.crypto_box_beforenm(
+        epk, sk.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    )
+    try:
+        return sodium.crypto_box_open_afternm(ct, nonce, shared)
+    except CryptoError:
+        raise ValueError("sealed box does not open") from None
 
 
-def hpke_open(sk: x25519.X25519PrivateKey, enc_ct: bytes, info: bytes) -> bytes:
-    """``enc`` (32 bytes) ‖ ``ct``: single-shot base-mode Open, empty aad, sequence 0."""
-    enc, ct = enc_ct[:32], enc_ct[32:]
-    dh = sk.exchange(x25519.X25519PublicKey.from_public_bytes(enc))  # refuses all-zero output
-    pk_rm = sk.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    eae_prk = _labeled_extract(_KEM_SUITE, b"", b"eae_prk", dh)
-    shared = _labeled_expand(_KEM_SUITE, eae_prk, b"shared_secret", enc + pk_rm, 32)
-    psk_id_hash = _labeled_extract(_HPKE_SUITE, b"", b"psk_id_hash", b"")
-    info_hash = _labeled_extract(_HPKE_SUITE, b"", b"info_hash", info)
-    context = b"\x00" + psk_id_hash + info_hash
-    secret = _labeled_extract(_HPKE_SUITE, shared, b"secret", b"")
-    key = _labeled_expand(_HPKE_SUITE, secret, b"key", context, 32)
-    base_nonce = _labeled_expand(_HPKE_SUITE, secret, b"base_nonce", context, 12)
-    return ChaCha20Poly1305(key).decrypt(base_nonce, ct, b"")
+def body_key(content_key: bytes, key_context: bytes) -> bytes:
+    return hashlib.blake2b(key_context, key=content_key, digest_size=32).digest()
 
 
 # --- libsodium secretstream (XChaCha20-Poly1305), pull only --------------------------------
@@ -475,11 +470,12 @@ def reference_open(
     ):
         raise RefusalError(KEY, "sealed for another receiving key")
     try:
-        content_key = hpke_open(receiving_key, header.wrapped_key, header.key_context)
-    except (InvalidTag, ValueError):
+        content_key = sealed_box_open(receiving_key, header.wrapped_key)
+    except ValueError:
         raise RefusalError(KEY, "the content key does not unwrap") from None
     # 8. decryption, final chunk
-    plaintext = decrypt_body(body, content_key, header.bundle_id, header.chunk_size)
+    key = body_key(content_key, header.key_context)
+    plaintext = decrypt_body(body, key, header.bundle_id, header.chunk_size)
     # 9. inner manifest, inner signature
     if len(plaintext) < 4:
         raise RefusalError(MANIFEST, "plaintext shorter than the manifest length")

@@ -11,7 +11,7 @@ store (root, issuing CA, CRL), the recipient's receiving certificate, the bundle
 ``expected.json``.
 
 Certificates carry ECDSA signatures (random ``k``) and bundles carry random content keys,
-HPKE ephemeral keys and secretstream headers, so rewriting produces different bytes each
+sealed-box ephemeral keys and secretstream headers, so rewriting produces different bytes each
 time: the golden files are the committed ones, not a function of this module. Re-derived
 *keys* are stable, which is all the test needs.
 

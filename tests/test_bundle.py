@@ -22,9 +22,11 @@ from sync.bundle.codec import (
     Item,
     SignerCache,
     decrypt,
+    decrypt_body,
     open_bundle,
     read_header,
     seal_plaintext,
+    unwrap_body_key,
     verify_envelope,
 )
 from sync.bundle.header import BundleHeader
@@ -312,13 +314,8 @@ def test_b10_surreptitious_forwarding_is_refused(fed: Federation) -> None:
     )
     assert opened.items[0].data == b"secret change"
     # Recover the raw plaintext as plant-b can (it holds the content key through its own key).
-    from cryptography.hazmat.primitives import hpke
-
-    suite = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
-    key = suite.decrypt(env.header.wrapped_key, fed.b.keys.receiving, info=env.header.key_context)
-    from sync.bundle.codec import _decrypt
-
-    raw = _decrypt(env.body, key, env.header.bundle_id, env.header.chunk_size)
+    key = unwrap_body_key(env.header, fed.b.keys.receiving)
+    raw = decrypt_body(env.body, key, env.header.bundle_id, env.header.chunk_size)
     forwarded = seal_plaintext(
         lambda _h: raw,
         signer=signer(fed.b),
@@ -337,13 +334,8 @@ def test_b10_forwarding_by_the_same_origin_names_the_fields(fed: Federation) -> 
     """Even the true origin cannot splice an old manifest into a new envelope."""
     original = seal_simple(fed.a, fed.hq, [Item("m", b"x")])
     env = verify_envelope(original, trust=fed.hq.trust, now=NOW, recipient="hq")
-    from cryptography.hazmat.primitives import hpke
-
-    from sync.bundle.codec import _decrypt
-
-    suite = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
-    key = suite.decrypt(env.header.wrapped_key, fed.hq.keys.receiving, info=env.header.key_context)
-    raw = _decrypt(env.body, key, env.header.bundle_id, env.header.chunk_size)
+    key = unwrap_body_key(env.header, fed.hq.keys.receiving)
+    raw = decrypt_body(env.body, key, env.header.bundle_id, env.header.chunk_size)
     spliced = seal_plaintext(
         lambda _h: raw,
         signer=signer(fed.a),
@@ -420,6 +412,17 @@ def test_signer_cache_is_bound_to_its_trust_store(fed: Federation, tmp_path: Pat
         cache=cache,
         match="stale",
     )
+
+
+def test_a_wrapped_key_lifted_into_another_header_opens_nothing(fed: Federation) -> None:
+    """The body key is derived from the header's key context: the same sealed content key
+    under a different header (another seq here, re-signed by the origin) fails decryption."""
+    data = seal_simple(fed.a, fed.hq, [Item("m", b"x")])
+    h = read_header(data)
+    body = data[len(bytes(h)) + SIG_LEN :]
+    moved = replace(h, seq=2, prev=b"\x01" * 32)
+    resigned = bytes(moved) + signer(fed.a).sign(moved.signed_message) + body
+    expect(Check.DECRYPT, open_as, fed.hq, resigned, match="chunk 0 does not authenticate")
 
 
 def test_wrong_recipient_and_wrong_key(fed: Federation) -> None:

@@ -424,15 +424,17 @@ def test_a_relay_may_not_sign_bundles() -> None:
     assert open_both(data) == (("refused", ref.SIGNER),) * 2
 
 
-def test_reference_hpke_matches_the_library() -> None:
-    """The hand-written RFC 9180 Open decrypts what cryptography's Suite.encrypt makes."""
-    from sync.bundle.codec import SUITE
-
+def test_reference_sealed_box_matches_the_library() -> None:
+    """The sealed box opened from its definition opens what libsodium's crypto_box_seal makes,
+    and nothing else."""
     key = PKI.receiving_key
-    for info in (b"", b"i" * 64, b"i" * 5000):
-        sealed = SUITE.encrypt(b"k" * 32, key.public_key(), info=info)
-        assert len(sealed) == 32 + 32 + 16
-        assert ref.hpke_open(key, sealed, info) == b"k" * 32
+    public = key.public_key().public_bytes_raw()
+    for payload in (b"k" * 32, b"", bytes(range(200))):
+        sealed = sodium.crypto_box_seal(payload, public)
+        assert len(sealed) == 32 + 16 + len(payload)
+        assert ref.sealed_box_open(key, sealed) == payload
+        with pytest.raises(ValueError):
+            ref.sealed_box_open(key, sealed[:-1] + bytes([sealed[-1] ^ 1]))
 
 
 def test_reference_secretstream_matches_libsodium() -> None:

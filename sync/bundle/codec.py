@@ -3,8 +3,10 @@
 Theory of operation.
 
 *Sealing* a list of items for a recipient: draw a random 32-byte content key; wrap it for the
-recipient's X25519 key with HPKE (RFC 9180: DHKEM(X25519, HKDF-SHA256), HKDF-SHA256,
-ChaCha20-Poly1305, base mode), the header bytes before the wrapped key as ``info``; encrypt
+recipient's X25519 key with libsodium's sealed box (ephemeral X25519, XSalsa20-Poly1305);
+derive the body key as keyed BLAKE2b-256 of the header bytes before the wrapped key
+(``key_context``) under the content key, so that a wrapped key lifted into another header
+opens nothing; encrypt
 ``manifest ‖ inner signature ‖ items`` with libsodium's secretstream (XChaCha20-Poly1305) in
 chunks, each with the bundle id as associated data and the last one tagged FINAL; put the
 ciphertext's length and SHA-256 in the header; sign the header (DSSE PAE) with the origin's
@@ -41,8 +43,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from cryptography import x509
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 from cryptography.hazmat.primitives.serialization import Encoding
 from nacl import bindings as sodium
@@ -60,7 +60,6 @@ from sync.bundle.header import PREFIX_LEN, WRAPPED_KEY_LEN, BundleHeader
 from sync.bundle.manifest import ItemEntry, Manifest
 from sync.bundle.wire import check_token
 
-SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
 SIG_LEN = 64
 SS_HEADER = sodium.crypto_secretstream_xchacha20poly1305_HEADERBYTES  # 24
 SS_ABYTES = sodium.crypto_secretstream_xchacha20poly1305_ABYTES  # 17
@@ -258,12 +257,32 @@ def seal_plaintext(
         ciphertext_hash=bytes(32),
     )
     content_key = secrets.token_bytes(32)
-    with_key = draft.with_wrapped_key(SUITE.encrypt(content_key, public, info=draft.key_context))
+    with_key = draft.with_wrapped_key(
+        sodium.crypto_box_seal(content_key, public.public_bytes_raw())
+    )
     ciphertext = (encrypt or encrypt_body)(
-        plaintext(with_key), content_key, with_key.bundle_id, chunk_size
+        plaintext(with_key), body_key(content_key, draft), with_key.bundle_id, chunk_size
     )
     header = with_key.with_ciphertext(len(ciphertext), hashlib.sha256(ciphertext).digest())
     return bytes(header) + signer.sign(header.signed_message) + ciphertext
+
+
+def unwrap_body_key(header: BundleHeader, receiving_key: x25519.X25519PrivateKey) -> bytes:
+    """Open the sealed content key with our X25519 key and derive the body key."""
+    try:
+        content_key = sodium.crypto_box_seal_open(
+            header.wrapped_key,
+            receiving_key.public_key().public_bytes_raw(),
+            receiving_key.private_bytes_raw(),
+        )
+    except (CryptoError, ValueError):
+        raise BundleError(Check.KEY, "the content key does not unwrap with our key") from None
+    return body_key(content_key, header)
+
+
+def body_key(content_key: bytes, header: BundleHeader) -> bytes:
+    """The secretstream key: keyed BLAKE2b-256 of the header's key context."""
+    return hashlib.blake2b(header.key_context, key=content_key, digest_size=32).digest()
 
 
 def encrypt_body(plaintext: bytes, key: bytes, ad: bytes, chunk_size: int) -> bytes:
@@ -463,11 +482,9 @@ def decrypt(
         raise BundleError(
             Check.KEY, "sealed for another receiving key of this site (was it re-enrolled?)"
         )
-    try:
-        content_key = SUITE.decrypt(header.wrapped_key, receiving_key, info=header.key_context)
-    except (InvalidTag, ValueError):
-        raise BundleError(Check.KEY, "the content key does not unwrap with our key") from None
-    plaintext = _decrypt(envelope.body, content_key, header.bundle_id, header.chunk_size)
+    plaintext = decrypt_body(
+        envelope.body, unwrap_body_key(header, receiving_key), header.bundle_id, header.chunk_size
+    )
     if len(plaintext) < 4:
         raise BundleError(Check.MANIFEST, "plaintext too short for a manifest")
     (mlen,) = struct.unpack(">I", plaintext[:4])
@@ -504,7 +521,8 @@ def decrypt(
     return OpenedBundle(header, manifest, tuple(items))
 
 
-def _decrypt(body: bytes, key: bytes, ad: bytes, chunk_size: int) -> bytes:
+def decrypt_body(body: bytes, key: bytes, ad: bytes, chunk_size: int) -> bytes:
+    """secretstream: every chunk authenticated, only MESSAGE tags before a FINAL last one."""
     if len(body) < SS_HEADER + SS_ABYTES:
         raise BundleError(Check.TRUNCATED, "ciphertext too short to hold a final chunk")
     state = sodium.crypto_secretstream_xchacha20poly1305_state()

@@ -13,8 +13,9 @@ Three hashes are derived from it (see ``docs/bundle-format.md``):
 - ``bundle_id`` = SHA-256(PAE(id type, header bytes up to the ciphertext fields)): the
   associated data of every body chunk and the id the inner manifest repeats. It cannot
   cover the ciphertext hash, which depends on it;
-- ``key_context`` = PAE(key type, header bytes before the wrapped key): the HPKE ``info``
-  that binds the content key to this sender, recipient, stream and position.
+- ``key_context`` = PAE(key type, header bytes before the wrapped key): hashed under the
+  content key into the body key, which binds the wrapped key to this sender, recipient,
+  stream and position.
 
 Parsing refuses anything not exactly canonical: wrong magic or version, a length that does
 not match, a field out of range, trailing bytes.
@@ -36,7 +37,7 @@ MAX_FIELDS_LEN = 8192
 HEADER_TYPE = "application/vnd.zastava.bundle-header+v1"
 ID_TYPE = "application/vnd.zastava.bundle-id+v1"
 KEY_TYPE = "application/vnd.zastava.bundle-key+v1"
-WRAPPED_KEY_LEN = 80  # HPKE X25519 enc (32) + ChaCha20-Poly1305(32-byte key) (48)
+WRAPPED_KEY_LEN = 80  # sealed box: ephemeral X25519 key (32) + MAC (16) + 32-byte key
 _POSITION = struct.Struct(">Q32sQQI")  # seq, prev, created, expires, chunk size
 _CIPHERTEXT = struct.Struct(">Q32s")  # ciphertext length and SHA-256
 _FIELD_NAMES = (
