@@ -453,3 +453,19 @@ def test_malformed_headers_name_the_problem(data: bytes, message: str) -> None:
     with pytest.raises(BundleError, match=message) as e:
         read_header(data)
     assert e.value.check is Check.FORMAT
+
+
+@given(
+    parts=st.lists(st.binary(max_size=300), max_size=6),
+    chunk=st.integers(1, 100),
+)
+@settings(max_examples=200, deadline=None)
+def test_streamed_chunking_equals_the_joined_plaintext(parts: list[bytes], chunk: int) -> None:
+    """Sealing streams the plaintext parts into chunks; the chunks must be exactly those of
+    the joined plaintext (the format fixes the boundaries), with no empty trailing chunk."""
+    from sync.bundle.codec import _plain_chunks
+
+    joined = b"".join(parts)
+    offsets = list(range(0, len(joined), chunk)) or [0]
+    expected = [(joined[o : o + chunk], i == len(offsets) - 1) for i, o in enumerate(offsets)]
+    assert list(_plain_chunks(parts, chunk)) == expected

@@ -32,6 +32,7 @@ Nothing here touches files or the clock; ``now`` is an argument.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import enum
 import functools
@@ -39,7 +40,7 @@ import hashlib
 import hmac
 import secrets
 import struct
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from cryptography import x509
@@ -192,7 +193,7 @@ def seal(
 ) -> bytes:
     """Seal ``items`` into one bundle (bytes). The caller owns ``seq``/``prev`` (stream state)."""
 
-    def plaintext(header: BundleHeader) -> bytes:
+    def plaintext(header: BundleHeader) -> list[bytes]:
         manifest = Manifest(
             origin=signer.site,
             recipient=recipient.site,
@@ -206,7 +207,7 @@ def seal(
         manifest_bytes = bytes(manifest)
         inner_sig = signer.sign(manifest.signed_message)
         parts = [struct.pack(">I", len(manifest_bytes)), manifest_bytes, inner_sig]
-        return b"".join(parts + [i.data for i in items])
+        return parts + [i.data for i in items]
 
     return seal_plaintext(
         plaintext,
@@ -222,7 +223,7 @@ def seal(
 
 
 def seal_plaintext(
-    plaintext: Callable[[BundleHeader], bytes],
+    plaintext: Callable[[BundleHeader], bytes | Sequence[bytes]],
     *,
     signer: Signer,
     recipient: Recipient,
@@ -260,11 +261,19 @@ def seal_plaintext(
     with_key = draft.with_wrapped_key(
         sodium.crypto_box_seal(content_key, public.public_bytes_raw())
     )
-    ciphertext = (encrypt or encrypt_body)(
-        plaintext(with_key), body_key(content_key, draft), with_key.bundle_id, chunk_size
-    )
-    header = with_key.with_ciphertext(len(ciphertext), hashlib.sha256(ciphertext).digest())
-    return bytes(header) + signer.sign(header.signed_message) + ciphertext
+    made = plaintext(with_key)
+    parts = [made] if isinstance(made, bytes) else list(made)
+    key = body_key(content_key, draft)
+    if encrypt is None:
+        chunks = encrypt_parts(parts, key, with_key.bundle_id, chunk_size)
+    else:
+        chunks = [encrypt(b"".join(parts), key, with_key.bundle_id, chunk_size)]
+    digest = hashlib.sha256()
+    for c in chunks:  # chunk by chunk, while each is still in cache
+        digest.update(c)
+    header = with_key.with_ciphertext(sum(map(len, chunks)), digest.digest())
+    # One copy of the payload into the bundle, not one per layer.
+    return b"".join([bytes(header), signer.sign(header.signed_message), *chunks])
 
 
 def unwrap_body_key(header: BundleHeader, receiving_key: x25519.X25519PrivateKey) -> bytes:
@@ -285,24 +294,45 @@ def body_key(content_key: bytes, header: BundleHeader) -> bytes:
     return hashlib.blake2b(header.key_context, key=content_key, digest_size=32).digest()
 
 
-def encrypt_body(plaintext: bytes, key: bytes, ad: bytes, chunk_size: int) -> bytes:
-    """secretstream: ``chunk_size`` plaintext bytes per chunk, the last tagged FINAL."""
+def _plain_chunks(parts: Sequence[bytes], chunk_size: int) -> Iterator[tuple[bytes, bool]]:
+    """``(chunk, is_last)`` of ``chunk_size`` bytes across ``parts``: at least one chunk, no
+    empty chunk after a full one. Copies only what libsodium needs as ``bytes``."""
+    pending: bytes | None = None
+    buf: list[memoryview] = []
+    have = 0
+    for part in parts:
+        view = memoryview(part)
+        while len(view):
+            take = min(chunk_size - have, len(view))
+            buf.append(view[:take])
+            have += take
+            view = view[take:]
+            if have == chunk_size:
+                if pending is not None:
+                    yield pending, False
+                pending = buf[0].tobytes() if len(buf) == 1 else b"".join(buf)
+                buf, have = [], 0
+    if have or pending is None:
+        if pending is not None:
+            yield pending, False
+        pending = b"".join(buf)
+    yield pending, True
+
+
+def encrypt_parts(parts: Sequence[bytes], key: bytes, ad: bytes, chunk_size: int) -> list[bytes]:
+    """secretstream over the concatenation of ``parts``: the header, then one ciphertext per
+    ``chunk_size`` plaintext bytes, the last tagged FINAL."""
     state = sodium.crypto_secretstream_xchacha20poly1305_state()
     out = [sodium.crypto_secretstream_xchacha20poly1305_init_push(state, key)]
-    view = memoryview(plaintext)
-    n = len(plaintext)
-    offsets = list(range(0, n, chunk_size)) or [0]
-    for i, start in enumerate(offsets):
-        last = i == len(offsets) - 1
-        out.append(
-            sodium.crypto_secretstream_xchacha20poly1305_push(
-                state,
-                bytes(view[start : start + chunk_size]),
-                ad,
-                TAG_FINAL if last else TAG_MESSAGE,
-            )
-        )
-    return b"".join(out)
+    push = sodium.crypto_secretstream_xchacha20poly1305_push
+    for chunk, last in _plain_chunks(parts, chunk_size):
+        out.append(push(state, chunk, ad, TAG_FINAL if last else TAG_MESSAGE))
+    return out
+
+
+def encrypt_body(plaintext: bytes, key: bytes, ad: bytes, chunk_size: int) -> bytes:
+    """secretstream of one plaintext (the joined form of :func:`encrypt_parts`)."""
+    return b"".join(encrypt_parts([plaintext], key, ad, chunk_size))
 
 
 @dataclass
@@ -367,7 +397,7 @@ class Envelope:
 
     header: BundleHeader
     signer: VerifiedNode
-    body: bytes
+    body: bytes | memoryview
 
     @property
     def header_hash(self) -> bytes:
@@ -446,7 +476,7 @@ def verify_envelope(
             Check.EXPIRY,
             f"bundle created in the future ({from_ms(header.created_ms):%Y-%m-%d %H:%M:%S} UTC)",
         )
-    body = bytes(data[header_len + SIG_LEN :])
+    body = memoryview(data)[header_len + SIG_LEN :]
     if len(body) != header.ciphertext_length:
         raise BundleError(
             Check.CIPHERTEXT,
@@ -482,16 +512,21 @@ def decrypt(
         raise BundleError(
             Check.KEY, "sealed for another receiving key of this site (was it re-enrolled?)"
         )
-    plaintext = decrypt_body(
-        envelope.body, unwrap_body_key(header, receiving_key), header.bundle_id, header.chunk_size
+    plaintext = _Plaintext(
+        decrypt_chunks(
+            envelope.body,
+            unwrap_body_key(header, receiving_key),
+            header.bundle_id,
+            header.chunk_size,
+        )
     )
     if len(plaintext) < 4:
         raise BundleError(Check.MANIFEST, "plaintext too short for a manifest")
-    (mlen,) = struct.unpack(">I", plaintext[:4])
+    (mlen,) = struct.unpack(">I", plaintext.read(0, 4))
     if len(plaintext) < 4 + mlen + SIG_LEN:
         raise BundleError(Check.MANIFEST, "manifest length exceeds the plaintext")
-    manifest_bytes = plaintext[4 : 4 + mlen]
-    inner_sig = plaintext[4 + mlen : 4 + mlen + SIG_LEN]
+    manifest_bytes = plaintext.read(4, 4 + mlen)
+    inner_sig = plaintext.read(4 + mlen, 4 + mlen + SIG_LEN)
     try:
         manifest = Manifest.parse(manifest_bytes)
     except ValueError as e:
@@ -509,7 +544,7 @@ def decrypt(
     items = []
     pos = 4 + mlen + SIG_LEN
     for n, entry in enumerate(manifest.items):
-        data = plaintext[pos : pos + entry.length]
+        data = plaintext.read(pos, pos + entry.length)
         if len(data) != entry.length:
             raise BundleError(Check.ITEMS, f"item {n} is shorter than its manifest entry")
         if not hmac.compare_digest(hashlib.sha256(data).digest(), entry.sha256):
@@ -521,16 +556,51 @@ def decrypt(
     return OpenedBundle(header, manifest, tuple(items))
 
 
+class _Plaintext:
+    """The decrypted chunks, read by range without joining them all first."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+        self.starts = [0]
+        for c in chunks:
+            self.starts.append(self.starts[-1] + len(c))
+
+    def __len__(self) -> int:
+        return self.starts[-1]
+
+    def read(self, start: int, end: int) -> bytes:
+        end = min(end, len(self))
+        if start >= end:
+            return b""
+        first = bisect.bisect_right(self.starts, start) - 1
+        pieces = []
+        i = first
+        while i < len(self.chunks) and self.starts[i] < end:
+            lo = max(start - self.starts[i], 0)
+            hi = min(end - self.starts[i], len(self.chunks[i]))
+            c = self.chunks[i]
+            pieces.append(c if lo == 0 and hi == len(c) else memoryview(c)[lo:hi])
+            i += 1
+        if len(pieces) == 1 and isinstance(pieces[0], bytes):
+            return pieces[0]
+        return b"".join(pieces)
+
+
 def decrypt_body(body: bytes, key: bytes, ad: bytes, chunk_size: int) -> bytes:
+    """secretstream, joined: see :func:`decrypt_chunks`."""
+    return b"".join(decrypt_chunks(body, key, ad, chunk_size))
+
+
+def decrypt_chunks(body: bytes | memoryview, key: bytes, ad: bytes, chunk_size: int) -> list[bytes]:
     """secretstream: every chunk authenticated, only MESSAGE tags before a FINAL last one."""
     if len(body) < SS_HEADER + SS_ABYTES:
         raise BundleError(Check.TRUNCATED, "ciphertext too short to hold a final chunk")
     state = sodium.crypto_secretstream_xchacha20poly1305_state()
     try:
-        sodium.crypto_secretstream_xchacha20poly1305_init_pull(state, body[:SS_HEADER], key)
+        sodium.crypto_secretstream_xchacha20poly1305_init_pull(state, bytes(body[:SS_HEADER]), key)
     except (CryptoError, ValueError):
         raise BundleError(Check.DECRYPT, "secretstream header refused") from None
-    out = []
+    out: list[bytes] = []
     pos = SS_HEADER
     view = memoryview(body)
     step = chunk_size + SS_ABYTES
@@ -554,7 +624,7 @@ def decrypt_body(body: bytes, key: bytes, ad: bytes, chunk_size: int) -> bytes:
             )
         out.append(message)
         index += 1
-    return b"".join(out)
+    return out
 
 
 def open_bundle(
