@@ -9,6 +9,7 @@ origin or recipient and refuses it. It lists every item with its type, length an
 from __future__ import annotations
 
 import functools
+import struct
 from dataclasses import dataclass
 
 from sync.bundle.wire import Reader, Writer, check_token, pae
@@ -17,6 +18,7 @@ MAGIC = b"ZMAN"
 VERSION = 1
 MANIFEST_TYPE = "application/vnd.zastava.bundle-manifest+v1"
 MAX_ITEMS = 100_000
+_ENTRY = struct.Struct(">Q32s")
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ class Manifest:
         if count > MAX_ITEMS:
             raise ValueError(f"manifest: {count} items exceeds {MAX_ITEMS}")
         items = tuple(
-            ItemEntry(r.token("item type"), r.u64("item length"), r.raw(32, "item hash"))
+            ItemEntry(r.token("item type"), *r.unpack(_ENTRY, "item length and hash"))  # type: ignore[arg-type]
             for _ in range(count)
         )
         r.end()

@@ -71,9 +71,19 @@ class Writer:
         return b"".join(self._parts)
 
 
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+
+
 class Reader:
+    """Reads fields off a buffer. Hot path of every bundle open: kept lean on purpose."""
+
+    __slots__ = ("_data", "_end", "_pos", "_what")
+
     def __init__(self, data: bytes | memoryview, what: str) -> None:
-        self._data = memoryview(data)
+        self._data = bytes(data)
+        self._end = len(self._data)
         self._pos = 0
         self._what = what
 
@@ -82,46 +92,56 @@ class Reader:
         return self._pos
 
     def remaining(self) -> int:
-        return len(self._data) - self._pos
+        return self._end - self._pos
+
+    def _short(self, n: int, field: str) -> ValueError:
+        return ValueError(
+            f"{self._what} truncated: {field} needs {n} bytes, {self._end - self._pos} left"
+        )
 
     def raw(self, n: int, field: str) -> bytes:
-        if self.remaining() < n:
-            raise ValueError(
-                f"{self._what} truncated: {field} needs {n} bytes, {self.remaining()} left"
-            )
-        v = bytes(self._data[self._pos : self._pos + n])
-        self._pos += n
-        return v
+        pos = self._pos
+        if self._end - pos < n:
+            raise self._short(n, field)
+        self._pos = pos + n
+        return self._data[pos : pos + n]
 
     def unpack(self, fmt: struct.Struct, fields: str) -> tuple[object, ...]:
         """Several fixed-size fields at once (``fields`` names them for the error)."""
-        if self.remaining() < fmt.size:
-            raise ValueError(
-                f"{self._what} truncated: {fields} need {fmt.size} bytes, {self.remaining()} left"
-            )
-        values = fmt.unpack_from(self._data, self._pos)
-        self._pos += fmt.size
-        return values
+        pos = self._pos
+        if self._end - pos < fmt.size:
+            raise self._short(fmt.size, fields)
+        self._pos = pos + fmt.size
+        return fmt.unpack_from(self._data, pos)
 
     def u8(self, field: str) -> int:
-        return int(self.raw(1, field)[0])
+        pos = self._pos
+        if pos >= self._end:
+            raise self._short(1, field)
+        self._pos = pos + 1
+        return self._data[pos]
+
+    def _int(self, fmt: struct.Struct, field: str) -> int:
+        pos = self._pos
+        if self._end - pos < fmt.size:
+            raise self._short(fmt.size, field)
+        self._pos = pos + fmt.size
+        return int(fmt.unpack_from(self._data, pos)[0])
 
     def u16(self, field: str) -> int:
-        return int(struct.unpack(">H", self.raw(2, field))[0])
+        return self._int(_U16, field)
 
     def u32(self, field: str) -> int:
-        return int(struct.unpack(">I", self.raw(4, field))[0])
+        return self._int(_U32, field)
 
     def u64(self, field: str) -> int:
-        return int(struct.unpack(">Q", self.raw(8, field))[0])
+        return self._int(_U64, field)
 
     def token(self, field: str) -> str:
         b = self.raw(self.u8(field), field)
-        try:
-            s = b.decode("ascii")
-        except UnicodeDecodeError:
-            raise ValueError(f"{self._what}: {field} is not ASCII") from None
-        return check_token(s, f"{self._what} {field}")
+        if not b.isascii():
+            raise ValueError(f"{self._what}: {field} is not ASCII")
+        return check_token(b.decode("ascii"), f"{self._what} {field}")
 
     def bytes8(self, field: str) -> bytes:
         return self.raw(self.u8(field), field)
@@ -130,5 +150,7 @@ class Reader:
         return self.raw(self.u16(field), field)
 
     def end(self) -> None:
-        if self.remaining():
-            raise ValueError(f"{self._what}: {self.remaining()} unexpected bytes after the end")
+        if self._pos != self._end:
+            raise ValueError(
+                f"{self._what}: {self._end - self._pos} unexpected bytes after the end"
+            )
