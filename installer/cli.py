@@ -15,7 +15,13 @@ import sys
 from collections.abc import Callable, Sequence
 
 # (subcommand, module that registers it). Later packages add theirs here.
-COMMANDS: tuple[str, ...] = ("pki.cli", "sync.bundle.cli", "sync.relay.cli", "installer.demo")
+COMMANDS: tuple[str, ...] = (
+    "pki.cli",
+    "sync.bundle.cli",
+    "sync.relay.cli",
+    "core.cli",
+    "installer.demo",
+)
 
 Handler = Callable[[argparse.Namespace], int]
 
