@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.directory import Directory  # noqa: E402
 from core.importer import FileFormat, import_file  # noqa: E402
-from core.snapshot import Site, apply_changes, apply_snapshot, edge_snapshot  # noqa: E402
+from sync.directory import Site, apply_changes, apply_snapshot, edge_snapshot  # noqa: E402
 
 SITES = (
     ("plant-a", "Киришский НПЗ"),

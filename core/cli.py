@@ -19,7 +19,7 @@ from pathlib import Path
 from core.config import CoreConfig
 from core.directory import Directory, DirectoryError
 from core.importer import FileFormat, ImportProblems, import_file
-from core.snapshot import Site, User, UserRole, record_to_json
+from sync.directory import Site, User, UserRole, record_to_json
 
 USER_ERRORS = (DirectoryError,)
 

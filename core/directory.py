@@ -13,7 +13,7 @@ that changes something takes the next version ``V + 1`` for all its changes, log
 changes nothing (adding what exists, disabling a disabled user, re-importing a file) leaves
 the version alone and commits nothing. An import of 40,000 users is one version.
 
-Distribution (``core/snapshot.py`` holds the format): :meth:`Directory.snapshot_for` encodes
+Distribution (:mod:`sync.directory` holds the format): :meth:`Directory.snapshot_for` encodes
 the whole directory at ``V``; :meth:`Directory.changes_for` encodes the *current* state of every
 entity the log names after ``since`` (a removed group as a tombstone). Both read inside one read
 transaction, so a payload is always one consistent version. Users are never deleted, only
@@ -41,7 +41,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
-from core.snapshot import (
+from sync.directory import (
     USER_COLUMNS,
     Department,
     Group,
@@ -486,7 +486,7 @@ class Directory:
     def changes_for(self, site: str, since: int) -> tuple[int, bytes]:
         """What changed after version ``since``, for ``site``'s edge: (version, payload bytes).
 
-        :class:`~core.snapshot.SnapshotRequiredError` if ``since`` is ahead of the directory.
+        :class:`~sync.directory.SnapshotRequiredError` if ``since`` is ahead of the directory.
         """
         if type(since) is not int or since < 0:
             raise ValueError(f"since: {since!r} is not a version number")

@@ -13,7 +13,7 @@ An import runs in three steps, and writes only in the last:
    Every problem is collected with its line number: bad values, ragged rows, duplicate logins,
    huge fields, unknown columns.
 2. **Plan**, inside one write transaction: each row is merged with the user already stored,
-   validated as a :class:`~core.snapshot.User`, and its site checked. Any problem in step 1 or
+   validated as a :class:`~sync.directory.User`, and its site checked. Any problem in step 1 or
    2 raises :class:`ImportProblems` listing them all, and nothing is written.
 3. **Apply**, in the same transaction: only users that differ are written, so importing the
    same file twice changes nothing and reports 0 changes (and the directory version stays).
@@ -32,13 +32,12 @@ LDIF (RFC 2849 content records): ``uid``; ``displayName`` or ``cn``; ``departmen
 or ``ou``; ``zastavaSite`` or ``l``; ``telephoneNumber`` and ``mobile`` (all values);
 ``mail``; and optionally ``zastavaRole`` (multi) and ``zastavaEnabled`` (TRUE/FALSE).
 Entries without ``uid`` (containers) are skipped and counted; change records
-(``changetype``) and URL values (``attr:<``) are refused.
+(``changetype``) and URL values (``attr:<``) are refused. The LDIF syntax (folding, base64,
+comments) is read by :mod:`core.ldif`; this module maps its entries to users.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import csv
 import enum
 import io
@@ -47,8 +46,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
+from core import ldif
 from core.directory import Action, Directory, EntityKind
-from core.snapshot import User, UserRole
+from sync.directory import User, UserRole
 
 MAX_FILE_BYTES: Final = 256 * 1024 * 1024
 MAX_FIELD: Final = 1024
@@ -287,60 +287,6 @@ def _no_duplicates(rows: list[Row], problems: _Problems) -> tuple[Row, ...]:
 # LDIF ----------------------------------------------------------------------------------------
 
 
-def _ldif_lines(text: str, problems: _Problems) -> Iterator[tuple[int, str]]:
-    """Logical lines (unfolded, comments dropped) with their first physical line number."""
-    current: list[str] = []
-    start = 0
-    for n, raw in enumerate(text.split("\n"), start=1):
-        raw = raw.removesuffix("\r")
-        if raw.startswith(" "):
-            if not current:
-                problems.add(n, "a continuation line (starting with a space) follows nothing")
-                continue
-            current.append(raw[1:])
-            continue
-        if current:
-            yield start, "".join(current)
-        current, start = [raw], n
-    if current:
-        yield start, "".join(current)
-
-
-def _ldif_entries(text: str, problems: _Problems) -> Iterator[list[tuple[int, str, str]]]:
-    """Entries as lists of (line, lower-case attribute, value); values decoded."""
-    entry: list[tuple[int, str, str]] = []
-    for n, line in _ldif_lines(text, problems):
-        if line.startswith("#"):
-            continue
-        if line == "":
-            if entry:
-                yield entry
-            entry = []
-            continue
-        name, sep, rest = line.partition(":")
-        name = name.split(";", 1)[0].strip().lower()  # options (cn;lang-ru) are ignored
-        if not sep or not name or not all(c.isascii() and (c.isalnum() or c in "-.") for c in name):
-            problems.add(n, f"not an 'attribute: value' line: {line[:40]!r}")
-            continue
-        if rest.startswith("<"):
-            problems.add(n, f"{name}: URL values (':<') are not supported")
-            continue
-        if rest.startswith(":"):
-            try:
-                value = base64.b64decode(rest[1:].strip(), validate=True).decode("utf-8")
-            except (binascii.Error, ValueError):
-                problems.add(n, f"{name}: the base64 value is not valid base64 of UTF-8 text")
-                continue
-        else:
-            value = rest.lstrip(" ")
-        if len(value) > MAX_FIELD:
-            problems.add(n, f"{name}: {len(value):,} characters; the limit is {MAX_FIELD}")
-            continue
-        entry.append((n, name, value))
-    if entry:
-        yield entry
-
-
 _LDIF_SINGLE: Final = (
     ("display_name", ("displayname", "cn")),
     ("department", ("departmentnumber", "ou")),
@@ -349,7 +295,7 @@ _LDIF_SINGLE: Final = (
 )
 
 
-def _ldif_row(entry: list[tuple[int, str, str]], problems: _Problems) -> Row | None:
+def _ldif_row(entry: ldif.Entry, problems: _Problems) -> Row | None:
     attrs: dict[str, list[str]] = {}
     for _, name, value in entry:
         attrs.setdefault(name, []).append(value)
@@ -400,7 +346,7 @@ def read_ldif(data: bytes, *, source: str = "LDIF", progress: Progress | None = 
     rows: list[Row] = []
     skipped = 0
     seen = 0
-    for entry in _ldif_entries(text, problems):
+    for entry in ldif.entries(text, problems.add, max_value=MAX_FIELD):
         bad_lines, seen = len(problems.items) > seen, len(problems.items)
         row = None if bad_lines else _ldif_row(entry, problems)  # one problem per entry is enough
         if row is None:

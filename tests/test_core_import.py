@@ -19,7 +19,7 @@ from core.importer import (
     read_csv,
     read_ldif,
 )
-from core.snapshot import Site, User, UserRole
+from sync.directory import Site, User, UserRole
 
 DATA = Path(__file__).parent / "data" / "core"
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
