@@ -236,6 +236,10 @@ class RelayServer:
     def stop(self) -> None:
         self._stopping.set()
         if self._listener is not None:
+            try:  # wakes the thread blocked in accept(); close() alone does not on Linux
+                self._listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             self._listener.close()
         for tr in list(self._transports):
             tr.close()
