@@ -23,12 +23,11 @@ not match, a field out of range, trailing bytes.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import struct
 from dataclasses import dataclass
 
-from sync.bundle.wire import Reader, Writer, check_token, pae
+from sync.bundle.wire import Reader, Writer, check_token, memo, pae
 
 MAGIC = b"ZBND"
 VERSION = 1
@@ -96,7 +95,7 @@ class BundleHeader:
         if not 0 <= self.ciphertext_length < 1 << 63:
             raise ValueError("bundle header: ciphertext length out of range")
 
-    @functools.cached_property
+    @memo
     def _encoded(self) -> tuple[bytes, int, int]:
         """The header bytes, and where the wrapped key and the ciphertext fields start."""
         w = Writer().token(self.origin).token(self.recipient).token(self.stream)
@@ -138,11 +137,11 @@ class BundleHeader:
             (encoded, key_at, ct_at), ciphertext_length=length, ciphertext_hash=sha256
         )
 
-    @functools.cached_property
+    @memo
     def header_hash(self) -> bytes:
         return hashlib.sha256(self._encoded[0]).digest()
 
-    @functools.cached_property
+    @memo
     def bundle_id(self) -> bytes:
         data, _, ciphertext_at = self._encoded
         return hashlib.sha256(pae(ID_TYPE, data[:ciphertext_at])).digest()

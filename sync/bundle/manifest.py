@@ -8,11 +8,10 @@ origin or recipient and refuses it. It lists every item with its type, length an
 
 from __future__ import annotations
 
-import functools
 import struct
 from dataclasses import dataclass
 
-from sync.bundle.wire import Reader, Writer, check_token, pae
+from sync.bundle.wire import Reader, Writer, check_token, memo, pae
 
 MAGIC = b"ZMAN"
 VERSION = 1
@@ -51,7 +50,7 @@ class Manifest:
     def __bytes__(self) -> bytes:
         return self._encoded
 
-    @functools.cached_property
+    @memo
     def _encoded(self) -> bytes:
         w = Writer().raw(MAGIC).u8(VERSION)
         w.token(self.origin).token(self.recipient).token(self.stream).u64(self.seq)

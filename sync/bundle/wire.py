@@ -8,15 +8,53 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar, overload
 
 _TOKEN_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 
+_VALID_TOKENS: set[str] = set()  # the few names a node sees all day, checked once each
+
+
 def check_token(value: str, what: str) -> str:
     """Site ids, stream names and item types: 1-64 of a-z 0-9 . _ -, starting alphanumeric."""
+    if value in _VALID_TOKENS:
+        return value
     if not _TOKEN_RE.fullmatch(value):
         raise ValueError(f"invalid {what} {value!r}: use 1-64 of a-z, 0-9, '.', '_', '-'")
+    if len(_VALID_TOKENS) < 4096:
+        _VALID_TOKENS.add(value)
     return value
+
+
+_R = TypeVar("_R")
+
+
+class memo(Generic[_R]):  # noqa: N801 - used like functools.cached_property
+    """``functools.cached_property`` without its per-access lock (Python 3.11 takes one):
+    the value is computed at most a few times and then read from the instance dict."""
+
+    def __init__(self, func: Callable[[Any], _R]) -> None:
+        self.func = func
+        self.name = func.__name__
+        self.__doc__ = func.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> memo[_R]: ...
+
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> _R: ...
+
+    def __get__(self, obj: object, owner: type | None = None) -> _R | memo[_R]:
+        if obj is None:
+            return self
+        value = self.func(obj)
+        obj.__dict__[self.name] = value  # shadows this non-data descriptor from now on
+        return value
 
 
 def pae(payload_type: str, body: bytes) -> bytes:
