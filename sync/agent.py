@@ -1,0 +1,316 @@
+"""The sync agent: moves one node's bundles through its relay, in order and exactly once.
+
+Theory of operation. The application seals what it sends into the stream outbox
+(:meth:`SyncAgent.send`, in the same SQLite database and, if the caller wishes, the same
+transaction as its own writes). Each :meth:`SyncAgent.sync_once`:
+
+1. fetches the node's inbox on the relay; every bundle goes through the
+   :class:`~sync.bundle.store.Receiver` (all checks, sequence, one transaction with the
+   application's handler), and is deleted from the relay only after that commit — applied,
+   held behind a gap, a duplicate or refused, it is safe in the database or worthless;
+2. reads the guard's rejection notes on our uploads, raises an alert for each real one, and
+   clears them;
+3. uploads every sealed bundle not yet uploaded (and re-uploads one not acknowledged for
+   ``resend_after``), in stream order;
+4. sends each peer a control bundle (cumulative acks and a heartbeat) when something was
+   received or ``control_interval`` has passed.
+
+Killed anywhere, the agent loses nothing: what is not deleted from the relay is fetched
+again (a duplicate is a no-op), what is not acknowledged is uploaded again (the relay or the
+recipient refuses the copy). Peers are the sites this node exchanges bundles with and the
+receiving certificates to seal for; the core learns an edge's from its ``hello``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from pki.names import Purpose, Role
+from pki.node import NodeCredentials
+from pki.trust import VerificationError, parse_certificate, verify_node
+from sync.bundle.codec import (
+    DEFAULT_MAX_BUNDLE,
+    BundleError,
+    Check,
+    Item,
+    OpenedBundle,
+    Recipient,
+    Signer,
+    to_ms,
+)
+from sync.bundle.store import SCHEMA as STREAM_SCHEMA
+from sync.bundle.store import Receipt, Receiver, Sealed, Sender, transaction
+from sync.bundle.stream import Mode
+
+log = logging.getLogger("zastava.sync")
+
+HELLO_STREAM = "hello"
+HELLO_ITEM = "zastava.hello"
+DEFAULT_TTL = dt.timedelta(days=30)
+
+AGENT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS zs_uploaded (
+    recipient TEXT NOT NULL, stream TEXT NOT NULL, seq INTEGER NOT NULL,
+    uploaded_ms INTEGER NOT NULL, PRIMARY KEY (recipient, stream, seq));
+CREATE TABLE IF NOT EXISTS zs_peer (
+    site TEXT PRIMARY KEY, certificate BLOB NOT NULL, learned_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS zs_agent (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class RelayLink(Protocol):
+    """What the agent needs of a relay connection (``sync.transport.RelayClient``)."""
+
+    def upload(self, name: str, data: bytes) -> object: ...
+
+    def inbox(self) -> Sequence[_RemoteFile]: ...
+
+    def download(self, name: str, *, max_size: int | None = None) -> bytes: ...
+
+    def delete(self, name: str) -> bool: ...
+
+    def rejections(self) -> Sequence[_Rejection]: ...
+
+    def clear_rejection(self, name: str) -> bool: ...
+
+
+class _RemoteFile(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
+
+
+class _Rejection(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def reason(self) -> str: ...
+
+
+Handler = Callable[[sqlite3.Connection, OpenedBundle], None]
+
+
+@dataclass
+class SyncReport:
+    """What one pass did; for logs, metrics and tests."""
+
+    received: list[Receipt] = field(default_factory=list)
+    uploaded: list[str] = field(default_factory=list)
+    controls: list[str] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def applied(self) -> int:
+        return sum(len(r.applied) for r in self.received)
+
+
+class SyncAgent:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        creds: NodeCredentials,
+        link: RelayLink,
+        handlers: Mapping[str, Handler],
+        *,
+        clock: Callable[[], dt.datetime],
+        modes: Mapping[str, Mode] | None = None,
+        max_bundle: int = DEFAULT_MAX_BUNDLE,
+        control_interval: dt.timedelta = dt.timedelta(seconds=30),
+        resend_after: dt.timedelta = dt.timedelta(hours=1),
+        peer_roles: frozenset[Role] = frozenset({Role.EDGE, Role.CORE}),
+    ) -> None:
+        self.conn = conn
+        self.creds = creds
+        self.link = link
+        self.handlers = dict(handlers)
+        self.clock = clock
+        self.max_bundle = max_bundle
+        self.control_interval = control_interval
+        self.resend_after = resend_after
+        self.peer_roles = peer_roles
+        conn.executescript(STREAM_SCHEMA + AGENT_SCHEMA)
+        self.sender = Sender(
+            conn, Signer(creds.name.site, creds.keys.signing, creds.signing_certificate)
+        )
+        self.receiver = Receiver(
+            conn,
+            creds.name.site,
+            creds.trust,
+            creds.keys.receiving,
+            creds.receiving_certificate,
+            self._apply,
+            sender=self.sender,
+            modes=dict(modes or {}),
+            max_size=max_bundle,
+        )
+        self._last_control: dict[str, dt.datetime] = {}
+        self.wake = threading.Event()
+
+    # -- peers ------------------------------------------------------------------------------
+
+    def add_peer(self, certificate: bytes, now: dt.datetime) -> str:
+        """Remember a peer's receiving certificate (DER) after verifying it; returns its site."""
+        try:
+            cert = parse_certificate(certificate)
+            v = verify_node(
+                cert,
+                trust=self.creds.trust,
+                role=self.peer_roles,
+                purpose=Purpose.RECEIVING,
+                now=now,
+            )
+        except (VerificationError, ValueError) as e:
+            raise BundleError(Check.ITEMS, f"peer certificate refused: {e}") from None
+        self.conn.execute(
+            "INSERT OR REPLACE INTO zs_peer VALUES (?, ?, ?)", (v.site, certificate, to_ms(now))
+        )
+        return v.site
+
+    def peer(self, site: str, now: dt.datetime) -> Recipient:
+        row = self.conn.execute("SELECT certificate FROM zs_peer WHERE site=?", (site,)).fetchone()
+        if row is None:
+            raise LookupError(f"no receiving certificate known for site {site!r}")
+        cert = parse_certificate(row[0])
+        v = verify_node(
+            cert,
+            trust=self.creds.trust,
+            role=self.peer_roles,
+            site=site,
+            purpose=Purpose.RECEIVING,
+            now=now,
+        )
+        return Recipient.from_verified(v)
+
+    def peers(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT site FROM zs_peer ORDER BY site")]
+
+    def hello(self, site: str, now: dt.datetime) -> Sealed:
+        """Introduce ourselves to ``site`` (the core): our receiving certificate."""
+        der = self.creds.receiving_certificate.public_bytes(Encoding.DER)
+        return self.send(site, HELLO_STREAM, [Item(HELLO_ITEM, der)], now=now)
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def send(
+        self,
+        site: str,
+        stream: str,
+        items: Sequence[Item],
+        *,
+        now: dt.datetime,
+        ttl: dt.timedelta = DEFAULT_TTL,
+    ) -> Sealed:
+        """Seal ``items`` for ``site`` into the outbox; the next pass uploads them."""
+        sealed = self.sender.seal(self.peer(site, now), stream, items, now=now, ttl=ttl)
+        self.wake.set()
+        return sealed
+
+    # -- receiving --------------------------------------------------------------------------
+
+    def _apply(self, conn: sqlite3.Connection, opened: OpenedBundle) -> None:
+        stream = opened.header.stream
+        if stream == HELLO_STREAM:
+            for item in opened.items:
+                if item.kind == HELLO_ITEM:
+                    site = self.add_peer(item.data, self.clock())
+                    if site != opened.header.origin:
+                        raise ValueError(f"hello from {opened.header.origin} names {site}")
+            return
+        handler = self.handlers.get(stream)
+        if handler is None:
+            raise ValueError(f"no handler for stream {stream!r}")
+        handler(conn, opened)
+
+    # -- one pass ---------------------------------------------------------------------------
+
+    def sync_once(self) -> SyncReport:
+        report = SyncReport()
+        now = self.clock()
+        for f in self.link.inbox():
+            data = self.link.download(f.name, max_size=self.max_bundle)
+            receipt = self.receiver.receive(data, now)
+            if not receipt.accepted and receipt.check is not None:
+                log.warning("bundle %s refused: %s", f.name, receipt.reason)
+            report.received.append(receipt)
+            self.link.delete(f.name)  # only after the receiver committed
+        for rej in self.link.rejections():
+            if " sequence: " not in rej.reason:  # a re-upload of what was released is no news
+                log.warning("the relay refused our upload %s: %s", rej.name, rej.reason)
+                with transaction(self.conn) as c:
+                    c.execute(
+                        "INSERT INTO zs_alert VALUES (?, ?, ?, ?)",
+                        ("relay", "rejected", f"{rej.name}: {rej.reason}", to_ms(now)),
+                    )
+                report.rejected.append((rej.name, rej.reason))
+            self.link.clear_rejection(rej.name)
+        for site in self.peers():
+            report.uploaded += self._upload(site, now)
+        touched = {r.header.origin for r in report.received if r.header and r.applied}
+        for site in self.peers():
+            last = self._last_control.get(site)
+            if site in touched or last is None or now - last >= self.control_interval:
+                sealed = self.sender.control(
+                    self.peer(site, now), acks=self.receiver.acks(site), now=now
+                )
+                name = f"control.{sealed.seq}.{sealed.header_hash.hex()[:12]}"
+                self.link.upload(name, sealed.data)
+                self._last_control[site] = now
+                report.controls.append(name)
+        return report
+
+    def _upload(self, site: str, now: dt.datetime) -> list[str]:
+        done = []
+        resend_before = to_ms(now - self.resend_after)
+        for s in self.sender.pending(site):
+            row = self.conn.execute(
+                "SELECT uploaded_ms FROM zs_uploaded WHERE recipient=? AND stream=? AND seq=?",
+                (site, s.stream, s.seq),
+            ).fetchone()
+            if row is not None and row[0] > resend_before:
+                continue
+            name = f"{s.stream[:48]}.{s.seq}.{s.header_hash.hex()[:12]}"
+            self.link.upload(name, s.data)
+            self.conn.execute(
+                "INSERT OR REPLACE INTO zs_uploaded VALUES (?, ?, ?, ?)",
+                (site, s.stream, s.seq, to_ms(now)),
+            )
+            done.append(name)
+        self.conn.execute(
+            "DELETE FROM zs_uploaded WHERE NOT EXISTS (SELECT 1 FROM zs_outbox o WHERE "
+            "o.recipient=zs_uploaded.recipient AND o.stream=zs_uploaded.stream AND "
+            "o.seq=zs_uploaded.seq)"
+        )
+        return done
+
+    def run(
+        self,
+        stop: threading.Event,
+        *,
+        interval: float = 2.0,
+        on_error: Callable[[Exception], None] | None = None,
+    ) -> None:
+        """Pass after pass until ``stop``; a doorbell or a send wakes it early. Errors back
+        off (the transport's own retries come first) and never end the loop."""
+        delay = interval
+        while not stop.is_set():
+            try:
+                self.sync_once()
+                delay = interval
+            except Exception as e:  # noqa: BLE001 - the loop must survive a bad pass
+                log.warning("sync pass failed: %s", e)
+                if on_error is not None:
+                    on_error(e)
+                delay = min(delay * 2, 60.0)
+            self.wake.wait(delay)
+            self.wake.clear()
