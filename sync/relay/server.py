@@ -158,6 +158,9 @@ class RelayServer:
                 f"{config.node_dir} holds a {self.creds.name.role.value} identity, not a relay's"
             )
         self.host_key = paramiko_key(self.creds.keys.tls)
+        self._trust_lock = threading.Lock()
+        self._trust = self.creds.trust
+        self._trust_stamp: tuple[tuple[str, int], ...] = ()
         self.paths = RelayPaths(config.data_dir)
         self.nodes = NodeDirectory(config.nodes_dir, self.trust)
         self.events: queue.Queue[Callable[[dt.datetime], object] | None] = queue.Queue()
@@ -178,7 +181,15 @@ class RelayServer:
         self.port = config.port
 
     def trust(self) -> TrustStore:
-        return self.creds.trust
+        """The relay's trust store, reloaded when its files change (a new CRL dropped in
+        ``node_dir/trust`` takes effect at the next connection or upload, no restart)."""
+        trust_dir = self.config.node_dir / "trust"
+        stamp = tuple((p.name, p.stat().st_mtime_ns) for p in sorted(trust_dir.glob("*.pem")))
+        with self._trust_lock:
+            if stamp != self._trust_stamp:
+                self._trust = TrustStore.load(trust_dir)
+                self._trust_stamp = stamp
+            return self._trust
 
     def call(self, fn: Callable[[dt.datetime], object]) -> None:
         """Run ``fn(now)`` on the guard thread, which owns the state and the audit log."""

@@ -96,11 +96,14 @@ class UploadHandle(paramiko.SFTPHandle):
         self.session = session
         self.path = path
         mode = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if flags & os.O_TRUNC else 0)
+        existed = path.exists()
         self.fd = os.open(path, mode | os.O_NOFOLLOW, 0o600)
         used, files = session.usage()
         self.others = used - os.fstat(self.fd).st_size
         if files > session.limits.quota_files:
             os.close(self.fd)
+            if not existed:  # a refused upload leaves nothing behind
+                path.unlink(missing_ok=True)
             raise JailError(f"quota: {files} files held, limit {session.limits.quota_files}")
         session.opened(+1)
 
