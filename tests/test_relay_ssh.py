@@ -24,9 +24,9 @@ from sync.relay.audit import (
 )
 from sync.relay.auditstore import SqliteAuditStore
 from sync.relay.config import Limits
-from sync.relay.server import paramiko_key
 from sync.signal import FrameType
 from sync.signal_client import SignalClient
+from sync.sshkeys import paramiko_key
 from tests.bundles import seal_simple
 from tests.relayfixture import RelayPKI, RunningRelay, running_relay, utcnow
 

@@ -18,7 +18,6 @@ import paramiko
 import pytest
 from paramiko.sftp import CMD_DATA, CMD_STATUS, SFTP_EOF, SFTP_OK, SFTP_PERMISSION_DENIED
 
-import sync.relay.server as relay_server
 from pki.names import Role
 from sync.relay.config import Limits
 from sync.transport import (
@@ -509,38 +508,22 @@ def test_trickling_upload_is_cut_then_resumed(
         assert hq.download(f.name) == bundle
 
 
-class FastTime:
-    """``time`` as the relay's watchdog sees it, ``scale`` times faster.
-
-    The relay's watchdog window is fixed at 20 s in server.py; until it is a setting, this
-    lets a test see it act in about a second without editing the server.
-    """
-
-    def __init__(self, scale: float) -> None:
-        self.scale = scale
-
-    def monotonic(self) -> float:
-        return time.monotonic() * self.scale
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(seconds / self.scale)
-
-
 def test_relay_watchdog_cuts_a_trickling_client(
-    relay: RunningRelay,
-    pki: RelayPKI,
-    proxy: TrickleProxy,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+    pki: RelayPKI, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """B9, the other way: the relay cuts a client that sends below its minimum rate."""
-    monkeypatch.setattr(relay_server, "time", FastTime(20))  # 20 s window -> 1 s
     caplog.set_level(logging.WARNING, logger="zastava.relay")
-    # This client would wait 30 s before cutting anything itself: the relay must act first.
-    patient = TransportOptions(connect_timeout=5, min_rate=1, rate_window=30)
-    a = relay.client("plant-a", port=proxy.port, options=patient)
-    a.connect()
-    proxy.throttle(300)
-    with pytest.raises(ConnectionLostError, match="lost during upload of b1"):
-        a.upload("b1", _big_bundle(pki, 256 * 1024))
+    limits = Limits(bundles_per_minute=100_000, min_rate_window_seconds=2)
+    allowed = tuple(s for s in pki.nodes if s != "stranger")
+    with (
+        running_relay(pki, tmp_path / "relay", allowed=allowed, limits=limits) as relay,
+        TrickleProxy((relay.host, relay.port)) as proxy,
+    ):
+        # This client would wait 30 s before cutting anything itself: the relay must act first.
+        patient = TransportOptions(connect_timeout=5, min_rate=1, rate_window=30)
+        a = relay.client("plant-a", port=proxy.port, options=patient)
+        a.connect()
+        proxy.throttle(300)
+        with pytest.raises(ConnectionLostError, match="lost during upload of b1"):
+            a.upload("b1", _big_bundle(pki, 256 * 1024))
     assert "plant-a: transfer slower than 4096 B/s; disconnecting" in caplog.text

@@ -12,7 +12,8 @@ Example::
     quota_bytes = 4294967296                 # per site: upload + inbox + quarantine
     quota_files = 10000
     bundles_per_minute = 600                 # per origin site
-    min_rate_bytes_per_second = 4096         # slower transfers are cut (B9)
+    min_rate_bytes_per_second = 4096         # slower transfers are cut (B9)...
+    min_rate_window_seconds = 20             # ...measured over this window
 
     [policy]
     # Who may send to whom. "edge" and "core" stand for every site of that role.
@@ -36,6 +37,7 @@ class Limits:
     quota_files: int = 10_000
     bundles_per_minute: int = 600
     min_rate_bytes_per_second: int = 4096
+    min_rate_window_seconds: int = 20
 
 
 @dataclass(frozen=True)

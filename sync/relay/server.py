@@ -11,7 +11,6 @@ owns all state. A watchdog cuts transfers slower than the configured minimum rat
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import logging
 import queue
@@ -24,7 +23,6 @@ from pathlib import Path
 import paramiko
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from paramiko.common import (
     AUTH_FAILED,
     AUTH_SUCCESSFUL,
@@ -43,20 +41,11 @@ from sync.relay.guard import Guard, RelayPaths
 from sync.relay.sftp import RelaySFTP, SiteSession
 from sync.relay.signalling import SignalHub, SignalSubsystem
 from sync.signal import Frame, FrameType, checkpoint_frame
+from sync.sshkeys import paramiko_key, ssh_key_blob
 
 log = logging.getLogger("zastava.relay")
 Clock = Callable[[], dt.datetime]
 NODE_ROLES = frozenset({Role.EDGE, Role.CORE})
-
-
-def ssh_blob(key: ec.EllipticCurvePublicKey) -> bytes:
-    """The SSH wire form of an ECDSA public key (what ``PKey.asbytes()`` returns)."""
-    line = key.public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH)
-    return base64.b64decode(line.split()[1])
-
-
-def paramiko_key(key: ec.EllipticCurvePrivateKey) -> paramiko.ECDSAKey:
-    return paramiko.ECDSAKey(vals=(key, key.public_key()))
 
 
 class NodeDirectory:
@@ -68,6 +57,7 @@ class NodeDirectory:
         self._stamp: tuple[tuple[str, int], ...] = ()
         self._certs: list[x509.Certificate] = []
         self._lock = threading.Lock()
+        self._roles: dict[tuple[str, object, int], tuple[Role | None, dt.datetime]] = {}
 
     def _load(self) -> list[x509.Certificate]:
         files = sorted(self.nodes_dir.glob("*.pem")) if self.nodes_dir.exists() else []
@@ -86,7 +76,7 @@ class NodeDirectory:
     def authenticate(self, site: str, blob: bytes, now: dt.datetime) -> Role | None:
         for cert in self._load():
             key = cert.public_key()
-            if not isinstance(key, ec.EllipticCurvePublicKey) or ssh_blob(key) != blob:
+            if not isinstance(key, ec.EllipticCurvePublicKey) or ssh_key_blob(key)[1] != blob:
                 continue
             try:
                 v = verify_node(
@@ -104,7 +94,24 @@ class NodeDirectory:
         return None
 
     def role_of(self, site: str, now: dt.datetime) -> Role | None:
-        for cert in self._load():
+        """The role a site's valid certificate names; cached for a minute per site and
+        nodes_dir state (the guard asks twice per bundle)."""
+        certs = self._load()
+        trust = self.trust()
+        key = (site, self._stamp, id(trust))
+        hit = self._roles.get(key)
+        if hit is not None and now < hit[1]:
+            return hit[0]
+        role = self._role_of(certs, trust, site, now)
+        if len(self._roles) > 10_000:
+            self._roles.clear()
+        self._roles[key] = (role, now + dt.timedelta(seconds=60))
+        return role
+
+    def _role_of(
+        self, certs: list[x509.Certificate], trust: TrustStore, site: str, now: dt.datetime
+    ) -> Role | None:
+        for cert in certs:
             try:
                 v = verify_node(
                     cert,
@@ -161,6 +168,7 @@ class RelayServer:
         self._trust_lock = threading.Lock()
         self._trust = self.creds.trust
         self._trust_stamp: tuple[tuple[str, int], ...] = ()
+        self._trust_checked = -1e9
         self.paths = RelayPaths(config.data_dir)
         self.nodes = NodeDirectory(config.nodes_dir, self.trust)
         self.events: queue.Queue[Callable[[dt.datetime], object] | None] = queue.Queue()
@@ -268,7 +276,10 @@ class RelayServer:
             threading.Thread(target=self._serve_connection, args=(sock,), daemon=True).start()
 
     def _serve_connection(self, sock: socket.socket) -> None:
-        transport = paramiko.Transport(sock)
+        # Large windows: paramiko's defaults (2 MiB, 32 KiB packets) halve upload throughput.
+        transport = paramiko.Transport(
+            sock, default_window_size=8 * 2**20, default_max_packet_size=2**18
+        )
         transport.add_server_key(self.host_key)
         transport.set_subsystem_handler("sftp", paramiko.SFTPServer, RelaySFTP)
         transport.set_subsystem_handler("zastava-signal", SignalSubsystem, self.hub)
@@ -285,11 +296,12 @@ class RelayServer:
 
     def _watch(self, transport: paramiko.Transport, server: _SSHServer) -> None:
         """Cut a connection whose transfers crawl below the minimum rate (B9)."""
-        window = 20.0
+        window = float(self.config.limits.min_rate_window_seconds)
+        tick = window / 20
         min_bytes = self.config.limits.min_rate_bytes_per_second * window
         samples: list[tuple[float, int]] = []
         while transport.is_active() and not self._stopping.is_set():
-            time.sleep(1.0)
+            time.sleep(tick)
             s = server.session
             if s is None:
                 continue
@@ -301,7 +313,7 @@ class RelayServer:
                 continue
             samples.append((t, moved))
             samples = [x for x in samples if t - x[0] <= window]
-            if t - samples[0][0] >= window - 1.5 and moved - samples[0][1] < min_bytes:
+            if t - samples[0][0] >= window - 1.5 * tick and moved - samples[0][1] < min_bytes:
                 log.warning(
                     "%s: transfer slower than %d B/s; disconnecting",
                     s.site,

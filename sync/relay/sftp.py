@@ -67,9 +67,12 @@ class SiteSession:
             self.paths.quarantine(self.site),
         ):
             for e in os.scandir(d):
-                if e.is_file(follow_symlinks=False):
-                    total += e.stat(follow_symlinks=False).st_size
-                    files += 1
+                try:
+                    if e.is_file(follow_symlinks=False):
+                        total += e.stat(follow_symlinks=False).st_size
+                        files += 1
+                except FileNotFoundError:  # the guard moved it meanwhile
+                    continue
         return total, files
 
 
@@ -98,7 +101,11 @@ class UploadHandle(paramiko.SFTPHandle):
         mode = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if flags & os.O_TRUNC else 0)
         existed = path.exists()
         self.fd = os.open(path, mode | os.O_NOFOLLOW, 0o600)
-        used, files = session.usage()
+        try:
+            used, files = session.usage()
+        except OSError:
+            os.close(self.fd)
+            raise
         self.others = used - os.fstat(self.fd).st_size
         if files > session.limits.quota_files:
             os.close(self.fd)

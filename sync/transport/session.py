@@ -11,7 +11,6 @@ the SFTP subsystem. The whole set-up runs under the watchdog with a deadline.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import logging
 import socket
@@ -21,11 +20,11 @@ from dataclasses import dataclass
 import paramiko
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from pki.names import Purpose, Role
 from pki.node import NodeCredentials
 from pki.trust import TrustStore, VerificationError, verify_node
+from sync.sshkeys import paramiko_key, ssh_key_blob
 from sync.transport.errors import (
     AuthenticationRefusedError,
     RelayIdentityError,
@@ -62,8 +61,7 @@ def ssh_host_key(cert: x509.Certificate) -> tuple[str, bytes]:
     key = cert.public_key()
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise RelayIdentityError("the relay certificate's key is not an ECDSA key")
-    line = key.public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH).split()
-    return line[0].decode("ascii"), base64.b64decode(line[1])
+    return ssh_key_blob(key)
 
 
 def relay_host_key(
@@ -162,7 +160,7 @@ def _handshake(
     tls = creds.keys.tls
     site = creds.name.site
     try:
-        transport.auth_publickey(site, paramiko.ECDSAKey(vals=(tls, tls.public_key())))
+        transport.auth_publickey(site, paramiko_key(tls))
     except paramiko.AuthenticationException as e:
         raise AuthenticationRefusedError(
             "relay refused our key: is this node's certificate in the relay's nodes_dir, "
