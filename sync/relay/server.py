@@ -218,7 +218,7 @@ class RelayServer:
             self.call(lambda now: self.guard.deleted(site, name, now))
 
     def _answer_checkpoint(self, size: int, send: Callable[[Frame], None]) -> None:
-        self.guard.flush(self.clock())
+        # The latest checkpoint as committed; this batch's entries come with the next one.
         note = self.audit_log.latest_checkpoint()
         if note is None:
             send(Frame(FrameType.ERROR, b"the audit log has no checkpoint yet"))
@@ -363,11 +363,15 @@ class RelayServer:
                     batch.append(self.events.get_nowait())
                 except queue.Empty:
                     break
-            for fn in batch:
-                if fn is None:
-                    return
-                try:
-                    fn(self.clock())
-                except Exception:
-                    log.exception("guard task failed")
+            stop = None in batch
+            with self.guard.batch():  # one commit for the whole batch
+                for fn in batch:
+                    if fn is None:
+                        break
+                    try:
+                        fn(self.clock())
+                    except Exception:
+                        log.exception("guard task failed")
             self.guard.flush(self.clock())
+            if stop:
+                return
