@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import re
 from collections.abc import Iterable
@@ -220,7 +221,7 @@ class NoteSigner:
     def __post_init__(self) -> None:
         _check_key_name(self.name)
 
-    @property
+    @functools.cached_property
     def verifier_key(self) -> VerifierKey:
         return VerifierKey.from_public_key(self.name, self.private_key.public_key())
 
