@@ -12,12 +12,10 @@ reports its literal data, batch size and wall time. Prints one table.
 from __future__ import annotations
 
 import argparse
-import re
 import resource
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.rsync_batch import rsync_batch  # noqa: E402
 from sync.delta import block_size_for, compute_delta, patch, signature  # noqa: E402
 
 EDITS = 200
@@ -93,41 +92,19 @@ def run_ours(old: bytes, new: bytes, block_size: int) -> Row:
 
 
 def run_rsync(rsync: str, old: bytes, new: bytes, block_size: int) -> tuple[Row, list[str]]:
-    with tempfile.TemporaryDirectory(prefix="delta-bench-") as tmp:
-        root = Path(tmp)
-        (root / "src").mkdir()
-        (root / "dst").mkdir()
-        (root / "src" / "data.bin").write_bytes(new)
-        (root / "dst" / "data.bin").write_bytes(old)
-        batch = root / "batch.rs"
-        command = [
-            rsync,
-            "--no-whole-file",
-            "--stats",
-            f"--block-size={block_size}",
-            f"--only-write-batch={batch}",
-            str(root / "src" / "data.bin"),
-            str(root / "dst") + "/",
-        ]
-        t0 = time.perf_counter()
-        done = subprocess.run(command, check=True, capture_output=True, text=True)
-        wall = time.perf_counter() - t0
-        found = re.search(r"Literal data: ([\d,]+) bytes", done.stdout)
-        if found is None:
-            raise SystemExit(f"no 'Literal data' in rsync's output:\n{done.stdout}")
-        row = Row(
-            tool="rsync",
-            block_size=block_size,
-            signature_s=None,
-            delta_s=None,
-            patch_s=None,
-            total_s=wall,
-            literal=int(found.group(1).replace(",", "")),
-            wire=batch.stat().st_size,
-            signature_bytes=None,
-        )
-        shown = [rsync, *command[1:4], "--only-write-batch=batch.rs", "src/data.bin", "dst/"]
-        return row, shown
+    run = rsync_batch(rsync, old, new, block_size, "data.bin")
+    row = Row(
+        tool="rsync",
+        block_size=block_size,
+        signature_s=None,
+        delta_s=None,
+        patch_s=None,
+        total_s=run.wall_s,
+        literal=run.literal,
+        wire=run.batch_bytes,
+        signature_bytes=None,
+    )
+    return row, run.command
 
 
 def print_table(rows: list[Row]) -> None:

@@ -21,17 +21,16 @@ import argparse
 import csv
 import io
 import random
-import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.rsync_batch import rsync_batch  # noqa: E402
 from sync.delta import block_size_for, compute_delta, patch, signature  # noqa: E402
 
 GIVEN = (
@@ -189,30 +188,8 @@ def run_ours(case: str, old: bytes, new: bytes, block_size: int) -> Row:
 
 
 def run_rsync(rsync: str, case: str, old: bytes, new: bytes, block_size: int) -> Row:
-    with tempfile.TemporaryDirectory(prefix="directory-delta-") as tmp:
-        root = Path(tmp)
-        (root / "src").mkdir()
-        (root / "dst").mkdir()
-        (root / "src" / "directory.csv").write_bytes(new)
-        (root / "dst" / "directory.csv").write_bytes(old)
-        batch = root / "batch.rs"
-        command = [
-            rsync,
-            "--no-whole-file",
-            "--stats",
-            f"--block-size={block_size}",
-            f"--only-write-batch={batch}",
-            str(root / "src" / "directory.csv"),
-            str(root / "dst") + "/",
-        ]
-        t0 = time.perf_counter()
-        done = subprocess.run(command, check=True, capture_output=True, text=True)
-        wall = time.perf_counter() - t0
-        found = re.search(r"Literal data: ([\d,]+) bytes", done.stdout)
-        if found is None:
-            raise SystemExit(f"no 'Literal data' in rsync's output:\n{done.stdout}")
-        literal = int(found.group(1).replace(",", ""))
-        return Row(case, "rsync", block_size, wall, "whole command", literal, batch.stat().st_size)
+    run = rsync_batch(rsync, old, new, block_size, "directory.csv")
+    return Row(case, "rsync", block_size, run.wall_s, "whole command", run.literal, run.batch_bytes)
 
 
 def main() -> None:

@@ -11,7 +11,6 @@ that does) and files, and leaves the work to ``directory.py`` and ``importer.py`
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 from core.config import CoreConfig
 from core.directory import Directory, DirectoryError
 from core.importer import FileFormat, ImportProblems, import_file
+from pki.cli import now_utc
 from sync.directory import Site, User, UserRole, record_to_json
 
 USER_ERRORS = (DirectoryError,)
@@ -34,10 +34,6 @@ a directory, end to end:
   zastava core user disable ivanov --db core.db         (edges get it in their next change set)
   zastava core user list --db core.db [--json]
 """
-
-
-def now_utc() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def _db_path(args: argparse.Namespace) -> Path:

@@ -43,6 +43,7 @@ enrollment, end to end (an air-gapped site carries files, never keys):
 
 
 def now_utc() -> dt.datetime:
+    """The wall clock, for command handlers only (library code takes ``now``)."""
     return dt.datetime.now(dt.UTC)
 
 
@@ -89,7 +90,8 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
         raise argparse.ArgumentTypeError(f"not an IP address: {text!r}") from None
 
 
-def _when(text: str) -> dt.datetime:
+def iso_time(text: str) -> dt.datetime:
+    """argparse type for ``--at``/``--since`` options: ISO 8601, UTC when no zone is given."""
     try:
         t = dt.datetime.fromisoformat(text)
     except ValueError:
@@ -515,5 +517,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q.add_argument("--role", required=True, choices=[r.value for r in Role])
     q.add_argument("--site")
     q.add_argument("--purpose", default="tls", choices=[p.value for p in Purpose])
-    q.add_argument("--at", type=_when, help="verify as of this time (ISO 8601)")
+    q.add_argument("--at", type=iso_time, help="verify as of this time (ISO 8601)")
     q.set_defaults(handler=cmd_verify)

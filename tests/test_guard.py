@@ -234,31 +234,38 @@ CRASH = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize(
-    "point", ["registered", "release-committed", "moved", "released", "audit-appended"]
-)
-def test_b13_killed_at_each_step_loses_and_duplicates_nothing(
-    fed: Federation, tmp_path: Path, point: str
-) -> None:
+def killed_and_recovered(fed: Federation, tmp_path: Path, point: str, bundle: bytes) -> Relay:
+    """Upload ``bundle`` in a child process that dies (as by kill -9) at ``point``, then
+    start a guard on the same data and let it recover."""
     from tests.test_bundle_stream import _picklable
 
     (tmp_path / "fed.pkl").write_bytes(pickle.dumps(_picklable(fed)))
-    bundle = tmp_path / "b.bundle"
-    bundle.write_bytes(seal_simple(fed.a, fed.hq))
+    (tmp_path / "b.bundle").write_bytes(bundle)
     data = tmp_path / "relay"
     script = CRASH.format(
         root=str(ROOT),
         fed=str(tmp_path / "fed.pkl"),
         point=point,
         data=str(data),
-        bundle=str(bundle),
+        bundle=str(tmp_path / "b.bundle"),
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
     assert out.returncode == 137, out.stderr.decode()[-2000:]
     r = Relay(fed, data)
     r.guard.recover(NOW)
+    return r
+
+
+@pytest.mark.parametrize(
+    "point", ["registered", "release-committed", "moved", "released", "audit-appended"]
+)
+def test_b13_killed_at_each_step_loses_and_duplicates_nothing(
+    fed: Federation, tmp_path: Path, point: str
+) -> None:
+    bundle = seal_simple(fed.a, fed.hq)
+    r = killed_and_recovered(fed, tmp_path, point, bundle)
     assert r.inbox("hq") == ["plant-a.events.1.bundle"]
-    assert (r.paths.inbox("hq") / "plant-a.events.1.bundle").read_bytes() == bundle.read_bytes()
+    assert (r.paths.inbox("hq") / "plant-a.events.1.bundle").read_bytes() == bundle
     assert not any(r.paths.quarantine("plant-a").iterdir())
     assert [e for e, _ in r.events()] == [
         AuditEvent.UPLOADED,
@@ -268,32 +275,15 @@ def test_b13_killed_at_each_step_loses_and_duplicates_nothing(
     # Restarting again changes nothing; re-uploading the same bundle is refused.
     r.guard.recover(NOW)
     assert len(r.events()) == 3
-    again = r.upload("plant-a", bundle.read_bytes())
+    again = r.upload("plant-a", bundle)
     assert not again.released and "sequence" in again.reason
     r.close()
 
 
 @pytest.mark.parametrize("point", ["reject-noted", "reject-committed"])
 def test_b13_killed_while_rejecting(fed: Federation, tmp_path: Path, point: str) -> None:
-    from tests.test_bundle_stream import _picklable
-
-    (tmp_path / "fed.pkl").write_bytes(pickle.dumps(_picklable(fed)))
-    bundle = tmp_path / "b.bundle"
-    bundle.write_bytes(seal_simple(fed.foreign, fed.hq))
-    data = tmp_path / "relay"
-    script = CRASH.format(
-        root=str(ROOT),
-        fed=str(tmp_path / "fed.pkl"),
-        point=point,
-        data=str(data),
-        bundle=str(bundle),
-    )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
-    assert out.returncode == 137, out.stderr.decode()[-2000:]
-    r = Relay(fed, data)
-    r.guard.recover(NOW)
+    r = killed_and_recovered(fed, tmp_path, point, seal_simple(fed.foreign, fed.hq))
     assert r.inbox("hq") == []
     assert not any(r.paths.quarantine("plant-a").iterdir())
-    events = [e for e, _ in r.events()]
-    assert events == [AuditEvent.UPLOADED, AuditEvent.REJECTED]
+    assert [e for e, _ in r.events()] == [AuditEvent.UPLOADED, AuditEvent.REJECTED]
     r.close()

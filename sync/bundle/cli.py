@@ -11,6 +11,7 @@ from typing import Any
 
 from cryptography import x509
 
+from pki.cli import iso_time
 from pki.names import Purpose, Role
 from pki.node import NodeCredentials, NodeError
 from pki.trust import TrustStore, VerificationError, parse_certificate, verify_node
@@ -47,14 +48,6 @@ def _item(text: str) -> tuple[str, Path]:
     if not sep:
         raise argparse.ArgumentTypeError(f"expected TYPE=FILE, got {text!r}")
     return kind, Path(path)
-
-
-def _when(text: str) -> dt.datetime:
-    try:
-        t = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
-    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
 def _now(args: argparse.Namespace) -> dt.datetime:
@@ -189,7 +182,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s = p.add_subparsers(title="commands", metavar="COMMAND")
 
     def common(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--at", type=_when, help="check as of this time (ISO 8601; default now)")
+        q.add_argument("--at", type=iso_time, help="check as of this time (ISO 8601; default now)")
         q.add_argument(
             "--max-size",
             type=int,
@@ -227,7 +220,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     q.add_argument("--state", type=Path, help="stream state DB (default NODE_DIR/bundle-cli.db)")
     q.add_argument("--out", type=Path, required=True)
-    q.add_argument("--at", type=_when, help=argparse.SUPPRESS)
+    q.add_argument("--at", type=iso_time, help=argparse.SUPPRESS)
     q.set_defaults(handler=cmd_seal)
 
     q = s.add_parser(

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from cryptography import x509
 
+from pki.cli import iso_time, now_utc
 from pki.names import Purpose, Role
 from pki.trust import TrustStore, VerificationError, verify_node
 from sync.relay.audit import AuditEntry, AuditError, log_key_from_certificate
@@ -43,18 +44,6 @@ an officer's audit, end to end:
                   (the certificate and the saved checkpoint are your own copies, never the
                   export's; keep the checkpoint it names for next time)
 """
-
-
-def now_utc() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def _when(text: str) -> dt.datetime:
-    try:
-        t = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
-    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
 def _cell(text: str) -> str:
@@ -180,7 +169,7 @@ def _register_audit(commands: argparse._SubParsersAction[argparse.ArgumentParser
     q.add_argument("--db", type=Path, required=True, help="the relay's audit database")
     q.add_argument("--site", help="only entries whose origin or recipient is this site")
     q.add_argument(
-        "--since", type=_when, help="only entries at or after this ISO 8601 time (default UTC)"
+        "--since", type=iso_time, help="only entries at or after this ISO 8601 time (default UTC)"
     )
     q.add_argument("--json", action="store_true", help="one JSON object per line, with its 'index'")
     q.set_defaults(handler=cmd_show)
@@ -222,7 +211,9 @@ def _register_audit(commands: argparse._SubParsersAction[argparse.ArgumentParser
         help="also check the certificate against this trust store (roots.pem, crl.pem)",
     )
     q.add_argument(
-        "--at", type=_when, help="time for the certificate check (default: now; with --trust-dir)"
+        "--at",
+        type=iso_time,
+        help="time for the certificate check (default: now; with --trust-dir)",
     )
     q.set_defaults(handler=cmd_verify)
 
