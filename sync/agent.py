@@ -4,14 +4,18 @@ Theory of operation. The application seals what it sends into the stream outbox
 (:meth:`SyncAgent.send`, in the same SQLite database and, if the caller wishes, the same
 transaction as its own writes). Each :meth:`SyncAgent.sync_once`:
 
-1. fetches the node's inbox on the relay; every bundle goes through the
-   :class:`~sync.bundle.store.Receiver` (all checks, sequence, one transaction with the
-   application's handler), and is deleted from the relay only after that commit — applied,
-   held behind a gap, a duplicate or refused, it is safe in the database or worthless;
+1. fetches the node's inbox on the relay, many bundles per batch (``fetch_many``); every
+   bundle goes through the :class:`~sync.bundle.store.Receiver` in name order (all checks,
+   sequence, one transaction with the application's handler), and the batch's committed
+   bundles are deleted from the relay together (``delete_many``), only after those commits —
+   applied, held behind a gap, a duplicate or refused, each is safe in the database or
+   worthless. A file over ``max_bundle`` stays on the relay (B8) and fails the pass after
+   the others were handled;
 2. reads the guard's rejection notes on our uploads, raises an alert for each real one, and
    clears them;
 3. uploads every sealed bundle not yet uploaded (and re-uploads one not acknowledged for
-   ``resend_after``), in stream order;
+   ``resend_after``), in stream order, many per batch (``upload_many``); one the relay
+   refuses fails the pass after the others were recorded;
 4. sends each peer a control bundle (cumulative acks and a heartbeat) when something was
    received or ``control_interval`` has passed.
 
@@ -29,7 +33,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -49,9 +53,13 @@ from sync.bundle.codec import (
 from sync.bundle.store import SCHEMA as STREAM_SCHEMA
 from sync.bundle.store import Receipt, Receiver, Sealed, Sender, transaction
 from sync.bundle.stream import Mode
+from sync.transport.errors import DownloadTooLargeError
 
 log = logging.getLogger("zastava.sync")
 
+# A batch of fetches or uploads holds at most this many bundles, or bytes (and at least one).
+BATCH_FILES = 1000
+BATCH_BYTES = 64 * 1024 * 1024
 HELLO_STREAM = "hello"
 HELLO_ITEM = "zastava.hello"
 DEFAULT_TTL = dt.timedelta(days=30)
@@ -69,13 +77,19 @@ CREATE TABLE IF NOT EXISTS zs_agent (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 class RelayLink(Protocol):
     """What the agent needs of a relay connection (``sync.transport.RelayClient``)."""
 
-    def upload(self, name: str, data: bytes) -> object: ...
+    def upload_many(self, items: Sequence[tuple[str, bytes]]) -> Sequence[_UploadResult]: ...
 
     def inbox(self) -> Sequence[_RemoteFile]: ...
 
-    def download(self, name: str, *, max_size: int | None = None) -> bytes: ...
+    def fetch_many(
+        self,
+        names: Sequence[str],
+        *,
+        max_size: int | None = None,
+        on_error: Callable[[str, Exception], None] | None = None,
+    ) -> Sequence[tuple[str, bytes]]: ...
 
-    def delete(self, name: str) -> bool: ...
+    def delete_many(self, names: Sequence[str]) -> Sequence[bool]: ...
 
     def rejections(self) -> Sequence[_Rejection]: ...
 
@@ -88,6 +102,14 @@ class _RemoteFile(Protocol):
 
     @property
     def size(self) -> int: ...
+
+
+class _UploadResult(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def error(self) -> Exception | None: ...
 
 
 class _Rejection(Protocol):
@@ -237,13 +259,7 @@ class SyncAgent:
     def sync_once(self) -> SyncReport:
         report = SyncReport()
         now = self.clock()
-        for f in self.link.inbox():
-            data = self.link.download(f.name, max_size=self.max_bundle)
-            receipt = self.receiver.receive(data, now)
-            if not receipt.accepted and receipt.check is not None:
-                log.warning("bundle %s refused: %s", f.name, receipt.reason)
-            report.received.append(receipt)
-            self.link.delete(f.name)  # only after the receiver committed
+        self._receive(now, report)
         for rej in self.link.rejections():
             if " sequence: " not in rej.reason:  # a re-upload of what was released is no news
                 log.warning("the relay refused our upload %s: %s", rej.name, rej.reason)
@@ -257,6 +273,7 @@ class SyncAgent:
         for site in self.peers():
             report.uploaded += self._upload(site, now)
         touched = {r.header.origin for r in report.received if r.header and r.applied}
+        controls: list[tuple[str, str, bytes]] = []
         for site in self.peers():
             last = self._last_control.get(site)
             if site in touched or last is None or now - last >= self.control_interval:
@@ -264,13 +281,46 @@ class SyncAgent:
                     self.peer(site, now), acks=self.receiver.acks(site), now=now
                 )
                 name = f"control.{sealed.seq}.{sealed.header_hash.hex()[:12]}"
-                self.link.upload(name, sealed.data)
+                controls.append((site, name, sealed.data))
+        results = self.link.upload_many([(name, data) for _, name, data in controls])
+        for (site, name, _), result in zip(controls, results, strict=True):
+            if result.error is None:
                 self._last_control[site] = now
                 report.controls.append(name)
+        _raise_first(results)
         return report
 
+    def _receive(self, now: dt.datetime, report: SyncReport) -> None:
+        """Fetch the inbox batch by batch; receive in order; delete what was committed."""
+        too_large: list[Exception] = []
+
+        def fetch_failed(name: str, error: Exception) -> None:
+            if isinstance(error, DownloadTooLargeError):
+                too_large.append(error)  # left on the relay (B8); the pass reports it
+            else:  # gone meanwhile: nothing to receive
+                log.info("inbox file %s not fetched: %s", name, error)
+
+        files = self.link.inbox()
+        for group in _batches(files, lambda f: f.size):
+            fetched = self.link.fetch_many(
+                [f.name for f in group], max_size=self.max_bundle, on_error=fetch_failed
+            )
+            committed: list[str] = []
+            try:
+                for name, data in fetched:
+                    receipt = self.receiver.receive(data, now)
+                    if not receipt.accepted and receipt.check is not None:
+                        log.warning("bundle %s refused: %s", name, receipt.reason)
+                    report.received.append(receipt)
+                    committed.append(name)
+            finally:
+                if committed:
+                    self.link.delete_many(committed)  # only after the receiver committed
+        if too_large:
+            raise too_large[0]
+
     def _upload(self, site: str, now: dt.datetime) -> list[str]:
-        done = []
+        todo: list[tuple[Sealed, str]] = []
         resend_before = to_ms(now - self.resend_after)
         for s in self.sender.pending(site):
             row = self.conn.execute(
@@ -279,13 +329,18 @@ class SyncAgent:
             ).fetchone()
             if row is not None and row[0] > resend_before:
                 continue
-            name = f"{s.stream[:48]}.{s.seq}.{s.header_hash.hex()[:12]}"
-            self.link.upload(name, s.data)
-            self.conn.execute(
-                "INSERT OR REPLACE INTO zs_uploaded VALUES (?, ?, ?, ?)",
-                (site, s.stream, s.seq, to_ms(now)),
-            )
-            done.append(name)
+            todo.append((s, f"{s.stream[:48]}.{s.seq}.{s.header_hash.hex()[:12]}"))
+        done = []
+        for group in _batches(todo, lambda t: len(t[0].data)):
+            results = self.link.upload_many([(name, s.data) for s, name in group])
+            for (s, name), result in zip(group, results, strict=True):
+                if result.error is None:
+                    self.conn.execute(
+                        "INSERT OR REPLACE INTO zs_uploaded VALUES (?, ?, ?, ?)",
+                        (site, s.stream, s.seq, to_ms(now)),
+                    )
+                    done.append(name)
+            _raise_first(results)
         self.conn.execute(
             "DELETE FROM zs_uploaded WHERE NOT EXISTS (SELECT 1 FROM zs_outbox o WHERE "
             "o.recipient=zs_uploaded.recipient AND o.stream=zs_uploaded.stream AND "
@@ -314,3 +369,30 @@ class SyncAgent:
                 delay = min(delay * 2, 60.0)
             self.wake.wait(delay)
             self.wake.clear()
+
+
+T = TypeVar("T")
+
+
+def _batches(items: Sequence[T], size: Callable[[T], int]) -> list[list[T]]:
+    """``items`` in order, cut into batches of at most BATCH_FILES items or BATCH_BYTES."""
+    batches: list[list[T]] = []
+    current: list[T] = []
+    held = 0
+    for item in items:
+        n = size(item)
+        if current and (len(current) >= BATCH_FILES or held + n > BATCH_BYTES):
+            batches.append(current)
+            current, held = [], 0
+        current.append(item)
+        held += n
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _raise_first(results: Sequence[_UploadResult]) -> None:
+    """A refused upload fails the pass, as a single upload's error did."""
+    for r in results:
+        if r.error is not None:
+            raise r.error

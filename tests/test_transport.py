@@ -34,7 +34,7 @@ from sync.transport import (
     TransportOptions,
     with_retries,
 )
-from sync.transport.client import check_name
+from sync.transport.client import RemoteFile, check_name
 from sync.transport.ratewindow import RateWindow, Stall
 from sync.transport.sftppipe import (
     Pipeline,
@@ -527,3 +527,101 @@ def test_relay_watchdog_cuts_a_trickling_client(
         with pytest.raises(ConnectionLostError, match="lost during upload of b1"):
             a.upload("b1", _big_bundle(pki, 256 * 1024))
     assert "plant-a: transfer slower than 4096 B/s; disconnecting" in caplog.text
+
+
+# -- batches: many bundles, many requests in flight -----------------------------------------
+
+
+def _names(files: list[RemoteFile]) -> list[str]:
+    return [f.name for f in files]
+
+
+def test_batches_release_everything_once_in_order(relay: RunningRelay, pki: RelayPKI) -> None:
+    bundles = pki.seal_stream("plant-a", "hq", (b"event %d" % i for i in range(30)))
+    items = [(f"plant-a.events.{i + 1}", b) for i, b in enumerate(bundles)]
+    seen: list[tuple[int, int]] = []
+    with relay.client("plant-a") as a, relay.client("hq") as hq:
+        results = a.upload_many(items, progress=lambda d, t: seen.append((d, t)))
+        assert [r.name for r in results] == [n for n, _ in items] and all(r.ok for r in results)
+        total = sum(len(b) for b in bundles)
+        assert seen[-1] == (total, total) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+        files = relay.wait_for_inbox(hq, 30)
+        # Released in name order? The inbox lists by name; fetch_many keeps the order asked.
+        asked = sorted(_names(files), key=lambda n: int(n.split(".")[-2]))
+        got = hq.fetch_many(asked)
+        assert [n for n, _ in got] == asked and [d for _, d in got] == bundles
+        assert hq.delete_many(asked) == [True] * 30
+        assert hq.delete_many(asked[:2]) == [False, False]  # a retried delete is harmless
+        assert hq.inbox() == [] and a.rejections() == []
+        with pytest.raises(ValueError, match="the same name twice"):
+            a.upload_many([items[0], items[0]])
+
+
+def test_a_refused_item_is_reported_for_that_item_only(pki: RelayPKI, tmp_path: Path) -> None:
+    """B8 at the relay, in a batch: the item over the cap is refused; the others pass."""
+    with running_relay(pki, tmp_path, limits=Limits(max_bundle_bytes=256 * 1024)) as relay:
+        small = pki.seal_stream("plant-a", "hq", [b"one", b"two"])
+        big = pki.seal("plant-a", "hq", seq=1, stream="other", payload=os.urandom(1024 * 1024))
+        with relay.client("plant-a") as a, relay.client("hq") as hq:
+            r1, r2, r3 = a.upload_many([("s1", small[0]), ("big", big), ("s2", small[1])])
+            assert r1.ok and r3.ok
+            assert isinstance(r2.error, RequestRefusedError)
+            assert "upload of big" in str(r2.error) and "permission denied" in str(r2.error)
+            assert a.connected  # a refusal keeps the connection
+            files = relay.wait_for_inbox(hq, 2)
+            assert [d for _, d in hq.fetch_many(_names(files))] == small
+            assert os.listdir(relay.paths.upload("plant-a")) == ["big.partial"]  # held, capped
+
+
+def test_fetch_many_leaves_a_file_over_the_cap_and_reports_it(
+    relay: RunningRelay, pki: RelayPKI
+) -> None:
+    """B8 at the client, in a batch: the large file is not read, the others are."""
+    bundles = [
+        pki.seal("plant-a", "hq", seq=1, stream="s1"),
+        pki.seal("plant-a", "hq", seq=1, stream="s2", payload=os.urandom(100_000)),
+        pki.seal("plant-a", "hq", seq=1, stream="s3"),
+    ]
+    with relay.client("plant-a") as a, relay.client("hq") as hq:
+        assert all(r.ok for r in a.upload_many([(f"b{i}", b) for i, b in enumerate(bundles)]))
+        names = _names(relay.wait_for_inbox(hq, 3))
+        errors: list[tuple[str, Exception]] = []
+        got = hq.fetch_many(
+            [*names, "gone.bundle"], max_size=50_000, on_error=lambda n, e: errors.append((n, e))
+        )
+        assert [d for _, d in got] == [bundles[0], bundles[2]]
+        [(large, e), (gone, missing)] = errors
+        assert large == "plant-a.s2.1.bundle" and isinstance(e, DownloadTooLargeError)
+        assert (e.size, e.limit) == (len(bundles[1]), 50_000)
+        assert gone == "gone.bundle" and isinstance(missing, NoSuchFileError)
+        assert _names(hq.inbox()) == names  # nothing deleted; the large one still there
+
+
+def test_a_batch_cut_mid_way_is_retried_without_duplicates(
+    relay: RunningRelay, pki: RelayPKI
+) -> None:
+    """B13 in a batch: the connection drops while writing; the retry completes it, and each
+    bundle is released exactly once (resumed where the relay held part of it)."""
+    bundles = [
+        *pki.seal_stream("plant-a", "hq", (b"x%d" % i for i in range(10))),
+        pki.seal("plant-a", "hq", seq=1, stream="large", payload=os.urandom(3 * 1024 * 1024)),
+    ]
+    items = [(f"b{i}", b) for i, b in enumerate(bundles)]
+    total = sum(len(b) for b in bundles)
+    small = TransportOptions(request_size=32 * 1024, pipeline_depth=4)
+    with relay.client("plant-a", options=small) as a, relay.client("hq") as hq:
+
+        def cut(done: int, _total: int) -> None:
+            if done >= total // 2:
+                a._conn.transport.close()  # type: ignore[union-attr]
+
+        with pytest.raises(ConnectionLostError, match="lost during upload of 11 bundles"):
+            a.upload_many(items, progress=cut)
+        assert not a.connected and hq.inbox() == []
+        results = a.with_retries(lambda: a.upload_many(items))
+        assert all(r.ok for r in results)
+        assert 0 < results[-1].resumed_from < len(bundles[-1])  # the large one resumed
+        files = relay.wait_for_inbox(hq, 11)
+        time.sleep(0.2)  # let the guard finish anything else it might have been given
+        assert len(hq.inbox()) == 11 and a.rejections() == []
+        assert sorted(d for _, d in hq.fetch_many(_names(files))) == sorted(bundles)

@@ -189,6 +189,7 @@ class RelayServer:
         self._threads: list[threading.Thread] = []
         self._transports: list[paramiko.Transport] = []
         self._stopping = threading.Event()
+        self._batch_memo: dict[str, object] = {}  # the guard thread's, reset per batch
         self.port = config.port
 
     def trust(self) -> TrustStore:
@@ -336,8 +337,8 @@ class RelayServer:
             self.audit_log = AuditLog.for_node(store, self.creds)
             self.guard = Guard(
                 self.paths,
-                trust=self.trust,
-                roles=lambda site: self.nodes.role_of(site, self.clock()),
+                trust=self._batch_trust,
+                roles=self._batch_role,
                 policy=self.config.policy,
                 limits=self.config.limits,
                 audit=self.audit_log.append_batch,
@@ -363,6 +364,26 @@ class RelayServer:
             self.guard.close()
             store.close()
 
+    def _batch_trust(self) -> TrustStore:
+        """The trust store, looked up once per guard batch (the guard asks per bundle)."""
+        memo = self._batch_memo
+        if "trust" not in memo:
+            memo["trust"] = self.trust()
+        trust = memo["trust"]
+        assert isinstance(trust, TrustStore)
+        return trust
+
+    def _batch_role(self, site: str) -> Role | None:
+        """A site's role, looked up once per guard batch (twice per bundle otherwise): a
+        certificate dropped in or removed takes effect at the next batch."""
+        key = "role:" + site
+        memo = self._batch_memo
+        if key not in memo:
+            memo[key] = self.nodes.role_of(site, self.clock())
+        role = memo[key]
+        assert role is None or isinstance(role, Role)
+        return role
+
     def _process_events(self) -> None:
         """Run queued tasks in batches, one transaction each; move audit entries to the
         signed log at most every ``AUDIT_FLUSH_SECONDS`` (they wait, durable, in the outbox),
@@ -380,6 +401,7 @@ class RelayServer:
                 except queue.Empty:
                     break
             stop = None in batch
+            self._batch_memo = {}
             if batch:
                 with self.guard.batch():  # one commit for the whole batch
                     for fn in batch:

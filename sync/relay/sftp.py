@@ -5,7 +5,12 @@ chosen from the *authenticated* site, never from the path, so no path can reach 
 site's files. Uploads are written to ``NAME.partial`` (resumable: opening without O_TRUNC
 keeps what is there), capped per file and per site while writing (THREATS B8), and handed
 to the guard by the one rename allowed, ``NAME.partial`` → ``NAME.bundle``, which moves the
-file atomically into quarantine. Inbox files can be read and deleted; reading one to its
+file atomically into quarantine. A site's usage (bytes and files in upload, inbox and
+quarantine) is scanned at most every ``USAGE_TTL`` seconds per connection and kept up to
+date with what the connection itself writes and removes; what other connections and the
+guard did meanwhile is seen at the next scan, and a quota refusal is always confirmed by a
+fresh scan first (so a stale figure can let a site overrun by one second's uploads, never
+refuse it wrongly). Inbox files can be read and deleted; reading one to its
 end and deleting it are audit events. Nothing else (mkdir, symlink, chmod...) is allowed.
 """
 
@@ -28,6 +33,7 @@ from sync.relay.jail import Area, JailError, JailPath, finish_rename, parse, upl
 
 # Events for the guard thread: (kind, site, name).
 Notify = Callable[[str, str, str], None]
+USAGE_TTL = 1.0  # seconds a connection trusts its last scan of the site's usage
 
 
 class SiteSession:
@@ -41,7 +47,30 @@ class SiteSession:
         self.lock = threading.Lock()
         self.open_handles = 0
         self.moved = 0  # bytes read or written, for the minimum-rate watchdog (B9)
+        self._usage: tuple[int, int] | None = None  # (bytes, files), as last scanned + ours
+        self._scanned = 0.0
         paths.make_site(site)
+
+    def cached_usage(self) -> tuple[int, int]:
+        """:meth:`usage`, scanned at most every USAGE_TTL seconds, plus our own changes."""
+        now = time.monotonic()
+        with self.lock:
+            usage = self._usage
+            if usage is not None and now - self._scanned < USAGE_TTL:
+                return usage
+        return self.rescan()
+
+    def rescan(self) -> tuple[int, int]:
+        usage = self.usage()
+        with self.lock:
+            self._usage, self._scanned = usage, time.monotonic()
+        return usage
+
+    def adjust(self, size: int, files: int) -> None:
+        """Our own change to the site's usage: bytes and files added (or removed)."""
+        with self.lock:
+            if self._usage is not None:
+                self._usage = (self._usage[0] + size, self._usage[1] + files)
 
     def progress(self, n: int) -> None:
         with self.lock:
@@ -99,19 +128,31 @@ class UploadHandle(paramiko.SFTPHandle):
         self.session = session
         self.path = path
         mode = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if flags & os.O_TRUNC else 0)
-        existed = path.exists()
+        used, files = session.cached_usage()  # before the open: without a new file
+        try:
+            old = os.lstat(path).st_size
+            existed = True
+        except FileNotFoundError:
+            old, existed = 0, False
         self.fd = os.open(path, mode | os.O_NOFOLLOW, 0o600)
         try:
-            used, files = session.usage()
+            self.size = os.fstat(self.fd).st_size
+            files += 0 if existed else 1
+            session.adjust(self.size - old, 0 if existed else 1)
+            self.others = used - old
+            if files > session.limits.quota_files:  # confirm with a fresh scan
+                used, files = session.rescan()
+                self.others = used - self.size
         except OSError:
             os.close(self.fd)
             raise
-        self.others = used - os.fstat(self.fd).st_size
         if files > session.limits.quota_files:
             os.close(self.fd)
             if not existed:  # a refused upload leaves nothing behind
                 path.unlink(missing_ok=True)
+                session.adjust(0, -1)
             raise JailError(f"quota: {files} files held, limit {session.limits.quota_files}")
+        self.rescanned = False
         session.opened(+1)
 
     def write(self, offset: int, data: bytes) -> int:  # type: ignore[override]
@@ -119,9 +160,15 @@ class UploadHandle(paramiko.SFTPHandle):
         limits = self.session.limits
         if end > limits.max_bundle_bytes:
             return SFTP_PERMISSION_DENIED  # B8: cut at the cap, nothing past it is stored
+        if self.others + end > limits.quota_bytes and not self.rescanned:
+            self.rescanned = True  # confirm with a fresh scan (once per file)
+            self.others = self.session.rescan()[0] - os.fstat(self.fd).st_size
         if self.others + end > limits.quota_bytes:
             return SFTP_PERMISSION_DENIED
         os.pwrite(self.fd, data, offset)
+        if end > self.size:
+            self.session.adjust(end - self.size, 0)
+            self.size = end
         self.session.progress(len(data))
         return SFTP_OK
 
@@ -233,7 +280,10 @@ class RelaySFTP(paramiko.SFTPServerInterface):
             jp, p = self._file(path)
             if jp.area is Area.UPLOAD:
                 upload_target(jp)  # abandoning an upload is allowed
+            size = os.lstat(p).st_size
             p.unlink()
+            if jp.area is not Area.REJECTED:  # notes are not counted
+                self.session.adjust(-size, -1)
         except JailError:
             return SFTP_PERMISSION_DENIED
         except FileNotFoundError:

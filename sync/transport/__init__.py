@@ -1,7 +1,8 @@
 """The sync transport: a node's SFTP client to its relay (see ``client.py``'s theory of operation).
 
 * :class:`RelayClient` uploads (resumable, pipelined), lists, downloads (size-capped, B8) and
-  deletes bundles, and reads the guard's rejection notes;
+  deletes bundles, and reads the guard's rejection notes; ``upload_many``, ``fetch_many`` and
+  ``delete_many`` do the same for many bundles with many requests in flight (``batch.py``);
 * a watchdog cuts requests that trickle below a minimum rate (B9): :class:`SlowTransferError`;
 * :func:`with_retries` retries what is worth retrying, with exponential backoff and jitter.
 """

@@ -14,13 +14,17 @@ relay's namespace (``sync.relay.jail``):
   caller's maximum: THREATS B8) and delete released bundles. The sync agent deletes only
   after its receiver committed; delete is idempotent, so a retried delete is harmless.
 * rejections / clear_rejection: read and clear the guard's notes on refused uploads.
+* upload_many / fetch_many / delete_many: the same for many bundles at once, with many
+  requests in flight on the one session (``batch.py``): a small bundle's few round trips
+  are shared by the whole batch. A refusal is reported for its item only.
 
 What it refuses: a relay that trickles. Every request runs under the connection's watchdog
 (``watchdog.py``), which closes the connection when the bytes moved over the last
 ``rate_window`` seconds fall below ``min_rate`` per second (THREATS B9, the same rule the
 relay applies to its clients); the request then fails with :class:`SlowTransferError`.
-Failures come out as the types of ``errors.py``: the retryable ones (unreachable, connection
-lost, slow) close the connection; :meth:`RelayClient.with_retries` retries exactly those.
+Failures come out as the types of ``errors.py`` (``requests.py``): the retryable ones
+(unreachable, connection lost, slow) close the connection; :meth:`RelayClient.with_retries`
+retries exactly those.
 
 Caveat: if the connection drops after the relay renamed an upload but before its answer
 arrives, the retry uploads the bundle again and the guard refuses the copy as a replay
@@ -31,174 +35,64 @@ A client is used by one thread at a time.
 
 from __future__ import annotations
 
-import datetime as dt
-import errno
 import logging
 import os
-import random as _random
 import stat
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NamedTuple, TypeVar
 
-import paramiko
-from cryptography import x509
-from paramiko.sftp import SFTP_FAILURE, SFTP_NO_SUCH_FILE, SFTP_PERMISSION_DENIED
+from paramiko.sftp import SFTP_NO_SUCH_FILE
 
-from pki.node import NodeCredentials
-from pki.trust import TrustStore
 from sync.relay.jail import FINISHED, NAME_RE, PARTIAL
-from sync.transport.backoff import OnRetry, with_retries
-from sync.transport.errors import (
-    ConnectionLostError,
-    DownloadTooLargeError,
-    NoSuchFileError,
-    RelayProtocolError,
-    RequestRefusedError,
-    SlowTransferError,
-    TransportError,
+from sync.transport.batch import (
+    Item,
+    Window,
+    held_sizes,
+    read_all,
+    remove_all,
+    rename_all,
+    write_all,
 )
-from sync.transport.options import TransportOptions
-from sync.transport.session import Connection, describe, open_connection
-from sync.transport.sftppipe import (
-    Pipeline,
-    SFTPProtocolError,
-    SFTPStatusError,
-    read_range,
-    write_range,
+from sync.transport.errors import DownloadTooLargeError, TransportError
+from sync.transport.records import (
+    BytesSource,
+    FileSource,
+    Rejection,
+    RemoteFile,
+    Source,
+    UploadResult,
+    check_name,
+    source_of,
 )
+from sync.transport.requests import Clock, RelayRequests
+from sync.transport.session import Connection
+from sync.transport.sftppipe import Pipeline, read_range, write_range
+
+__all__ = [
+    "BytesSource",
+    "Clock",
+    "FileSource",
+    "Progress",
+    "Rejection",
+    "RelayClient",
+    "RemoteFile",
+    "UploadResult",
+    "check_name",
+]
 
 log = logging.getLogger("zastava.transport")
-T = TypeVar("T")
 Progress = Callable[[int, int], None]  # (bytes done, total bytes)
-Clock = Callable[[], dt.datetime]
 
 MAX_REASON_BYTES = 64 * 1024  # a rejection note longer than this is cut
 
 
-class RemoteFile(NamedTuple):
-    name: str
-    size: int
+class RelayClient(RelayRequests):
+    """One node's requests to one relay; connects on first use, reconnects after a failure.
 
-
-class Rejection(NamedTuple):
-    name: str  # the upload's name, as given to upload()
-    reason: str  # the guard's note
-
-
-@dataclass(frozen=True)
-class UploadResult:
-    name: str
-    size: int
-    sent: int  # bytes sent by this call
-    resumed_from: int  # bytes the relay already held from an earlier attempt
-
-
-def check_name(name: str, suffix: str = "") -> str:
-    """``name + suffix`` if the relay accepts it as a file name, else ``ValueError``."""
-    full = name + suffix
-    if not NAME_RE.fullmatch(full):
-        raise ValueError(
-            f"invalid relay file name {full!r}: at most 128 characters a-z, 0-9, '.', '_', "
-            "'-', starting with a letter or a digit"
-        )
-    return full
-
-
-class _BytesSource:
-    def __init__(self, data: bytes) -> None:
-        self._view = memoryview(data)
-        self.size = len(data)
-
-    def __call__(self, offset: int, length: int) -> bytes:
-        return bytes(self._view[offset : offset + length])
-
-    def close(self) -> None:
-        self._view.release()
-
-
-class _FileSource:
-    def __init__(self, path: Path) -> None:
-        self._fd = os.open(path, os.O_RDONLY)
-        self.size = os.fstat(self._fd).st_size
-
-    def __call__(self, offset: int, length: int) -> bytes:
-        return os.pread(self._fd, length, offset)
-
-    def close(self) -> None:
-        os.close(self._fd)
-
-
-class RelayClient:
-    """One node's connection to one relay; connects on first use, reconnects after a failure.
-
-    ``clock`` (certificate checks), ``monotonic`` (rate windows), ``sleep`` and ``random``
-    (backoff) are injectable; ``trust`` gives the trust store that checks the relay
-    certificate (by default the node's own, as loaded).
+    See :class:`~sync.transport.requests.RelayRequests` for the constructor: ``clock``
+    (certificate checks), ``monotonic`` (rate windows), ``sleep`` and ``random`` (backoff)
+    are injectable; ``trust`` gives the trust store that checks the relay certificate.
     """
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        creds: NodeCredentials,
-        relay_certificate: x509.Certificate,
-        *,
-        options: TransportOptions | None = None,
-        trust: Callable[[], TrustStore] | None = None,
-        clock: Clock | None = None,
-        monotonic: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-        random: Callable[[], float] = _random.random,
-    ) -> None:
-        self.host = host
-        self.port = port
-        self.creds = creds
-        self.relay_certificate = relay_certificate
-        self.options = options or TransportOptions()
-        self._trust = trust or (lambda: creds.trust)
-        self._clock: Clock = clock or (lambda: dt.datetime.now(dt.UTC))
-        self._monotonic = monotonic
-        self._sleep = sleep
-        self._random = random
-        self._conn: Connection | None = None
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
-    def connected(self) -> bool:
-        return self._conn is not None and self._conn.active
-
-    def __enter__(self) -> RelayClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
-
-    def connect(self) -> None:
-        """Open the session now (requests do it when needed)."""
-        if not self.connected:
-            self.close()
-            self._conn = open_connection(
-                self.host,
-                self.port,
-                self.creds,
-                self.relay_certificate,
-                trust=self._trust(),
-                now=self._clock(),
-                options=self.options,
-                monotonic=self._monotonic,
-            )
 
     # -- requests -------------------------------------------------------------------------
 
@@ -215,7 +109,7 @@ class RelayClient:
         """
         partial = "/upload/" + check_name(name, PARTIAL)
         final = "/upload/" + check_name(name, FINISHED)
-        source = _FileSource(data) if isinstance(data, Path) else _BytesSource(data)
+        source = source_of(data)
         total = source.size
         try:
             with self._request(f"upload of {name}") as conn:
@@ -310,15 +204,126 @@ class RelayClient:
         """Remove the note on upload ``name``; False if there was none."""
         return self._remove("/rejected/" + check_name(name, ".txt"))
 
-    def with_retries(self, op: Callable[[], T], *, on_retry: OnRetry | None = None) -> T:
-        """``op()``, retried with this client's backoff policy, sleep and randomness."""
-        return with_retries(
-            op,
-            policy=self.options.retry,
-            sleep=self._sleep,
-            random=self._random,
-            on_retry=on_retry,
-        )
+    # -- batches: many files, many requests in flight (batch.py) ---------------------------
+
+    def upload_many(
+        self, items: Sequence[tuple[str, bytes | Path]], progress: Progress | None = None
+    ) -> list[UploadResult]:
+        """:meth:`upload` for many bundles at once, in the order given; one result each.
+
+        Same names, resume rule and caps as :meth:`upload`; every status is checked. A
+        refusal (cap, quota, name) is that item's ``error`` and the others go on; an error of
+        the connection raises (as :meth:`upload`), and a retry resumes or repeats what was
+        not renamed. ``progress(done, total)`` counts the bytes of the whole batch. Invalid
+        or repeated names raise ``ValueError`` before anything is sent.
+        """
+        finals = [check_name(name, FINISHED) for name, _ in items]
+        if len(set(finals)) != len(finals):
+            raise ValueError("upload_many: the same name twice in one batch")
+        partials = ["/upload/" + check_name(name, PARTIAL) for name, _ in items]
+        sources = [source_of(data) for _, data in items]
+        batch = [Item(p, size=s.size, source=s) for p, s in zip(partials, sources, strict=True)]
+        total = sum(s.size for s in sources)
+        try:
+            with self._request(f"upload of {len(items)} bundles") as conn:
+                window = self._window(conn)
+                try:
+                    held_sizes(
+                        window, [i for i in batch if i.size >= self.options.resume_from_bytes]
+                    )
+                    done = sum(i.start for i in batch)
+
+                    def wrote(_: Item, n: int) -> None:
+                        nonlocal done
+                        done += n
+                        if progress is not None:
+                            progress(done, total)
+
+                    todo = [i for i in batch if not i.skip and (i.start < i.size or i.size == 0)]
+                    write_all(window, todo, request_size=self.options.request_size, wrote=wrote)
+                    moves = [(i, "/upload/" + f) for i, f in zip(batch, finals, strict=True)]
+                    rename_all(window, [(i, new) for i, new in moves if not i.skip])
+                except BaseException:
+                    window.abandon(batch)
+                    raise
+        finally:
+            for source in sources:
+                source.close()
+        results = []
+        for (name, _), it in zip(items, batch, strict=True):
+            error = None if it.error is None else self._refused(f"upload of {name}", *it.error)
+            results.append(UploadResult(name, it.size, it.size - it.start, it.start, error))
+        log.debug("uploaded %d bundles, %d refused", len(items), sum(not r.ok for r in results))
+        return results
+
+    def fetch_many(
+        self,
+        names: Sequence[str],
+        *,
+        max_size: int | None = None,
+        on_error: Callable[[str, TransportError], None] | None = None,
+    ) -> list[tuple[str, bytes]]:
+        """The inbox files ``names``, fetched together, as (name, data) in the order given.
+
+        A file over ``max_size`` (default ``options.max_download_bytes``) is not read and
+        stays in the inbox (B8); a file gone meanwhile is skipped. Neither is in the result:
+        each is passed to ``on_error`` (by default, a file too large is logged). Errors of the
+        connection raise, as :meth:`download`.
+        """
+        limit = self.options.max_download_bytes if max_size is None else max_size
+        batch = [Item("/inbox/" + check_name(n)) for n in names]
+
+        def too_large(it: Item) -> None:
+            it.error = (-1, "")
+            name = it.path.removeprefix("/inbox/")
+            error = DownloadTooLargeError(
+                f"{name} is {it.size} bytes, over the limit of {limit}: not downloaded",
+                size=it.size,
+                limit=limit,
+            )
+            if on_error is None:
+                log.warning("relay %s: %s", self.address, error)
+            else:
+                on_error(name, error)
+
+        with self._request(f"download of {len(names)} bundles") as conn:
+            window = self._window(conn)
+            try:
+                read_all(
+                    window,
+                    batch,
+                    limit=limit,
+                    request_size=self.options.request_size,
+                    too_large=too_large,
+                )
+            except BaseException:
+                window.abandon(batch)
+                raise
+        found = []
+        for name, it in zip(names, batch, strict=True):
+            if it.error is None and it.data is not None:
+                found.append((name, bytes(it.data)))
+            elif it.error is not None and it.error[0] >= 0 and on_error is not None:
+                on_error(name, self._refused(f"download of {name}", *it.error))
+        return found
+
+    def delete_many(self, names: Sequence[str]) -> list[bool]:
+        """:meth:`delete` for many inbox files at once: False for each one already gone.
+
+        Any other refusal raises (after every answer is in: the rest are deleted).
+        """
+        batch = [Item("/inbox/" + check_name(n)) for n in names]
+        with self._request(f"removal of {len(names)} bundles") as conn:
+            window = self._window(conn)
+            try:
+                remove_all(window, batch)
+            except BaseException:
+                window.abandon(batch)
+                raise
+        for name, it in zip(names, batch, strict=True):
+            if it.error is not None and it.error[0] != SFTP_NO_SUCH_FILE:
+                raise self._refused(f"removal of {name}", *it.error)
+        return [it.error is None for it in batch]
 
     # -- transfers ------------------------------------------------------------------------
 
@@ -326,7 +331,7 @@ class RelayClient:
         self,
         conn: Connection,
         path: str,
-        source: _BytesSource | _FileSource,
+        source: Source,
         start: int,
         total: int,
         progress: Progress | None,
@@ -343,6 +348,15 @@ class RelayClient:
         pipe = Pipeline(conn.sftp, self.options.pipeline_depth)
         pipe.open_for_writing(path, truncate=start == 0)  # truncate: a stale partial goes
         write_range(pipe, source, start, total, request_size=self.options.request_size, moved=moved)
+
+    def _window(self, conn: Connection) -> Window:
+        o = self.options
+        return Window(
+            conn.sftp,
+            depth=o.batch_depth,
+            max_bytes=o.pipeline_depth * o.request_size,
+            moved=conn.watchdog.moved,
+        )
 
     def _read(
         self,
@@ -383,76 +397,3 @@ class RelayClient:
             except FileNotFoundError:
                 return False
         return True
-
-    # -- failures -------------------------------------------------------------------------
-
-    @contextmanager
-    def _request(self, what: str) -> Iterator[Connection]:
-        """Run one request under the watchdog; turn failures into transport errors."""
-        self.connect()
-        conn = self._conn
-        assert conn is not None
-        conn.watchdog.begin(what)
-        try:
-            yield conn
-        except TransportError:
-            if conn.watchdog.fired or not conn.active:
-                self._drop(conn)
-            raise
-        except SFTPStatusError as e:
-            raise self._refused(what, e.code, e.text) from e
-        except SFTPProtocolError as e:
-            self._drop(conn)
-            raise RelayProtocolError(f"relay {self.address}, {what}: {e}") from e
-        except (OSError, EOFError, paramiko.SSHException) as e:
-            raise self._failure(conn, what, e) from e
-        except BaseException:
-            if conn.watchdog.fired or not conn.active:
-                self._drop(conn)
-            raise
-        finally:
-            conn.watchdog.end()
-        if conn.watchdog.fired:  # fired just as the request finished: its result stands
-            self._drop(conn)
-
-    def _failure(self, conn: Connection, what: str, e: BaseException) -> TransportError:
-        stall = conn.watchdog.stall
-        if stall is not None:
-            self._drop(conn)
-            return SlowTransferError(
-                f"{what} via relay {self.address} too slow: {conn.watchdog.describe()}; "
-                "connection closed, retry later",
-                moved=stall.moved,
-                window=stall.window,
-            )
-        if conn.active and isinstance(e, OSError) and _is_sftp_status(e):
-            code = {errno.ENOENT: SFTP_NO_SUCH_FILE, errno.EACCES: SFTP_PERMISSION_DENIED}
-            return self._refused(what, code.get(e.errno or 0, SFTP_FAILURE), str(e))
-        self._drop(conn)
-        return ConnectionLostError(
-            f"connection to relay {self.address} lost during {what}: {describe(e)}"
-        )
-
-    def _refused(self, what: str, code: int, text: str) -> RequestRefusedError:
-        if code == SFTP_NO_SUCH_FILE:
-            return NoSuchFileError(f"relay {self.address}, {what}: no such file")
-        if code == SFTP_PERMISSION_DENIED:
-            return RequestRefusedError(
-                f"relay {self.address} refused {what}: permission denied (over the relay's "
-                "size cap or the site's quota, or a name it does not allow)"
-            )
-        return RequestRefusedError(f"relay {self.address} refused {what}: {text or 'failure'}")
-
-    def _drop(self, conn: Connection) -> None:
-        if self._conn is conn:
-            self._conn = None
-        conn.close()
-
-
-def _is_sftp_status(e: OSError) -> bool:
-    """paramiko raises SFTP error statuses as plain IOError (errno ENOENT, EACCES or none)."""
-    return type(e) in (OSError, FileNotFoundError, PermissionError) and e.errno in (
-        None,
-        errno.ENOENT,
-        errno.EACCES,
-    )

@@ -22,6 +22,7 @@ class TransportOptions:
     request_size: int = 128 * 1024  # bytes per SFTP read or write request
     resume_from_bytes: int = 1024 * 1024  # smaller uploads restart (one round trip less)
     pipeline_depth: int = 64  # requests in flight per transfer (8 MiB)
+    batch_depth: int = 256  # requests in flight in a batch (upload_many, fetch_many...)
     window_size: int = 8 * 1024 * 1024  # SSH channel window: what the relay may send unasked
     max_packet_size: int = 32 * 1024  # largest SSH channel packet the relay may send us
     # SSH ciphers in order of preference (the client's order decides); unknown ones are skipped.
@@ -33,7 +34,9 @@ class TransportOptions:
             raise ValueError("connect_timeout and rate_window must be positive")
         if self.min_rate < 0:
             raise ValueError("min_rate must not be negative")
-        if self.request_size < 1024 or self.pipeline_depth < 1:
-            raise ValueError("request_size must be at least 1024 and pipeline_depth at least 1")
+        if self.request_size < 1024 or min(self.pipeline_depth, self.batch_depth) < 1:
+            raise ValueError(
+                "request_size must be at least 1024, pipeline_depth and batch_depth at least 1"
+            )
         if self.max_download_bytes < 0:
             raise ValueError("max_download_bytes must not be negative")
