@@ -53,6 +53,8 @@ from sync.bundle.codec import (
 from sync.bundle.store import SCHEMA as STREAM_SCHEMA
 from sync.bundle.store import Receipt, Receiver, Sealed, Sender, transaction
 from sync.bundle.stream import Mode
+from sync.relay.audit import CheckpointWitness, WitnessError
+from sync.relay.checkpoint import VerifierKey
 from sync.transport.errors import DownloadTooLargeError
 
 log = logging.getLogger("zastava.sync")
@@ -94,6 +96,11 @@ class RelayLink(Protocol):
     def rejections(self) -> Sequence[_Rejection]: ...
 
     def clear_rejection(self, name: str) -> bool: ...
+
+    @property
+    def connections(self) -> int: ...
+
+    def check_relay_log(self, witness: CheckpointWitness, timeout: float = 10.0) -> object: ...
 
 
 class _RemoteFile(Protocol):
@@ -151,6 +158,7 @@ class SyncAgent:
         control_interval: dt.timedelta = dt.timedelta(seconds=30),
         resend_after: dt.timedelta = dt.timedelta(hours=1),
         peer_roles: frozenset[Role] = frozenset({Role.EDGE, Role.CORE}),
+        relay_log_key: VerifierKey | None = None,
     ) -> None:
         self.conn = conn
         self.creds = creds
@@ -161,6 +169,10 @@ class SyncAgent:
         self.control_interval = control_interval
         self.resend_after = resend_after
         self.peer_roles = peer_roles
+        # The relay's audit-log key (from its signing certificate): when given, every new
+        # session starts with a consistency check of the log against the last checkpoint.
+        self.relay_log_key = relay_log_key
+        self._checked_connection = -1
         conn.executescript(STREAM_SCHEMA + AGENT_SCHEMA)
         self.sender = Sender(
             conn, Signer(creds.name.site, creds.keys.signing, creds.signing_certificate)
@@ -260,6 +272,7 @@ class SyncAgent:
         report = SyncReport()
         now = self.clock()
         self._receive(now, report)
+        self._check_relay_log(now)
         for rej in self.link.rejections():
             if " sequence: " not in rej.reason:  # a re-upload of what was released is no news
                 log.warning("the relay refused our upload %s: %s", rej.name, rej.reason)
@@ -318,6 +331,29 @@ class SyncAgent:
                     self.link.delete_many(committed)  # only after the receiver committed
         if too_large:
             raise too_large[0]
+
+    def _check_relay_log(self, now: dt.datetime) -> None:
+        """On each new session, prove the relay's audit log only grew since the checkpoint
+        we last accepted (the state is kept in the database). A rollback, a fork or a bad
+        signature raises an alert and stops this pass: the relay is not to be trusted."""
+        if self.relay_log_key is None or self.link.connections == self._checked_connection:
+            return
+        row = self.conn.execute("SELECT value FROM zs_agent WHERE key='relay-witness'").fetchone()
+        witness = CheckpointWitness.from_text(self.relay_log_key, row[0] if row else "")
+        try:
+            self.link.check_relay_log(witness)
+        except WitnessError as e:
+            log.error("the relay's audit log is not consistent: %s", e)
+            with transaction(self.conn) as c:
+                c.execute(
+                    "INSERT INTO zs_alert VALUES (?, ?, ?, ?)",
+                    ("relay", "audit-log", str(e), to_ms(now)),
+                )
+            raise
+        self.conn.execute(
+            "INSERT OR REPLACE INTO zs_agent VALUES ('relay-witness', ?)", (witness.to_text(),)
+        )
+        self._checked_connection = self.link.connections
 
     def _upload(self, site: str, now: dt.datetime) -> list[str]:
         todo: list[tuple[Sealed, str]] = []

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from sync.agent import SyncAgent
 from sync.bundle.codec import Item, OpenedBundle
 from sync.bundle.store import connect
+from sync.relay.audit import RollbackError, log_key_from_certificate
 from sync.relay.config import RelayConfig
 from sync.relay.server import RelayServer
 from sync.transport import RelayClient, TransportError, TransportOptions
@@ -83,6 +84,7 @@ class Node:
             self.client,
             {"events": events, "directory": events},
             clock=utcnow,
+            relay_log_key=log_key_from_certificate(pki.relay.signing_certificate),
         )
 
     def close(self) -> None:
@@ -165,3 +167,30 @@ def test_a_plant_offline_for_many_bundles_catches_up_in_order(
     relay.start()
     settle(a, hq, rounds=6)
     assert got(hq.conn) == [b"offline %d" % i for i in range(60)]
+
+
+def test_each_new_session_checks_the_relay_log_and_a_wiped_log_is_caught(
+    federation: tuple[Relay, Node, Node],
+) -> None:
+    """Edges and core keep the last checkpoint they accepted and check consistency every
+    time they connect; a relay whose log was rolled back (here: wiped) is refused."""
+    relay, a, hq = federation
+    a.agent.send("hq", "events", [Item("event", b"x")], now=utcnow())
+    settle(a, hq)
+    stored = a.conn.execute("SELECT value FROM zs_agent WHERE key='relay-witness'").fetchone()
+    assert stored is not None and "zastava-relay/dmz" in stored[0]
+    relay.stop()
+    relay.start()  # same log: the reconnecting agents check it and carry on
+    settle(a, hq)
+    relay.stop()
+    for f in relay.config.data_dir.glob("audit.db*"):
+        f.unlink()
+    relay.start()
+    with pytest.raises(RollbackError, match="rollback"):
+        for _ in range(3):  # the first pass may only notice the old session is gone
+            try:
+                a.agent.sync_once()
+            except TransportError:
+                continue
+    alerts = a.conn.execute("SELECT kind FROM zs_alert WHERE origin='relay'").fetchall()
+    assert ("audit-log",) in alerts

@@ -43,7 +43,10 @@ from pathlib import Path
 
 from paramiko.sftp import SFTP_NO_SUCH_FILE
 
+from sync.relay.audit import CheckpointWitness
+from sync.relay.checkpoint import Checkpoint
 from sync.relay.jail import FINISHED, NAME_RE, PARTIAL
+from sync.signal_client import SignalClient
 from sync.transport.batch import (
     Item,
     Window,
@@ -184,6 +187,17 @@ class RelayClient(RelayRequests):
     def delete(self, name: str) -> bool:
         """Remove ``name`` from the inbox; False if it was already gone."""
         return self._remove("/inbox/" + check_name(name))
+
+    def check_relay_log(self, witness: CheckpointWitness, timeout: float = 10.0) -> Checkpoint:
+        """Ask the relay for its latest signed audit checkpoint over the signalling channel
+        of this session, and prove it extends the one ``witness`` trusts (raises the
+        witness's rollback, fork or bad-checkpoint error if not)."""
+        with self._request("audit checkpoint") as conn:
+            signal = SignalClient(conn.transport)
+            try:
+                return signal.check_relay_log(witness, timeout)
+            finally:
+                signal.close()
 
     def rejections(self) -> list[Rejection]:
         """The guard's notes on this site's refused uploads, by upload name."""

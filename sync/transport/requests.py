@@ -76,6 +76,7 @@ class RelayRequests:
         self._sleep = sleep
         self._random = random
         self._conn: Connection | None = None
+        self.connections = 0  # sessions opened so far: a new one is a new relay to check
 
     @property
     def address(self) -> str:
@@ -110,6 +111,7 @@ class RelayRequests:
                 options=self.options,
                 monotonic=self._monotonic,
             )
+            self.connections += 1
 
     def with_retries(self, op: Callable[[], T], *, on_retry: OnRetry | None = None) -> T:
         """``op()``, retried with this client's backoff policy, sleep and randomness."""
