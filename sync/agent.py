@@ -79,7 +79,11 @@ CREATE TABLE IF NOT EXISTS zs_agent (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 class RelayLink(Protocol):
     """What the agent needs of a relay connection (``sync.transport.RelayClient``)."""
 
-    def upload_many(self, items: Sequence[tuple[str, bytes]]) -> Sequence[_UploadResult]: ...
+    def upload_many(
+        self,
+        items: Sequence[tuple[str, bytes]],
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Sequence[_UploadResult]: ...
 
     def inbox(self) -> Sequence[_RemoteFile]: ...
 
@@ -128,6 +132,26 @@ class _Rejection(Protocol):
 
 
 Handler = Callable[[sqlite3.Connection, OpenedBundle], None]
+
+
+class _ProgressLog:
+    """Logs a large transfer's progress at every quarter (small ones stay quiet)."""
+
+    LARGE = 8 * 1024 * 1024
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.shown = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if total < self.LARGE:
+            return
+        quarter = 4 * done // total
+        if quarter > self.shown:
+            self.shown = quarter
+            log.info(
+                "%s: %d of %d MiB (%d%%)", self.what, done >> 20, total >> 20, 100 * done // total
+            )
 
 
 @dataclass
@@ -368,7 +392,9 @@ class SyncAgent:
             todo.append((s, f"{s.stream[:48]}.{s.seq}.{s.header_hash.hex()[:12]}"))
         done = []
         for group in _batches(todo, lambda t: len(t[0].data)):
-            results = self.link.upload_many([(name, s.data) for s, name in group])
+            results = self.link.upload_many(
+                [(name, s.data) for s, name in group], progress=_ProgressLog(f"upload to {site}")
+            )
             for (s, name), result in zip(group, results, strict=True):
                 if result.error is None:
                     self.conn.execute(

@@ -194,3 +194,24 @@ def test_each_new_session_checks_the_relay_log_and_a_wiped_log_is_caught(
                 continue
     alerts = a.conn.execute("SELECT kind FROM zs_alert WHERE origin='relay'").fetchall()
     assert ("audit-log",) in alerts
+
+
+def test_large_transfers_show_progress(caplog: pytest.LogCaptureFixture) -> None:
+    from sync.agent import _ProgressLog
+
+    caplog.set_level("INFO", logger="zastava.sync")
+    small = _ProgressLog("upload to hq")
+    small(1, 100)
+    small(100, 100)
+    assert caplog.text == ""
+    big = _ProgressLog("upload to hq")
+    total = 64 * 2**20
+    for done in range(0, total + 1, 2**20):
+        big(done, total)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "upload to hq: 16 of 64 MiB (25%)",
+        "upload to hq: 32 of 64 MiB (50%)",
+        "upload to hq: 48 of 64 MiB (75%)",
+        "upload to hq: 64 of 64 MiB (100%)",
+    ]
