@@ -275,3 +275,24 @@ def test_signalling_envelopes_doorbells_and_checkpoints(relay: RunningRelay, pki
             c.close()
         for r in (a_raw, hq_raw, b_raw):
             r.close()
+
+
+def test_b8_byte_quota_per_site(pki: RelayPKI, tmp_path: Path) -> None:
+    """A site's files on the relay (uploads, inbox, quarantine) may not exceed its quota."""
+    limits = Limits(max_bundle_bytes=50_000, quota_bytes=60_000, bundles_per_minute=1000)
+    with running_relay(pki, tmp_path, limits=limits) as relay:
+        r = Raw(relay, "plant-a")
+        try:
+            with r.sftp.open("/upload/one.partial", "wb") as f:
+                f.write(b"x" * 40_000)
+            g = r.sftp.open("/upload/two.partial", "wb")
+            g.write(b"y" * 15_000)
+            g.flush()
+            with pytest.raises(OSError):
+                g.write(b"y" * 10_000)  # 65,000 bytes in all: over the quota
+                g.flush()
+            g.close()
+            used = sum(p.stat().st_size for p in relay.paths.upload("plant-a").iterdir())
+            assert used <= 60_000
+        finally:
+            r.close()
