@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from pki.names import NodeName, Role
+from pki.node import NodeCredentials
 from sync.bundle.codec import Item, read_header
 from sync.relay.audit import (
     AuditEntry,
@@ -28,7 +30,8 @@ from sync.signal import FrameType
 from sync.signal_client import SignalClient
 from sync.sshkeys import paramiko_key
 from tests.bundles import seal_simple
-from tests.relayfixture import RelayPKI, RunningRelay, running_relay, utcnow
+from tests.conftest import enroll_node, make_ca
+from tests.relayfixture import RelayPKI, RunningRelay, eventually, running_relay, utcnow
 
 
 @pytest.fixture(scope="module")
@@ -296,3 +299,71 @@ def test_b8_byte_quota_per_site(pki: RelayPKI, tmp_path: Path) -> None:
             assert used <= 60_000
         finally:
             r.close()
+
+
+def _hostile(pki: RelayPKI, foreign: NodeCredentials) -> dict[str, tuple[bytes, str]]:
+    """Bundles each attack of THREATS.md would upload, and the reason the guard must give."""
+    import dataclasses
+
+    from sync.bundle.codec import SIG_LEN
+
+    good1, good2 = pki.seal_stream("plant-a", "hq", [b"one", b"two"], stream="attacks")
+    flipped = bytearray(pki.seal("plant-a", "hq", seq=1, stream="other"))
+    flipped[-10] ^= 1
+    h1, h2 = read_header(good1), read_header(good2)
+    mixed = good1[: len(bytes(h1)) + SIG_LEN] + good2[len(bytes(h2)) + SIG_LEN :]
+    readdressed = bytes(dataclasses.replace(h1, recipient="plant-b")) + good1[len(bytes(h1)) :]
+    expired = seal_simple(
+        pki.nodes["plant-a"],
+        pki.nodes["hq"],
+        [Item("x", b"")],
+        stream="late",
+        now=utcnow(),
+        ttl=dt.timedelta(milliseconds=100),
+    )
+    time.sleep(0.2)  # it expires before it is uploaded
+    return {
+        "b1-foreign-ca": (
+            seal_simple(foreign, pki.nodes["hq"], stream="x", now=utcnow()),
+            "signer certificate",
+        ),
+        "origin-spoofed": (pki.seal("stranger", "hq", seq=1), "origin"),
+        "b2-flipped": (bytes(flipped), "ciphertext hash"),
+        "b3-replay": (good2, "sequence"),
+        "b4-rollback": (good1, "sequence"),
+        "b5-expired": (expired, "expiry"),
+        "b6-mixed": (mixed, "ciphertext hash"),
+        "b7-truncated": (good2[:-50], "ciphertext hash"),
+        "b10-readdressed": (readdressed, "outer signature"),
+        "b11-policy": (pki.seal("plant-a", "plant-b", seq=1), "policy"),
+    }
+
+
+def test_every_hostile_upload_is_rejected_readably_and_audited(
+    relay: RunningRelay, pki: RelayPKI, tmp_path: Path
+) -> None:
+    """B1-B7, B10, B11 through real SSH: refused with a reason plant-a can read, the refusal
+    in the audit log, nothing in any inbox."""
+    foreign_ca = make_ca(tmp_path / "foreign-ca", utcnow())
+    foreign = enroll_node(foreign_ca, tmp_path / "foreign", Role.EDGE, "plant-a", now=utcnow())
+    attacks = _hostile(pki, foreign)
+    with relay.client("plant-a") as a, relay.client("hq") as hq:
+        a.upload("good", attacks["b4-rollback"][0])
+        a.upload("good2", attacks["b3-replay"][0])
+        relay.wait_for_inbox(hq, 2)
+        for name, (data, _) in attacks.items():
+            a.upload(name, data)
+
+        def all_noted() -> dict[str, str] | None:
+            notes = {x.name: x.reason for x in a.rejections()}
+            return notes if len(notes) >= len(attacks) else None
+
+        notes = eventually(all_noted)
+        for name, (_, why) in attacks.items():
+            assert why in notes[name], (name, notes[name])
+        assert sorted(f.name for f in hq.inbox()) == [
+            "plant-a.attacks.1.bundle",
+            "plant-a.attacks.2.bundle",
+        ]
+    events = audit_events(relay)
+    assert events.count(AuditEvent.REJECTED) == len(attacks)
