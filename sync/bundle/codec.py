@@ -35,13 +35,13 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import enum
-import functools
 import hashlib
 import hmac
 import secrets
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
@@ -163,10 +163,40 @@ class Recipient:
         return cls(node.site, node.certificate)
 
 
-@functools.lru_cache(maxsize=256)
+class _ByIdentity:
+    """Values derived from long-lived key and certificate objects, remembered per object
+    (hashing a certificate costs more than the lookup is meant to save)."""
+
+    def __init__(self) -> None:
+        self._values: dict[int, tuple[object, Any]] = {}
+
+    def get(self, obj: object, make: Callable[[], Any]) -> Any:
+        hit = self._values.get(id(obj))
+        if hit is not None and hit[0] is obj:
+            return hit[1]
+        value = make()
+        if len(self._values) > 256:
+            self._values.clear()
+        self._values[id(obj)] = (obj, value)  # holding obj keeps its id from being reused
+        return value
+
+
+_DERIVED = _ByIdentity()
+
+
 def key_id(cert: x509.Certificate) -> bytes:
     """SHA-256 of a receiving certificate's DER: which key a bundle's content key is for."""
-    return hashlib.sha256(cert.public_bytes(Encoding.DER)).digest()
+    value: bytes = _DERIVED.get(
+        cert, lambda: hashlib.sha256(cert.public_bytes(Encoding.DER)).digest()
+    )
+    return value
+
+
+def _x25519_raw(key: x25519.X25519PrivateKey) -> tuple[bytes, bytes]:
+    pair: tuple[bytes, bytes] = _DERIVED.get(
+        key, lambda: (key.public_key().public_bytes_raw(), key.private_bytes_raw())
+    )
+    return pair
 
 
 def to_ms(t: dt.datetime) -> int:
@@ -278,12 +308,9 @@ def seal_plaintext(
 
 def unwrap_body_key(header: BundleHeader, receiving_key: x25519.X25519PrivateKey) -> bytes:
     """Open the sealed content key with our X25519 key and derive the body key."""
+    public, private = _x25519_raw(receiving_key)
     try:
-        content_key = sodium.crypto_box_seal_open(
-            header.wrapped_key,
-            receiving_key.public_key().public_bytes_raw(),
-            receiving_key.private_bytes_raw(),
-        )
+        content_key = sodium.crypto_box_seal_open(header.wrapped_key, public, private)
     except (CryptoError, ValueError):
         raise BundleError(Check.KEY, "the content key does not unwrap with our key") from None
     return body_key(content_key, header)
@@ -385,10 +412,14 @@ class SignerCache:
 
 
 def _raw_public(node: VerifiedNode) -> bytes:
-    key = node.public_key
-    if not isinstance(key, ed25519.Ed25519PublicKey):
-        raise BundleError(Check.SIGNER, "the signer certificate does not hold an Ed25519 key")
-    return key.public_bytes_raw()
+    def make() -> bytes:
+        key = node.public_key
+        if not isinstance(key, ed25519.Ed25519PublicKey):
+            raise BundleError(Check.SIGNER, "the signer certificate does not hold an Ed25519 key")
+        return key.public_bytes_raw()
+
+    raw: bytes = _DERIVED.get(node.certificate, make)
+    return raw
 
 
 @dataclass(frozen=True)

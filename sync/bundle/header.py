@@ -78,6 +78,10 @@ class BundleHeader:
         check_token(self.origin, "origin")
         check_token(self.recipient, "recipient")
         check_token(self.stream, "stream")
+        self._check_fields()
+
+    def _check_fields(self) -> None:
+        """Every rule but the token syntax (which a parser has checked already)."""
         if not 1 <= self.seq < 1 << 63:
             raise ValueError(f"bundle header: seq {self.seq} out of range (1..2^63-1)")
         if len(self.prev) != 32 or (self.seq == 1) != (self.prev == bytes(32)):
@@ -187,21 +191,25 @@ class BundleHeader:
         ct_at = PREFIX_LEN + r.pos
         ct_len, ct_hash = r.unpack(_CIPHERTEXT, "ciphertext length and hash")
         r.end()
-        header = cls(
+        # Built without __init__ (the hot path of every bundle opened): the tokens were
+        # checked by the reader, every other rule is checked here, as __post_init__ would.
+        header = object.__new__(cls)
+        header.__dict__.update(
             origin=origin,
             recipient=recipient,
             stream=stream,
-            seq=seq,  # type: ignore[arg-type]
-            prev=prev,  # type: ignore[arg-type]
-            created_ms=created,  # type: ignore[arg-type]
-            expires_ms=expires,  # type: ignore[arg-type]
-            chunk_size=chunk,  # type: ignore[arg-type]
+            seq=seq,
+            prev=prev,
+            created_ms=created,
+            expires_ms=expires,
+            chunk_size=chunk,
             signer_cert=signer_cert,
             recipient_key_id=key_id,
             wrapped_key=wrapped,
-            ciphertext_length=ct_len,  # type: ignore[arg-type]
-            ciphertext_hash=ct_hash,  # type: ignore[arg-type]
+            ciphertext_length=ct_len,
+            ciphertext_hash=ct_hash,
+            # The encoding is canonical: the bytes received are the bytes to hash and verify.
+            _encoded=(bytes(data), key_at, ct_at),
         )
-        # The encoding is canonical, so the bytes received are the bytes to hash and verify.
-        header.__dict__["_encoded"] = (bytes(data), key_at, ct_at)
+        header._check_fields()
         return header
