@@ -15,10 +15,12 @@ from nacl import bindings as sodium
 
 from pki.ca import IssuingCA
 from pki.names import NodeName, Role
+from pki.node import NodeCredentials
 from sync.bundle.codec import (
     SIG_LEN,
     BundleError,
     Check,
+    Envelope,
     Item,
     SignerCache,
     decrypt,
@@ -304,6 +306,12 @@ def test_b10_readdressed_header_fails_the_signature(fed: Federation) -> None:
     expect(Check.SIGNATURE, open_as, fed.hq, forged)
 
 
+def raw_plaintext(env: Envelope, holder: NodeCredentials) -> bytes:
+    """The decrypted body (manifest, inner signature, items) as its recipient can get it."""
+    key = unwrap_body_key(env.header, holder.keys.receiving)
+    return decrypt_body(env.body, key, env.header.bundle_id, env.header.chunk_size)
+
+
 def test_b10_surreptitious_forwarding_is_refused(fed: Federation) -> None:
     """plant-b decrypts what hq sent it and re-seals it, inner signature and all, for plant-a
     under its own outer signature: plant-a sees a manifest from hq to plant-b, and refuses."""
@@ -313,9 +321,7 @@ def test_b10_surreptitious_forwarding_is_refused(fed: Federation) -> None:
         env, receiving_key=fed.b.keys.receiving, receiving_certificate=fed.b.receiving_certificate
     )
     assert opened.items[0].data == b"secret change"
-    # Recover the raw plaintext as plant-b can (it holds the content key through its own key).
-    key = unwrap_body_key(env.header, fed.b.keys.receiving)
-    raw = decrypt_body(env.body, key, env.header.bundle_id, env.header.chunk_size)
+    raw = raw_plaintext(env, fed.b)  # as plant-b can recover it, with its own key
     forwarded = seal_plaintext(
         lambda _h: raw,
         signer=signer(fed.b),
@@ -334,8 +340,7 @@ def test_b10_forwarding_by_the_same_origin_names_the_fields(fed: Federation) -> 
     """Even the true origin cannot splice an old manifest into a new envelope."""
     original = seal_simple(fed.a, fed.hq, [Item("m", b"x")])
     env = verify_envelope(original, trust=fed.hq.trust, now=NOW, recipient="hq")
-    key = unwrap_body_key(env.header, fed.hq.keys.receiving)
-    raw = decrypt_body(env.body, key, env.header.bundle_id, env.header.chunk_size)
+    raw = raw_plaintext(env, fed.hq)
     spliced = seal_plaintext(
         lambda _h: raw,
         signer=signer(fed.a),
