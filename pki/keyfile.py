@@ -167,9 +167,9 @@ def unseal(data: bytes, passphrase: bytes) -> PrivateKeyTypes:
     try:
         if not (lines[2].startswith("salt ") and lines[3].startswith("nonce ")):
             raise ValueError("missing salt or nonce line")
-        salt = base64.b64decode(lines[2][5:], validate=True)
-        nonce = base64.b64decode(lines[3][6:], validate=True)
-        ct = base64.b64decode("".join(lines[4:]), validate=True)
+        salt = _b64(lines[2][5:])
+        nonce = _b64(lines[3][6:])
+        ct = _b64("".join(lines[4:]))
     except ValueError as e:
         raise KeyFileError(f"sealed key file is malformed: {e}") from None
     if len(salt) != 16 or len(nonce) != 24:
@@ -182,6 +182,15 @@ def unseal(data: bytes, passphrase: bytes) -> PrivateKeyTypes:
     except CryptoError:
         raise KeyFileError("wrong passphrase, or the sealed key file was altered") from None
     return serialization.load_der_private_key(der, password=None)
+
+
+def _b64(text: str) -> bytes:
+    """Strict base64: only the canonical encoding of its bytes (no ignored trailing bits),
+    so that no edit of the file, however small, goes unnoticed."""
+    data = base64.b64decode(text, validate=True)
+    if base64.b64encode(data).decode("ascii") != text:
+        raise ValueError("base64 is not in canonical form")
+    return data
 
 
 def save_sealed(path: Path, key: PrivateKeyTypes, passphrase: bytes, cost: KdfCost | None) -> None:

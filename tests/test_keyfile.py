@@ -67,6 +67,18 @@ def test_any_flipped_bit_is_refused(pos: int, bit: int) -> None:
     raise AssertionError(f"flipped bit {bit} at {pos} was accepted")
 
 
+def test_the_last_base64_quantum_has_no_ignored_bits() -> None:
+    """Base64 leaves trailing bits unused before '=' padding; a decoder that ignores them
+    would let an edit through unnoticed. Every bit of the final 4 characters is checked."""
+    end = SEALED.rstrip(b"\n")
+    for pos in range(len(end) - 4, len(end)):
+        for bit in range(8):
+            data = bytearray(SEALED)
+            data[pos] ^= 1 << bit
+            with pytest.raises(KeyFileError):
+                unseal(bytes(data), b"the right passphrase")
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [
