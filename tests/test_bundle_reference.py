@@ -118,7 +118,7 @@ def test_empty_bundle_and_exact_chunk_multiples() -> None:
     overhead = header.ciphertext_length - 24 - 17  # the plaintext around an empty item
     filler = 3 * 1024 - overhead
     data = seal_items([Item("a", bytes(filler))], chunk_size=1024)
-    h = BundleHeader.parse(data[: BundleHeader.length_from_prefix(data)])
+    h = BundleHeader.from_bundle(data)
     assert h.ciphertext_length == 24 + 3 * (1024 + 17)
     assert open_both(data) == (("ok", [("a", bytes(filler))]),) * 2
 
@@ -381,7 +381,7 @@ def test_only_message_tags_precede_the_final_chunk(tag: int) -> None:
 
 def test_clear_checks_agree() -> None:
     data = seal_items([Item("a", b"payload")])
-    header = BundleHeader.parse(data[: BundleHeader.length_from_prefix(data)])
+    header = BundleHeader.from_bundle(data)
     expires = NOW + dt.timedelta(milliseconds=header.expires_ms - header.created_ms)
     no_crl = dataclasses.replace(PKI, trust=dataclasses.replace(PKI.trust, crls=()))
     cases: list[tuple[dict[str, object], str]] = [

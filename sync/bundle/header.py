@@ -176,6 +176,11 @@ class BundleHeader:
         return PREFIX_LEN + n
 
     @classmethod
+    def from_bundle(cls, data: bytes) -> BundleHeader:
+        """The header at the start of a whole bundle (no size cap: see ``codec.read_header``)."""
+        return cls.parse(data[: cls.length_from_prefix(data)])
+
+    @classmethod
     def parse(cls, data: bytes) -> BundleHeader:
         """Parse exactly one header; ``data`` must hold nothing else."""
         total = cls.length_from_prefix(data)

@@ -158,7 +158,7 @@ class Sender:
                 now=now,
                 ttl=ttl,
             )
-            header = BundleHeader.parse(data[: BundleHeader.length_from_prefix(data)])
+            header = BundleHeader.from_bundle(data)
             c.execute(
                 "INSERT OR REPLACE INTO zs_outbound VALUES (?, ?, ?, ?)",
                 (recipient.site, stream, seq, header.header_hash),
