@@ -16,7 +16,6 @@ import resource
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +23,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.rsync_batch import rsync_batch  # noqa: E402
-from sync.delta import block_size_for, compute_delta, patch, signature  # noqa: E402
+from bench.delta_compare import rsync_batch, time_sync_delta  # noqa: E402
+from sync.delta import block_size_for  # noqa: E402
 
 EDITS = 200
 EDIT_SIZE = 100
@@ -68,26 +67,17 @@ def build_case(size: int, seed: int) -> tuple[bytes, bytes]:
 
 
 def run_ours(old: bytes, new: bytes, block_size: int) -> Row:
-    t0 = time.perf_counter()
-    sig = signature(old, block_size=block_size)
-    t1 = time.perf_counter()
-    dlt = compute_delta(sig, new)
-    t2 = time.perf_counter()
-    wire = bytes(dlt)
-    result = patch(old, dlt)
-    t3 = time.perf_counter()
-    if result != new:
-        raise SystemExit("patch produced a different file")
+    run = time_sync_delta(old, new, block_size)
     return Row(
         tool="sync.delta",
         block_size=block_size,
-        signature_s=t1 - t0,
-        delta_s=t2 - t1,
-        patch_s=t3 - t2,
-        total_s=t3 - t0,
-        literal=dlt.literal_length,
-        wire=len(wire),
-        signature_bytes=len(bytes(sig)),
+        signature_s=run.signature_s,
+        delta_s=run.delta_s,
+        patch_s=run.patch_s,
+        total_s=run.total_s,
+        literal=run.literal,
+        wire=run.wire_bytes,
+        signature_bytes=run.signature_bytes,
     )
 
 

@@ -24,14 +24,13 @@ import random
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.rsync_batch import rsync_batch  # noqa: E402
-from sync.delta import block_size_for, compute_delta, patch, signature  # noqa: E402
+from bench.delta_compare import rsync_batch, time_sync_delta  # noqa: E402
+from sync.delta import block_size_for  # noqa: E402
 
 GIVEN = (
     "Ana Marko Jelena Nikola Milica Stefan Jovana Luka Ivana Đorđe Marija Nemanja Dragana "
@@ -173,18 +172,9 @@ class Row:
 
 
 def run_ours(case: str, old: bytes, new: bytes, block_size: int) -> Row:
-    t0 = time.perf_counter()
-    sig = signature(old, block_size=block_size)
-    t1 = time.perf_counter()
-    dlt = compute_delta(sig, new)
-    t2 = time.perf_counter()
-    wire = bytes(dlt)
-    rebuilt = patch(old, dlt)
-    t3 = time.perf_counter()
-    if rebuilt != new:
-        raise SystemExit("patch produced a different file")
-    detail = f"sig {t1 - t0:.3f} + delta {t2 - t1:.3f} + patch {t3 - t2:.3f}"
-    return Row(case, "sync.delta", block_size, t3 - t0, detail, dlt.literal_length, len(wire))
+    run = time_sync_delta(old, new, block_size)
+    detail = f"sig {run.signature_s:.3f} + delta {run.delta_s:.3f} + patch {run.patch_s:.3f}"
+    return Row(case, "sync.delta", block_size, run.total_s, detail, run.literal, run.wire_bytes)
 
 
 def run_rsync(rsync: str, case: str, old: bytes, new: bytes, block_size: int) -> Row:

@@ -84,10 +84,7 @@ class RelayProcess:
 
 
 def write_relay_config(base: Path, pki: RelayPKI, max_bundle: int) -> Path:
-    nodes = base / "nodes"
-    nodes.mkdir()
-    for site, creds in pki.nodes.items():
-        shutil.copy(creds.tls_cert_file, nodes / f"{site}.pem")
+    nodes = pki.nodes_dir(base / "nodes")
     path = base / "relay.toml"
     path.write_text(
         f'data_dir = "{base / "relay-data"}"\n'

@@ -102,6 +102,14 @@ class RelayPKI:
             pki.enroll(role, site)
         return pki
 
+    def nodes_dir(self, path: Path, sites: Iterable[str] | None = None) -> Path:
+        """A relay's nodes_dir at ``path``: the TLS certificate of each site (default: all),
+        as an admin copies them at enrollment."""
+        path.mkdir(parents=True, exist_ok=True)
+        for site in self.nodes if sites is None else sites:
+            shutil.copy(self.nodes[site].tls_cert_file, path / f"{site}.pem")
+        return path
+
     def enroll(self, role: Role, site: str) -> NodeCredentials:
         """Another identity from the same CA (kept in ``nodes`` unless it is a relay)."""
         creds = enroll_node(self.ca, self.base / f"{role.value}-{site}", role, site, now=utcnow())
@@ -237,10 +245,7 @@ def running_relay(
     ``pki.nodes``); ``identity`` replaces the relay's credentials (another relay).
     """
     identity = identity or pki.relay
-    nodes_dir = directory / "nodes"
-    nodes_dir.mkdir(parents=True)
-    for site in pki.nodes if allowed is None else allowed:
-        shutil.copy(pki.nodes[site].tls_cert_file, nodes_dir / f"{site}.pem")
+    nodes_dir = pki.nodes_dir(directory / "nodes", allowed)
     config = RelayConfig(
         data_dir=directory / "data",
         node_dir=identity.directory,

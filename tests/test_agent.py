@@ -30,10 +30,7 @@ class Relay:
     """A relay that can be stopped and started again on the same port and data."""
 
     def __init__(self, pki: RelayPKI, directory: Path) -> None:
-        nodes = directory / "nodes"
-        nodes.mkdir(parents=True)
-        for site, creds in pki.nodes.items():
-            (nodes / f"{site}.pem").write_bytes(creds.tls_cert_file.read_bytes())
+        nodes = pki.nodes_dir(directory / "nodes")
         self.config = RelayConfig(
             data_dir=directory / "data",
             node_dir=pki.relay.directory,

@@ -25,10 +25,7 @@ class RelayProcess:
     """The real command in its own process; ``kill()`` is kill -9."""
 
     def __init__(self, pki: RelayPKI, base: Path) -> None:
-        nodes = base / "nodes"
-        nodes.mkdir(parents=True, exist_ok=True)
-        for site, creds in pki.nodes.items():
-            (nodes / f"{site}.pem").write_bytes(creds.tls_cert_file.read_bytes())
+        pki.nodes_dir(base / "nodes")
         self.base, self.pki, self.port = base, pki, 0
         self.proc: subprocess.Popen[str] | None = None
 
