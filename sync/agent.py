@@ -213,6 +213,7 @@ class SyncAgent:
             max_size=max_bundle,
         )
         self._last_control: dict[str, dt.datetime] = {}
+        self._verified_peers: dict[str, tuple[bytes, Recipient, dt.datetime]] = {}
         self.wake = threading.Event()
 
     # -- peers ------------------------------------------------------------------------------
@@ -236,9 +237,15 @@ class SyncAgent:
         return v.site
 
     def peer(self, site: str, now: dt.datetime) -> Recipient:
+        """``site``'s verified receiving key. Every bundle sent asks for it: a verification
+        is remembered for a minute (never past the certificate's end or a CRL's next
+        update), for that very certificate."""
         row = self.conn.execute("SELECT certificate FROM zs_peer WHERE site=?", (site,)).fetchone()
         if row is None:
             raise LookupError(f"no receiving certificate known for site {site!r}")
+        hit = self._verified_peers.get(site)
+        if hit is not None and hit[0] == row[0] and now < hit[2]:
+            return hit[1]
         cert = parse_certificate(row[0])
         v = verify_node(
             cert,
@@ -248,7 +255,13 @@ class SyncAgent:
             purpose=Purpose.RECEIVING,
             now=now,
         )
-        return Recipient.from_verified(v)
+        recipient = Recipient.from_verified(v)
+        until = min(
+            [now + dt.timedelta(seconds=60), cert.not_valid_after_utc]
+            + [c.next_update_utc for c in self.creds.trust.crls if c.next_update_utc is not None]
+        )
+        self._verified_peers[site] = (row[0], recipient, until)
+        return recipient
 
     def peers(self) -> list[str]:
         return [r[0] for r in self.conn.execute("SELECT site FROM zs_peer ORDER BY site")]
