@@ -12,16 +12,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from core.config import CoreConfig
 from core.directory import Directory, DirectoryError
 from core.importer import FileFormat, ImportProblems, import_file
+from core.service import CoreService
 from pki.cli import now_utc
 from sync.directory import Site, User, UserRole, record_to_json
 
 USER_ERRORS = (DirectoryError,)
+
+log = logging.getLogger("zastava.core")
 
 SHOWN: int = 20  # changes listed after an import unless --verbose
 
@@ -194,10 +200,44 @@ def _group(
     return p.add_subparsers(title="commands", metavar="COMMAND")
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = CoreConfig.from_toml(args.config).serving()
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    service = CoreService(config, clock=now_utc)
+    relay = config.relay
+    print(
+        f"core {service.creds.name.site}: directory {config.db}, sync state {config.sync_db}\n"
+        f"  relay ssh://{relay.host}:{relay.port} (host key pinned by {relay.certificate})",
+        flush=True,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    service.start()
+    print("serving; Ctrl-C to stop", flush=True)
+    try:
+        while not stop.wait(60.0):
+            st = service.sync.status()
+            log.info(
+                "status: %d passes, last success %s%s",
+                st.passes,
+                st.last_success.isoformat(timespec="seconds") if st.last_success else "never",
+                f", last error: {st.last_error}" if st.last_error else "",
+            )
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("stopping the core", flush=True)
+        service.stop()
+    return 0
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "core",
-        help="the core: master directory of users and sites, imports",
+        help="the core: master directory of users and sites, imports, federation",
         description="The core holds the company's directory; every edge receives it as a "
         "snapshot once, then as change sets.",
         epilog=CORE_STEPS,
@@ -284,3 +324,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q.add_argument("-v", "--verbose", action="store_true", help="list every change or problem")
     _db_args(q)
     q.set_defaults(handler=cmd_import)
+
+    q = s.add_parser(
+        "serve",
+        help="run the core: directory out to the edges, events in, chat routed",
+        description="Run the core's federation through the relay until Ctrl-C or SIGTERM: "
+        "each edge gets the directory (a snapshot once, then change sets), events are stored, "
+        "cross-site chat and presence are routed, the CRL is forwarded when it changes.",
+    )
+    q.add_argument("--config", type=Path, required=True, help="core.toml (see docs)")
+    q.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    q.set_defaults(handler=cmd_serve)

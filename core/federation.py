@@ -9,11 +9,21 @@ outbox, so a crash never skips or repeats a version; the ordered stream delivers
 exactly once, in order. Events from edges (logins, presence, call records...) arrive on the
 ``events`` stream and are stored in the core database in the transaction that applies the
 bundle.
+
+Routing. Cross-site chat (``chat`` stream) and presence events are stored like every event
+and, in the same transaction, queued for their destinations in ``core_forward``: chat for
+each site its envelope names (with ``from`` set to the bundle's verified origin, never the
+sender's claim), presence for every other edge. Each pass seals the queue into one bundle
+per destination and stream, deleting the rows in that transaction, so a message is
+forwarded exactly once and in the order it arrived; rows for an edge that has not said
+hello yet wait for it. The CA's CRL (``crl`` in ``core.toml``) goes to every edge on the
+``policy`` stream whenever its bytes change.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import sqlite3
 from collections.abc import Callable
@@ -24,12 +34,25 @@ from sync.agent import RelayLink, SyncAgent, SyncReport
 from sync.bundle.codec import Item, OpenedBundle, to_ms
 from sync.bundle.store import transaction
 from sync.directory import CHANGES_ITEM, SNAPSHOT_ITEM
+from sync.events import (
+    CHAT_ITEM,
+    CHAT_STREAM,
+    CRL_ITEM,
+    EVENTS_STREAM,
+    FORWARDED_EVENTS,
+    POLICY_STREAM,
+    PRESENCE_STREAM,
+    ChatEnvelope,
+    EventError,
+    decode_json,
+    encode_json,
+    event_name,
+)
 from sync.relay.checkpoint import VerifierKey
 
 log = logging.getLogger("zastava.core")
 
 DIRECTORY_STREAM = "directory"
-EVENTS_STREAM = "events"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS core_events (
@@ -37,7 +60,15 @@ CREATE TABLE IF NOT EXISTS core_events (
     data BLOB NOT NULL, received_ms INTEGER NOT NULL, PRIMARY KEY (origin, seq, n));
 CREATE TABLE IF NOT EXISTS core_directory_sent (
     site TEXT PRIMARY KEY, version INTEGER NOT NULL, sent_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS core_forward (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, site TEXT NOT NULL, stream TEXT NOT NULL,
+    kind TEXT NOT NULL, data BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS core_forward_site ON core_forward (site, id);
+CREATE TABLE IF NOT EXISTS core_crl_sent (site TEXT PRIMARY KEY, sha256 BLOB NOT NULL);
 """
+
+# Forwarded rows sealed into one bundle at most.
+FORWARD_ROWS = 2000
 
 
 class CoreFederation:
@@ -50,26 +81,58 @@ class CoreFederation:
         *,
         clock: Callable[[], dt.datetime],
         relay_log_key: VerifierKey | None = None,
+        crl: Callable[[], bytes | None] = lambda: None,
     ) -> None:
         self.directory = directory
         self.conn = conn
         self.clock = clock
+        self.crl = crl
         conn.executescript(SCHEMA)
         self.agent = SyncAgent(
             conn,
             creds,
             link,
-            {EVENTS_STREAM: self._events},
+            {EVENTS_STREAM: self._events, CHAT_STREAM: self._chat},
             clock=clock,
             relay_log_key=relay_log_key,
         )
 
-    def _events(self, conn: sqlite3.Connection, opened: OpenedBundle) -> None:
+    def _store(self, conn: sqlite3.Connection, opened: OpenedBundle) -> None:
         h = opened.header
         now = to_ms(self.clock())
         conn.executemany(
             "INSERT OR IGNORE INTO core_events VALUES (?, ?, ?, ?, ?, ?)",
             [(h.origin, h.seq, n, i.kind, i.data, now) for n, i in enumerate(opened.items)],
+        )
+
+    def _events(self, conn: sqlite3.Connection, opened: OpenedBundle) -> None:
+        origin = opened.header.origin
+        forward = []
+        for item in opened.items:
+            if event_name(item.kind) in FORWARDED_EVENTS:
+                fields = decode_json(item.data, f"{item.kind} event")
+                fields["site"] = origin
+                forward.append((item.kind, encode_json(fields)))
+        self._store(conn, opened)
+        if forward:
+            others = [s for s in self.agent.peers() if s != origin]
+            conn.executemany(
+                "INSERT INTO core_forward (site, stream, kind, data) VALUES (?, ?, ?, ?)",
+                [(s, PRESENCE_STREAM, k, d) for s in others for k, d in forward],
+            )
+
+    def _chat(self, conn: sqlite3.Connection, opened: OpenedBundle) -> None:
+        origin = opened.header.origin
+        rows = []
+        for item in opened.items:
+            if item.kind != CHAT_ITEM:
+                raise EventError(f"unexpected item {item.kind!r} on the chat stream")
+            envelope = ChatEnvelope.decode(item.data)
+            routed = ChatEnvelope(envelope.to, envelope.msg, origin).encode()
+            rows += [(s, CHAT_STREAM, CHAT_ITEM, routed) for s in envelope.to if s != origin]
+        self._store(conn, opened)
+        conn.executemany(
+            "INSERT INTO core_forward (site, stream, kind, data) VALUES (?, ?, ?, ?)", rows
         )
 
     def distribute(self, now: dt.datetime) -> list[tuple[str, int]]:
@@ -99,14 +162,58 @@ class CoreFederation:
                     (site, v, to_ms(now)),
                 )
             sent.append((site, v))
+        self._forward(now)
+        self._send_crl(now)
         return sent
+
+    def _forward(self, now: dt.datetime) -> int:
+        """Seal the forwarding queue for every edge that said hello; returns rows sent."""
+        done = 0
+        for site in self.agent.peers():
+            while True:
+                rows = self.conn.execute(
+                    "SELECT id, stream, kind, data FROM core_forward WHERE site=? "
+                    "ORDER BY id LIMIT ?",
+                    (site, FORWARD_ROWS),
+                ).fetchall()
+                if not rows:
+                    break
+                stream = rows[0][1]  # one stream per bundle: stop at the first other one
+                n = next((i for i, r in enumerate(rows) if r[1] != stream), len(rows))
+                batch = rows[:n]
+                with transaction(self.conn) as c:
+                    self.agent.send(site, stream, [Item(k, d) for _, _, k, d in batch], now=now)
+                    c.executemany("DELETE FROM core_forward WHERE id=?", [(r[0],) for r in batch])
+                done += len(batch)
+        return done
+
+    def _send_crl(self, now: dt.datetime) -> None:
+        der = self.crl()
+        if der is None:
+            return
+        digest = hashlib.sha256(der).digest()
+        for site in self.agent.peers():
+            row = self.conn.execute(
+                "SELECT sha256 FROM core_crl_sent WHERE site=?", (site,)
+            ).fetchone()
+            if row is not None and row[0] == digest:
+                continue
+            with transaction(self.conn) as c:
+                self.agent.send(site, POLICY_STREAM, [Item(CRL_ITEM, der)], now=now)
+                c.execute("INSERT OR REPLACE INTO core_crl_sent VALUES (?, ?)", (site, digest))
+            log.info("sent the CA's revocation list to %s", site)
 
     def sync_once(self) -> SyncReport:
         """One pass: receive (hellos, events), then seal and send directory updates."""
         report = self.agent.sync_once()
-        if self.distribute(self.clock()):
+        before = self._outbox_size()
+        self.distribute(self.clock())
+        if self._outbox_size() != before:
             report.uploaded += self.agent.sync_once().uploaded
         return report
+
+    def _outbox_size(self) -> int:
+        return int(self.conn.execute("SELECT count(*) FROM zs_outbox").fetchone()[0])
 
     def events(self) -> list[tuple[str, int, str, bytes]]:
         return [

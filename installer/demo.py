@@ -12,94 +12,17 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import secrets
 import shutil
 import signal
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
-from pki.ca import CaPaths, IssuingCA, init_ca
+from installer.federation import DemoNode, build_federation
 from pki.enrollment import grouped
-from pki.keyfile import KdfCost, write_private, write_public
-from pki.names import NodeName, Purpose, Role
-from pki.node import NodeCredentials, create_request, import_bundle
-from pki.trust import fingerprint, verify_node
+from pki.keyfile import KdfCost, write_public
+from pki.names import Role
 from sync.relay.config import RelayConfig
 from sync.relay.server import RelayServer
-
-NODES = (
-    NodeName(Role.CORE, "hq"),
-    NodeName(Role.RELAY, "dmz"),
-    NodeName(Role.EDGE, "plant-a"),
-    NodeName(Role.EDGE, "plant-b"),
-)
-
-
-@dataclass(frozen=True)
-class DemoNode:
-    name: NodeName
-    directory: Path
-    tls_fingerprint: str
-
-
-def build_federation(
-    base: Path, now: dt.datetime, cost: KdfCost | None = None
-) -> tuple[str, list[DemoNode]]:
-    """Create the demo CA and enroll every node under ``base``, reusing what exists.
-
-    Returns the root fingerprint and the enrolled nodes.
-    """
-    steps = len(NODES) + 1
-    paths = CaPaths.of(base / "ca")
-    pw_file = base / "ca-passphrase.txt"
-    if not paths.issuing_key.exists():
-        write_private(pw_file, (secrets.token_urlsafe(24) + "\n").encode())
-        print(
-            f"[1/{steps}] creating the demo CA in {paths.ca_dir} (its passphrase is in "
-            f"{pw_file}, mode 0600; Argon2id takes a few seconds)",
-            flush=True,
-        )
-        passphrase = pw_file.read_text().strip().encode()
-        init_ca(
-            paths,
-            organization="Zastava Demo",
-            root_passphrase=passphrase,
-            issuing_passphrase=passphrase,
-            now=now,
-            cost=cost,
-        )
-    else:
-        print(f"[1/{steps}] reusing the demo CA in {paths.ca_dir}", flush=True)
-    ca: IssuingCA | None = None
-    nodes = []
-    for step, name in enumerate(NODES, start=2):
-        node_dir = base / "nodes" / f"{name.role.value}-{name.site}"
-        if not (node_dir / "certs" / "tls.pem").exists():
-            print(f"[{step}/{steps}] enrolling {name.uri}: request, sign, import", flush=True)
-            ca = ca or IssuingCA.open(paths, pw_file.read_text().strip().encode())
-            request = create_request(node_dir, name, dns_names=("localhost",))
-            bundle = ca.sign_request(request, expect=name, now=now)
-            import_bundle(node_dir, bundle, now=now, root_fingerprint=fingerprint(ca.root))
-        else:
-            print(f"[{step}/{steps}] {name.uri} already enrolled", flush=True)
-        creds = NodeCredentials.load(node_dir)
-        for purpose, cert in (
-            (Purpose.TLS, creds.tls_chain),
-            (Purpose.SIGNING, (creds.signing_certificate,)),
-            (Purpose.RECEIVING, (creds.receiving_certificate,)),
-        ):
-            verify_node(
-                list(cert),
-                trust=creds.trust,
-                role=name.role,
-                site=name.site,
-                purpose=purpose,
-                now=now,
-            )
-        nodes.append(DemoNode(name, node_dir, fingerprint(creds.tls_chain[0])))
-    root = creds.trust.roots[0]
-    return fingerprint(root), nodes
 
 
 def relay_config(base: Path, nodes: list[DemoNode], port: int) -> RelayConfig:

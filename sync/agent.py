@@ -50,6 +50,7 @@ from sync.bundle.codec import (
     Signer,
     to_ms,
 )
+from sync.bundle.items import CONTROL_STREAM
 from sync.bundle.store import SCHEMA as STREAM_SCHEMA
 from sync.bundle.store import Receipt, Receiver, Sealed, Sender, transaction
 from sync.bundle.stream import Mode
@@ -311,7 +312,10 @@ class SyncAgent:
         self._receive(now, report)
         self._check_relay_log(now)
         for rej in self.link.rejections():
-            if " sequence: " not in rej.reason:  # a re-upload of what was released is no news
+            if " rate: " in rej.reason:  # the relay's per-minute limit: upload it again later
+                self._forget_upload(rej.name)
+                log.info("the relay rate-limited our upload %s; it goes again", rej.name)
+            elif " sequence: " not in rej.reason:  # a re-upload of what was released: no news
                 log.warning("the relay refused our upload %s: %s", rej.name, rej.reason)
                 with transaction(self.conn) as c:
                     c.execute(
@@ -322,7 +326,11 @@ class SyncAgent:
             self.link.clear_rejection(rej.name)
         for site in self.peers():
             report.uploaded += self._upload(site, now)
-        touched = {r.header.origin for r in report.received if r.header and r.applied}
+        # Acknowledge what was applied; a control bundle is never acknowledged by one (two
+        # nodes would answer each other's acks for ever, a doorbell away).
+        touched = {
+            h.origin for r in report.received for h in r.applied if h.stream != CONTROL_STREAM
+        }
         controls: list[tuple[str, str, bytes]] = []
         for site in self.peers():
             last = self._last_control.get(site)
@@ -391,6 +399,19 @@ class SyncAgent:
             "INSERT OR REPLACE INTO zs_agent VALUES ('relay-witness', ?)", (witness.to_text(),)
         )
         self._checked_connection = self.link.connections
+
+    def _forget_upload(self, name: str) -> None:
+        """Upload ``STREAM.SEQ.HASH12`` again in the next pass, as if it never went."""
+        parts = name.rsplit(".", 2)
+        if len(parts) != 3 or not parts[1].isdigit():
+            return
+        stream, seq, prefix = parts[0], int(parts[1]), parts[2]
+        self.conn.execute(
+            "DELETE FROM zs_uploaded WHERE stream=? AND seq=? AND EXISTS (SELECT 1 FROM "
+            "zs_outbox o WHERE o.recipient=zs_uploaded.recipient AND o.stream=? AND o.seq=? "
+            "AND substr(hex(o.header_hash), 1, 12)=?)",
+            (stream, seq, stream, seq, prefix.upper()),
+        )
 
     def _upload(self, site: str, now: dt.datetime) -> list[str]:
         todo: list[tuple[Sealed, str]] = []

@@ -56,6 +56,7 @@ def test_core_paths_are_all_there() -> None:
         "core site add",
         "core site list",
         "core import",
+        "core serve",
     }
 
 
@@ -212,3 +213,51 @@ def test_bad_config_is_refused(
     config.write_text(text, encoding="utf-8")
     code, _, err = run(capsys, "core", "site", "list", "--config", config)
     assert code == 1 and message in err and len(err.splitlines()) == 1
+
+
+RELAY = '[relay]\naddress = "127.0.0.1:2222"\ncertificate = "relay.pem"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[core]\ndb = "d.db"\n', "core serve needs data_dir, node_dir, relay"),
+        ('[core]\ndb = "d.db"\ndata_dir = "x"\nnode_dir = "n"\n', "core serve needs relay"),
+        (
+            '[core]\ndb = "d.db"\ndata_dir = "x"\nnode_dir = "n"\n[relay]\naddress = "r"\n',
+            "relay.address must be HOST:PORT, got 'r'",
+        ),
+        (
+            '[core]\ndb = "d.db"\ndata_dir = "x"\nnode_dir = "n"\n[relay]\naddress = "r:1"\n',
+            "relay.certificate is required",
+        ),
+        (
+            '[core]\ndb = "d.db"\ndata_dir = "x"\nnode_dir = "n"\n'
+            + RELAY
+            + "interval_seconds = 0\n",
+            "interval_seconds must be a number greater than 0",
+        ),
+        (
+            '[core]\ndb = "d.db"\ndata_dir = "x"\nnode_dir = "n"\n'
+            + RELAY
+            + "core_certificate = 'c'\n",
+            "unknown setting(s) in [relay]: ['core_certificate']",
+        ),
+    ],
+)
+def test_serve_config_is_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    config = tmp_path / "core.toml"
+    config.write_text(text, encoding="utf-8")
+    code, _, err = run(capsys, "core", "serve", "--config", config)
+    assert code == 1 and message in err and len(err.splitlines()) == 1
+
+
+def test_serve_names_the_missing_directory_and_node(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "core.toml"
+    config.write_text('[core]\ndb = "d.db"\ndata_dir = "x"\nnode_dir = "n"\n' + RELAY)
+    code, _, err = run(capsys, "core", "serve", "--config", config)
+    assert code == 1 and "n has no certificates yet" in err and "zastava pki import" in err

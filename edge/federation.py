@@ -1,0 +1,223 @@
+"""The edge's side of the federation: its sync agent, run beside the web server.
+
+Theory of operation. One :class:`~sync.nodesync.NodeSync` thread owns the edge's sync state
+(its own connection to ``edge.db``; the web layer has its own). Each pass:
+
+1. drains the outbound queue (``edge.outbound``: events and cross-site chat the application
+   queued in its own transactions) into bundles for the core, many rows per bundle, each
+   bundle sealed into the sync outbox in the transaction that deletes its rows, so a row is
+   sent exactly once whatever crashes;
+2. runs the agent's pass: fetch and apply what the relay holds for this plant, upload,
+   acknowledge. Incoming streams: ``directory`` (snapshot, then change sets; a disabled user's
+   sessions end in the same transaction, THREATS A7), ``chat`` (cross-site messages routed by
+   the core), ``presence`` (other plants' presence), ``policy`` (the CA's CRL, adopted only if
+   a CA of the trust store signed it and it is newer);
+3. tells the web layer which streams changed (``after_pass``), after the commits.
+
+At start it verifies the core's receiving certificate named in ``edge.toml`` and sends the
+core a ``hello`` with this edge's own receiving certificate (the core needs it to seal the
+directory for this plant). A new CRL replaces the trust store the agent checks with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from edge import outbound
+from edge.config import EdgeConfig
+from edge.directory import DIRECTORY_STREAM, EdgeDirectory
+from pki.node import NodeCredentials
+from sync.agent import SyncAgent, SyncReport
+from sync.bundle.codec import Item, OpenedBundle
+from sync.bundle.store import connect, transaction
+from sync.events import (
+    CHAT_ITEM,
+    CHAT_STREAM,
+    CRL_ITEM,
+    POLICY_STREAM,
+    PRESENCE_STREAM,
+    ChatEnvelope,
+    EventError,
+    decode_json,
+    event_name,
+)
+from sync.nodesync import NodeSync, load_certificate
+from sync.transport import RelayClient
+
+log = logging.getLogger("zastava.edge")
+
+# Outbound rows sealed into one bundle at most (and at most BUNDLE_BYTES of item data).
+BUNDLE_ROWS = 2000
+BUNDLE_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class FederationHandlers:
+    """What the rest of the edge does with what arrives; all but ``after_pass`` run in the
+    federation thread, inside the bundle's transaction, on the connection they are given."""
+
+    on_disabled: Callable[[sqlite3.Connection, list[str]], None]
+    chat: Callable[[sqlite3.Connection, ChatEnvelope], None] | None = None
+    presence: Callable[[sqlite3.Connection, str, dict[str, Any]], None] | None = None
+    after_pass: Callable[[frozenset[str]], None] | None = None
+
+
+class EdgeFederation:
+    def __init__(
+        self,
+        config: EdgeConfig,
+        creds: NodeCredentials,
+        handlers: FederationHandlers,
+        *,
+        clock: Callable[[], dt.datetime],
+    ) -> None:
+        if config.relay is None or config.relay.peer_certificate is None:
+            raise ValueError("the edge configuration has no [relay] section")
+        self.config = config
+        self.creds = creds
+        self.handlers = handlers
+        self.clock = clock
+        self.core_certificate = load_certificate(
+            config.relay.peer_certificate, "core's receiving certificate"
+        )
+        self.core_site: str | None = None
+        self.sent_rows = 0
+        self._trust_changed = False
+        self._agent: SyncAgent | None = None
+        self.sync = NodeSync(creds, config.relay, self._make_pass, clock=clock, name="edge-sync")
+
+    # -- the web layer's calls -----------------------------------------------------------
+
+    def start(self) -> None:
+        self.sync.start()
+
+    def stop(self) -> None:
+        self.sync.stop()
+
+    def wake(self) -> None:
+        self.sync.wake()
+
+    def status(self) -> dict[str, object]:
+        return {"core": self.core_site, **self.sync.status().as_json()}
+
+    # -- the federation thread -----------------------------------------------------------
+
+    def _make_pass(self, link: RelayClient) -> Callable[[], SyncReport]:
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        conn = connect(self.config.db)
+        outbound.ensure_schema(conn)
+        directory = EdgeDirectory(self.config.site, on_disabled=self.handlers.on_disabled)
+
+        def build() -> SyncAgent:
+            agent = SyncAgent(
+                conn,
+                self.creds,
+                link,
+                {
+                    DIRECTORY_STREAM: directory.apply,
+                    CHAT_STREAM: self._chat,
+                    PRESENCE_STREAM: self._presence,
+                    POLICY_STREAM: self._policy,
+                },
+                clock=self.clock,
+                relay_log_key=self.sync.relay_log_key,
+            )
+            with transaction(conn):
+                self.core_site = agent.add_peer(
+                    self.core_certificate.public_bytes(Encoding.DER), self.clock()
+                )
+            return agent
+
+        agent = build()
+        self._hello(agent)
+
+        def run_pass() -> SyncReport:
+            nonlocal agent
+            if self._trust_changed:  # a CRL arrived: check with the new trust from now on
+                self._trust_changed = False
+                agent = build()
+            self._drain(agent)
+            report = agent.sync_once()
+            streams = frozenset(
+                r.header.stream for r in report.received if r.header is not None and r.applied
+            )
+            if streams and self.handlers.after_pass is not None:
+                self.handlers.after_pass(streams)
+            return report
+
+        return run_pass
+
+    def _hello(self, agent: SyncAgent) -> None:
+        """Send the core our receiving certificate once per certificate."""
+        mine = self.creds.receiving_certificate.public_bytes(Encoding.DER).hex()
+        row = agent.conn.execute("SELECT value FROM zs_agent WHERE key='hello'").fetchone()
+        if row is not None and row[0] == mine:
+            return
+        assert self.core_site is not None
+        with transaction(agent.conn) as c:
+            agent.hello(self.core_site, self.clock())
+            c.execute("INSERT OR REPLACE INTO zs_agent VALUES ('hello', ?)", (mine,))
+        log.info("hello sent to the core (%s)", self.core_site)
+
+    def _drain(self, agent: SyncAgent) -> None:
+        """Seal everything queued by the application into bundles for the core."""
+        assert self.core_site is not None
+        while True:
+            rows = outbound.take(agent.conn, BUNDLE_ROWS)
+            if not rows:
+                return
+            stream = rows[0].stream
+            batch: list[outbound.Queued] = []
+            size = 0
+            for r in rows:  # one stream per bundle, in queue order, up to the byte cap
+                if r.stream != stream or (batch and size + len(r.data) > BUNDLE_BYTES):
+                    break
+                batch.append(r)
+                size += len(r.data)
+            with transaction(agent.conn) as c:
+                agent.send(
+                    self.core_site, stream, [Item(r.kind, r.data) for r in batch], now=self.clock()
+                )
+                outbound.remove(c, [r.id for r in batch])
+            self.sent_rows += len(batch)
+
+    def _chat(self, conn: sqlite3.Connection, opened: OpenedBundle) -> None:
+        for item in opened.items:
+            if item.kind != CHAT_ITEM:
+                raise EventError(f"unexpected item {item.kind!r} on the chat stream")
+            envelope = ChatEnvelope.decode(item.data)
+            if envelope.origin is None or self.config.site not in envelope.to:
+                raise EventError("chat item without its origin, or not addressed to this plant")
+            if self.handlers.chat is not None:
+                self.handlers.chat(conn, envelope)
+
+    def _presence(self, conn: sqlite3.Connection, opened: OpenedBundle) -> None:
+        for item in opened.items:
+            if event_name(item.kind) != "presence":
+                raise EventError(f"unexpected item {item.kind!r} on the presence stream")
+            fields = decode_json(item.data, "presence event")
+            site = fields.pop("site", None)
+            if not isinstance(site, str):
+                raise EventError("presence event without its site")
+            if self.handlers.presence is not None:
+                self.handlers.presence(conn, site, fields)
+
+    def _policy(self, conn: sqlite3.Connection, opened: OpenedBundle) -> None:
+        crls = []
+        for item in opened.items:
+            if item.kind != CRL_ITEM:
+                raise EventError(f"unexpected item {item.kind!r} on the policy stream")
+            crls.append(x509.load_der_x509_crl(item.data))
+        trust = self.creds.install_crls(crls)  # refuses a CRL no CA of ours signed
+        self.creds = dataclasses.replace(self.creds, trust=trust)
+        self._trust_changed = True
+        log.info("adopted the CA's revocation list from the core")

@@ -1,0 +1,303 @@
+"""A federation laid out on one machine: trust, node configurations, a seeded directory.
+
+The demo and the multi-process tests build the same thing: a CA; core, relay and two plants
+(``plant-a``, ``plant-b``) enrolled through the request → sign → import round trip an admin
+performs, each key checked by the verification API every node uses; then one configuration
+file per node (``relay.toml``, ``core.toml``, ``edge-<site>.toml``) with free loopback ports,
+and the public certificates each node pins copied beside them (the relay's TLS and signing
+certificates, the core's receiving certificate). Nothing here runs a node: the supervisor
+starts each one as its own ``zastava ... serve`` process.
+
+Layout under ``base``::
+
+    ca/  ca-passphrase.txt       the demo CA (its passphrase file is 0600)
+    nodes/<role>-<site>/         each node's keys, certificates and trust store
+    public/                      certificates the nodes pin (no private keys)
+    relay.toml relay-data/ relay-nodes/
+    core.toml  core-data/        the master directory and the core's sync state
+    edge-<site>.toml <site>-data/
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import shutil
+import socket
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from core.directory import Directory
+from pki.ca import CaPaths, IssuingCA, init_ca
+from pki.keyfile import KdfCost, write_private, write_public
+from pki.names import NodeName, Purpose, Role
+from pki.node import NodeCredentials, create_request, import_bundle
+from pki.trust import fingerprint, verify_node
+from sync.directory import Site, User, UserRole
+
+NODES = (
+    NodeName(Role.CORE, "hq"),
+    NodeName(Role.RELAY, "dmz"),
+    NodeName(Role.EDGE, "plant-a"),
+    NodeName(Role.EDGE, "plant-b"),
+)
+
+
+@dataclass(frozen=True)
+class DemoNode:
+    name: NodeName
+    directory: Path
+    tls_fingerprint: str
+
+
+def build_federation(
+    base: Path, now: dt.datetime, cost: KdfCost | None = None
+) -> tuple[str, list[DemoNode]]:
+    """Create the demo CA and enroll every node under ``base``, reusing what exists.
+
+    Returns the root fingerprint and the enrolled nodes.
+    """
+    steps = len(NODES) + 1
+    paths = CaPaths.of(base / "ca")
+    pw_file = base / "ca-passphrase.txt"
+    if not paths.issuing_key.exists():
+        write_private(pw_file, (secrets.token_urlsafe(24) + "\n").encode())
+        print(
+            f"[1/{steps}] creating the demo CA in {paths.ca_dir} (its passphrase is in "
+            f"{pw_file}, mode 0600; Argon2id takes a few seconds)",
+            flush=True,
+        )
+        passphrase = pw_file.read_text().strip().encode()
+        init_ca(
+            paths,
+            organization="Zastava Demo",
+            root_passphrase=passphrase,
+            issuing_passphrase=passphrase,
+            now=now,
+            cost=cost,
+        )
+    else:
+        print(f"[1/{steps}] reusing the demo CA in {paths.ca_dir}", flush=True)
+    ca: IssuingCA | None = None
+    nodes = []
+    for step, name in enumerate(NODES, start=2):
+        node_dir = base / "nodes" / f"{name.role.value}-{name.site}"
+        if not (node_dir / "certs" / "tls.pem").exists():
+            print(f"[{step}/{steps}] enrolling {name.uri}: request, sign, import", flush=True)
+            ca = ca or IssuingCA.open(paths, pw_file.read_text().strip().encode())
+            request = create_request(node_dir, name, dns_names=("localhost",))
+            bundle = ca.sign_request(request, expect=name, now=now)
+            import_bundle(node_dir, bundle, now=now, root_fingerprint=fingerprint(ca.root))
+        else:
+            print(f"[{step}/{steps}] {name.uri} already enrolled", flush=True)
+        creds = NodeCredentials.load(node_dir)
+        for purpose, cert in (
+            (Purpose.TLS, creds.tls_chain),
+            (Purpose.SIGNING, (creds.signing_certificate,)),
+            (Purpose.RECEIVING, (creds.receiving_certificate,)),
+        ):
+            verify_node(
+                list(cert),
+                trust=creds.trust,
+                role=name.role,
+                site=name.site,
+                purpose=purpose,
+                now=now,
+            )
+        nodes.append(DemoNode(name, node_dir, fingerprint(creds.tls_chain[0])))
+    root = creds.trust.roots[0]
+    return fingerprint(root), nodes
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now (the node binds it a moment later)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class EdgePorts:
+    https: int
+    device: int
+
+
+@dataclass(frozen=True)
+class Layout:
+    base: Path
+    root_fingerprint: str
+    nodes: tuple[DemoNode, ...]
+    relay_port: int
+    edge_ports: dict[str, EdgePorts]
+
+    def node(self, role: Role, site: str | None = None) -> DemoNode:
+        return next(
+            n for n in self.nodes if n.name.role is role and (site is None or n.name.site == site)
+        )
+
+    @property
+    def edges(self) -> list[str]:
+        return [n.name.site for n in self.nodes if n.name.role is Role.EDGE]
+
+    @property
+    def relay_toml(self) -> Path:
+        return self.base / "relay.toml"
+
+    @property
+    def core_toml(self) -> Path:
+        return self.base / "core.toml"
+
+    @property
+    def directory_db(self) -> Path:
+        return self.base / "core-data" / "directory.db"
+
+    def edge_toml(self, site: str) -> Path:
+        return self.base / f"edge-{site}.toml"
+
+    def edge_db(self, site: str) -> Path:
+        return self.base / f"{site}-data" / "edge.db"
+
+    def url(self, site: str) -> str:
+        return f"https://localhost:{self.edge_ports[site].https}/"
+
+
+def write_layout(
+    base: Path,
+    root_fingerprint: str,
+    nodes: list[DemoNode],
+    *,
+    relay_port: int = 0,
+    interval: float = 2.0,
+) -> Layout:
+    """Write every node's configuration under ``base``, with free ports where none is given.
+
+    Ports already in the files are kept, so running the demo again keeps its URLs.
+    """
+    old = _ports_in(base)
+    relay_port = relay_port or old.get("relay") or free_port()
+    edge_ports = {
+        n.name.site: EdgePorts(
+            old.get(f"{n.name.site}.https") or free_port(),
+            old.get(f"{n.name.site}.device") or free_port(),
+        )
+        for n in nodes
+        if n.name.role is Role.EDGE
+    }
+    layout = Layout(base, root_fingerprint, tuple(nodes), relay_port, edge_ports)
+    relay = layout.node(Role.RELAY)
+    core = layout.node(Role.CORE)
+    public = base / "public"
+    public.mkdir(parents=True, exist_ok=True)
+    relay_creds = NodeCredentials.load(relay.directory)
+    core_creds = NodeCredentials.load(core.directory)
+    write_public(public / "relay-tls.pem", _pem(relay_creds.tls_chain[0]))
+    write_public(public / "relay-signing.pem", _pem(relay_creds.signing_certificate))
+    write_public(public / "core-receiving.pem", _pem(core_creds.receiving_certificate))
+
+    nodes_dir = base / "relay-nodes"
+    nodes_dir.mkdir(parents=True, exist_ok=True)
+    for n in nodes:
+        if n.name.role is not Role.RELAY:
+            shutil.copyfile(n.directory / "certs" / "tls.pem", nodes_dir / f"{n.name.site}.pem")
+    _write(
+        layout.relay_toml,
+        f"""\
+data_dir = "relay-data"
+node_dir = "{relay.directory}"
+nodes_dir = "relay-nodes"
+listen = "127.0.0.1:{relay_port}"
+""",
+    )
+    relay_section = f"""\
+[relay]
+address = "127.0.0.1:{relay_port}"
+certificate = "public/relay-tls.pem"
+log_certificate = "public/relay-signing.pem"
+interval_seconds = {interval}
+"""
+    _write(
+        layout.core_toml,
+        f"""\
+[core]
+db = "core-data/directory.db"
+data_dir = "core-data"
+node_dir = "{core.directory}"
+
+{relay_section}""",
+    )
+    for site, ports in edge_ports.items():
+        _write(
+            layout.edge_toml(site),
+            f"""\
+[edge]
+site = "{site}"
+data_dir = "{site}-data"
+node_dir = "{layout.node(Role.EDGE, site).directory}"
+listen = "127.0.0.1:{ports.https}"
+device_listen = "127.0.0.1:{ports.device}"
+
+{relay_section}core_certificate = "public/core-receiving.pem"
+""",
+        )
+    return layout
+
+
+def _pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(Encoding.PEM)
+
+
+def _write(path: Path, text: str) -> None:
+    write_public(path, text.encode())
+
+
+def _ports_in(base: Path) -> dict[str, int]:
+    """The ports an earlier run wrote, so that URLs stay the same."""
+    ports: dict[str, int] = {}
+    try:
+        relay = tomllib.loads((base / "relay.toml").read_text())
+        ports["relay"] = int(str(relay["listen"]).rpartition(":")[2])
+        for toml in base.glob("edge-*.toml"):
+            edge = tomllib.loads(toml.read_text())["edge"]
+            site = edge["site"]
+            ports[f"{site}.https"] = int(str(edge["listen"]).rpartition(":")[2])
+            ports[f"{site}.device"] = int(str(edge["device_listen"]).rpartition(":")[2])
+    except (OSError, KeyError, ValueError, tomllib.TOMLDecodeError):
+        return {}
+    return ports
+
+
+DEMO_SITES = (
+    Site("hq", "Головной офис"),
+    Site("plant-a", "Завод А"),
+    Site("plant-b", "Завод Б"),
+)
+DEMO_USERS = (
+    User("ivanov", "Иванов Иван Петрович", "plant-a", "Цех 1", ("+7 812 555-01-01",)),
+    User("petrova", "Петрова Анна Сергеевна", "plant-a", "Лаборатория", ("+7 812 555-01-02",)),
+    User("sidorov", "Сидоров Пётр Ильич", "plant-b", "Цех 4", ("+7 843 555-02-01",)),
+    User("kuznetsova", "Кузнецова Мария Олеговна", "plant-b", "ОТК", ("+7 843 555-02-02",)),
+    User("admin.a", "Администратор А", "plant-a", "ИТ", roles=(UserRole.USER, UserRole.ADMIN)),
+    User(
+        "officer",
+        "Офицер безопасности",
+        "hq",
+        "Служба безопасности",
+        roles=(UserRole.USER, UserRole.SECURITY_OFFICER),
+    ),
+)
+
+
+def seed_directory(layout: Layout, now: Callable[[], dt.datetime]) -> list[User]:
+    """Create the master directory with the demo sites and users (idempotent)."""
+    layout.directory_db.parent.mkdir(parents=True, exist_ok=True)
+    with Directory.open(layout.directory_db, clock=now) as d:
+        for site in DEMO_SITES:
+            d.add_site(site)
+        for user in DEMO_USERS:
+            d.add_user(user)
+    return list(DEMO_USERS)
