@@ -20,6 +20,7 @@ COMMANDS: tuple[str, ...] = (
     "sync.bundle.cli",
     "sync.relay.cli",
     "core.cli",
+    "edge.cli",
     "installer.demo",
 )
 

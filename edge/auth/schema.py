@@ -17,6 +17,11 @@ from __future__ import annotations
 import sqlite3
 from typing import Final
 
+from edge import db
+from edge.db import SchemaError
+
+__all__ = ["COMPONENT", "MIGRATIONS", "SchemaError", "migrate"]
+
 COMPONENT: Final = "auth"
 
 MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
@@ -61,37 +66,6 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
 )
 
 
-class SchemaError(RuntimeError):
-    """The database holds auth tables of a version this code does not know."""
-
-
 def migrate(conn: sqlite3.Connection) -> int:
     """Bring the auth tables of ``conn`` (autocommit mode) to the newest version; return it."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_versions ("
-            "component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
-        )
-        row = conn.execute(
-            "SELECT version FROM schema_versions WHERE component = ?", (COMPONENT,)
-        ).fetchone()
-        version = int(row[0]) if row else 0
-        if version > len(MIGRATIONS):
-            raise SchemaError(
-                f"the auth tables are at schema version {version}; this code knows "
-                f"{len(MIGRATIONS)} (downgrade refused: restore a backup instead)"
-            )
-        for statements in MIGRATIONS[version:]:
-            for statement in statements:
-                conn.execute(statement)
-        conn.execute(
-            "INSERT INTO schema_versions (component, version) VALUES (?, ?) "
-            "ON CONFLICT (component) DO UPDATE SET version = excluded.version",
-            (COMPONENT, len(MIGRATIONS)),
-        )
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return len(MIGRATIONS)
+    return db.migrate(conn, COMPONENT, MIGRATIONS)

@@ -214,6 +214,14 @@ class AuthStore:
             totp_pending=None if row[6] is None else self._sealer.open(account_id, row[6]),
         )
 
+    def logins(self, after: str = "", limit: int = 100) -> list[str]:
+        """Account logins in order, those after ``after`` (lists, one page at a time)."""
+        rows = self._x(
+            "SELECT login FROM auth_accounts WHERE login > ? ORDER BY login LIMIT ?",
+            (after, limit),
+        )
+        return [str(r[0]) for r in rows]
+
     def _update(
         self, account_id: int, now: dt.datetime, sets: str, params: tuple[object, ...]
     ) -> None:

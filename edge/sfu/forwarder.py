@@ -1,0 +1,507 @@
+"""The forwarding core of one SFU worker: publications, slots, and the packets between them.
+
+Theory of operation: a *publication* is one track a participant sends (audio or video); a
+*slot* is one stream a subscriber receives, with its own SSRC, payload types, header
+extension ids and mid, fed by at most one publication at a time (:meth:`Forwarder.assign`).
+For every packet of a publication (:meth:`Forwarder.forward`) each slot it feeds rewrites
+SSRC, payload type, sequence number and timestamp (``rewrite.StreamRewriter``), writes a
+header of its own (``packets.write_header``) in front of the publisher's payload, keeps
+header and payload in its send history, and hands the bytes out as :class:`SendRtp`.
+Payloads are never decoded; a video payload's first bytes are read only while a slot waits
+for a keyframe.
+
+Feedback flows back the same way (:meth:`Forwarder.subscriber_rtcp`): a NACK is answered
+from the slot's history (RTX when the slot negotiated it, else the packet again) and what
+the history lacks is translated to the publisher's numbering; PLI/FIR become one throttled
+keyframe request per publisher; REMBs are folded into one cap per publisher; receiver
+reports stay here (they describe the SFU's own leg). A publisher's sender report
+(:meth:`Forwarder.publisher_rtcp`) is re-issued per slot with the slot's SSRC, timestamp
+offset and counters. :meth:`Forwarder.tick` (every 50-100 ms) sends what was deferred.
+
+Nothing here does I/O or reads a clock; time comes in as ``now`` (monotonic seconds) and
+randomness (initial sequence numbers and timestamps) from the injected ``random.Random``.
+Malformed input raises ``ValueError``; :meth:`Forwarder.forward` counts and drops instead,
+as one bad packet from a publisher must not stop the room (THREATS W5).
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from dataclasses import dataclass, field
+
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    AnyRtcpPacket,
+    RtcpPsfbPacket,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    RtcpSrPacket,
+    RtpPacket,
+)
+
+from edge.sfu.feedback import BitrateCap, KeyframeThrottle, UpstreamLoss, rewrite_sender_report
+from edge.sfu.history import SendHistory
+from edge.sfu.keyframes import KeyframeTest, keyframe_test
+from edge.sfu.packets import (
+    ExtensionIds,
+    abs_send_time,
+    extension_block,
+    mid_element,
+    parse_remb,
+    write_header,
+    write_rtx,
+)
+from edge.sfu.rewrite import SlotPhase, Source, StreamRewriter
+
+NO_EXTENSIONS = ExtensionIds()
+
+
+class Kind(enum.Enum):
+    AUDIO = "audio"
+    VIDEO = "video"
+
+
+@dataclass(frozen=True)
+class Codec:
+    """What the forwarder needs of a codec negotiated on one leg."""
+
+    mime_type: str  # e.g. "video/VP8"
+    clock_rate: int
+    payload_type: int
+    rtx_payload_type: int | None = None
+
+    def carries(self, other: Codec) -> bool:
+        return (
+            self.mime_type.lower() == other.mime_type.lower()
+            and self.clock_rate == other.clock_rate
+        )
+
+
+@dataclass(frozen=True)
+class ForwarderConfig:
+    keyframe_interval: float = 0.5  # at most one keyframe request per publisher per interval
+    keyframe_retry: float = 1.0  # re-request while a slot still waits for a keyframe
+    history_size: int = 512  # packets per video slot (about 3 s at 1.5 Mbit/s)
+    max_bitrate: int = 2_500_000  # ceiling announced to video publishers (REMB)
+    bitrate_interval: float = 1.0
+    nack_retry_interval: float = 0.1
+    nack_max_tries: int = 3
+
+
+# -- events ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SendRtp:
+    slot: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SendRtcp:
+    slot: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RequestKeyframe:
+    publication: str
+    ssrc: int
+
+
+@dataclass(frozen=True, slots=True)
+class NackPublisher:
+    publication: str
+    ssrc: int
+    sequence_numbers: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LimitBitrate:
+    publication: str
+    ssrc: int
+    bitrate: int
+
+
+@dataclass(frozen=True, slots=True)
+class SlotIdle:
+    """The publication feeding a slot ended; the slot forwards nothing until reassigned."""
+
+    slot: str
+    publication: str
+
+
+Event = SendRtp | SendRtcp | RequestKeyframe | NackPublisher | LimitBitrate | SlotIdle
+
+
+@dataclass
+class ForwardingStats:
+    received: int = 0
+    forwarded: int = 0
+    dropped_malformed: int = 0
+    dropped_unknown_payload_type: int = 0
+    retransmitted_from_history: int = 0
+    nacks_to_publishers: int = 0
+    keyframe_requests: int = 0
+
+
+# -- state (mutable, owned by the forwarder) ------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Publication:
+    key: str
+    kind: Kind
+    codec: Codec
+    source: Source
+    is_keyframe: KeyframeTest
+    throttle: KeyframeThrottle
+    loss: UpstreamLoss
+    cap: BitrateCap
+    ssrc: int | None = None
+    slots: list[_Slot] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class _Slot:
+    key: str
+    kind: Kind
+    codec: Codec
+    ssrc: int
+    rtx_ssrc: int | None
+    extensions: ExtensionIds
+    mid: bytes
+    rewriter: StreamRewriter
+    history: SendHistory | None
+    rtx_sequence: int
+    packets: int = 0
+    octets: int = 0
+    fraction_lost: int = 0
+    publication: str | None = None  # the publication assigned last (current or pending)
+
+
+class Forwarder:
+    def __init__(self, config: ForwarderConfig | None = None, rng: random.Random | None = None):
+        self.config = config or ForwarderConfig()
+        self._rng = rng or random.Random()
+        self._publications: dict[str, _Publication] = {}
+        self._slots: dict[str, _Slot] = {}
+        self.stats = ForwardingStats()
+
+    # -- membership -----------------------------------------------------------------------
+
+    def publish(self, key: str, kind: Kind, codec: Codec) -> None:
+        if key in self._publications:
+            raise ValueError(f"publication {key} already exists")
+        config = self.config
+        self._publications[key] = _Publication(
+            key=key,
+            kind=kind,
+            codec=codec,
+            source=Source(key, kind is Kind.VIDEO, codec.clock_rate),
+            is_keyframe=keyframe_test(codec.mime_type),
+            throttle=KeyframeThrottle(config.keyframe_interval),
+            loss=UpstreamLoss(config.nack_retry_interval, config.nack_max_tries),
+            cap=BitrateCap(config.bitrate_interval),
+        )
+
+    def unpublish(self, key: str) -> list[Event]:
+        """Remove a publication; every slot it fed goes idle (or back to its old source)."""
+        publication = self._publications.pop(key, None)
+        if publication is None:
+            return []
+        events: list[Event] = []
+        for slot in publication.slots:
+            slot.rewriter.drop(publication.source)
+            publication.cap.forget(slot.key)
+            if slot.publication == key:
+                slot.publication = None
+                events.append(SlotIdle(slot.key, key))
+        return events
+
+    def add_slot(
+        self,
+        key: str,
+        kind: Kind,
+        codec: Codec,
+        ssrc: int,
+        *,
+        rtx_ssrc: int | None = None,
+        extensions: ExtensionIds = NO_EXTENSIONS,
+        mid: str | None = None,
+    ) -> None:
+        if key in self._slots:
+            raise ValueError(f"slot {key} already exists")
+        history = None
+        if kind is Kind.VIDEO:
+            history = SendHistory(self.config.history_size)
+        self._slots[key] = _Slot(
+            key=key,
+            kind=kind,
+            codec=codec,
+            ssrc=ssrc,
+            rtx_ssrc=rtx_ssrc if codec.rtx_payload_type is not None else None,
+            extensions=extensions,
+            mid=mid_element(extensions, mid),
+            rewriter=StreamRewriter(
+                codec.clock_rate, self._rng.randrange(0x8000), self._rng.randrange(1 << 32)
+            ),
+            history=history,
+            rtx_sequence=self._rng.randrange(0x8000),
+        )
+
+    def remove_slot(self, key: str) -> None:
+        slot = self._slots.pop(key, None)
+        if slot is None:
+            return
+        for publication in self._publications.values():
+            if slot in publication.slots:
+                publication.slots.remove(slot)
+                publication.cap.forget(key)
+
+    def assign(self, slot_key: str, publication_key: str | None, now: float) -> list[Event]:
+        """Feed a slot from a publication (``None``: from nothing) from now on."""
+        slot = self._slot(slot_key)
+        if publication_key is None:
+            slot.rewriter.switch(None)
+            slot.publication = None
+            return []
+        publication = self._publication(publication_key)
+        if publication.kind is not slot.kind or not slot.codec.carries(publication.codec):
+            raise ValueError(
+                f"slot {slot_key} ({slot.kind.value} {slot.codec.mime_type}) cannot carry "
+                f"{publication_key} ({publication.kind.value} {publication.codec.mime_type})"
+            )
+        slot.rewriter.switch(publication.source)
+        slot.publication = publication_key
+        if slot not in publication.slots:
+            publication.slots.append(slot)
+        if slot.rewriter.wants_keyframe(publication.source):
+            return self._request_keyframe(publication, now)
+        return []
+
+    def phase(self, slot_key: str) -> SlotPhase:
+        return self._slot(slot_key).rewriter.phase
+
+    def slot_counters(self, slot_key: str) -> tuple[int, int]:
+        """(packets, octets) written to a slot."""
+        slot = self._slot(slot_key)
+        return slot.packets, slot.octets
+
+    # -- media ----------------------------------------------------------------------------
+
+    def forward(self, publication_key: str, packet: RtpPacket, now: float) -> list[Event]:
+        """One RTP packet from a publisher: the copies to send, and any NACK to send back."""
+        publication = self._publications.get(publication_key)
+        if publication is None:
+            return []
+        self.stats.received += 1
+        codec = publication.codec
+        payload = packet.payload
+        sequence = packet.sequence_number
+        events: list[Event] = []
+        if packet.payload_type == codec.payload_type:
+            if publication.ssrc is None:
+                publication.ssrc = packet.ssrc
+        elif packet.payload_type == codec.rtx_payload_type and codec.rtx_payload_type is not None:
+            if len(payload) < 2:
+                self.stats.dropped_malformed += 1
+                return events
+            sequence = (payload[0] << 8) | payload[1]
+            payload = payload[2:]
+        else:
+            self.stats.dropped_unknown_payload_type += 1
+            return events
+
+        source = publication.source
+        video = source.video
+        if video:
+            lost = publication.loss.received(sequence, now)
+            if lost and publication.ssrc is not None:
+                self.stats.nacks_to_publishers += 1
+                events.append(NackPublisher(publication_key, publication.ssrc, tuple(lost)))
+            send_time = abs_send_time(now)
+            audio_level = None
+        else:
+            send_time = None
+            audio_level = packet.extensions.audio_level
+
+        keyframe: bool | None = None
+        timestamp = packet.timestamp
+        marker = packet.marker
+        for slot in publication.slots:
+            rewriter = slot.rewriter
+            if keyframe is None and rewriter.wants_keyframe(source):
+                try:
+                    keyframe = publication.is_keyframe(payload)
+                except ValueError:
+                    self.stats.dropped_malformed += 1
+                    keyframe = False
+            mapped = rewriter.rewrite(source, sequence, timestamp, bool(keyframe), now)
+            if mapped is None:
+                continue
+            header = write_header(
+                slot.codec.payload_type,
+                marker,
+                mapped[0],
+                mapped[1],
+                slot.ssrc,
+                extension_block(slot.extensions, slot.mid, audio_level, send_time),
+            )
+            if slot.history is not None:
+                slot.history.store(mapped[0], header, payload)
+            slot.packets += 1
+            slot.octets += len(payload)
+            events.append(SendRtp(slot.key, header + payload))
+        self.stats.forwarded += len(events)
+        return events
+
+    # -- feedback -------------------------------------------------------------------------
+
+    def publisher_rtcp(
+        self, publication_key: str, packet: AnyRtcpPacket, now: float
+    ) -> list[Event]:
+        """RTCP from a publisher: sender reports are re-issued to every slot it feeds."""
+        publication = self._publications.get(publication_key)
+        if publication is None or not isinstance(packet, RtcpSrPacket):
+            return []
+        if packet.ssrc != publication.ssrc:
+            return []
+        events: list[Event] = []
+        for slot in publication.slots:
+            timestamp = slot.rewriter.output_timestamp(
+                publication.source, packet.sender_info.rtp_timestamp
+            )
+            if timestamp is None or not slot.packets:
+                continue
+            events.append(
+                SendRtcp(
+                    slot.key,
+                    rewrite_sender_report(packet, slot.ssrc, timestamp, slot.packets, slot.octets),
+                )
+            )
+        return events
+
+    def subscriber_rtcp(self, slot_key: str, packet: AnyRtcpPacket, now: float) -> list[Event]:
+        """RTCP from a subscriber about one slot: NACK, PLI/FIR, REMB, receiver reports."""
+        slot = self._slots.get(slot_key)
+        if slot is None:
+            return []
+        if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+            if packet.media_ssrc != slot.ssrc:
+                return []
+            return self._answer_nack(slot, packet.lost, now)
+        if isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+            events: list[Event] = []
+            for source in (slot.rewriter.current, slot.rewriter.pending):
+                publication = self._publications.get(source.key) if source else None
+                if publication is not None and publication.source is source:
+                    events += self._request_keyframe(publication, now)
+            return events
+        if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            bitrate, ssrcs = parse_remb(packet.fci)
+            current = slot.rewriter.current
+            if slot.ssrc in ssrcs and current is not None:
+                publication = self._publications.get(current.key)
+                if publication is not None:
+                    publication.cap.report(slot.key, bitrate, now)
+            return []
+        if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+            for report in packet.reports:
+                if report.ssrc == slot.ssrc:
+                    slot.fraction_lost = report.fraction_lost
+        return []
+
+    def tick(self, now: float) -> list[Event]:
+        """Deferred keyframe requests, NACK retries and bitrate caps that are due."""
+        events: list[Event] = []
+        for publication in self._publications.values():
+            source = publication.source
+            publication.slots = [
+                s
+                for s in publication.slots
+                if s.rewriter.current is source or s.rewriter.pending is source
+            ]
+            ssrc = publication.ssrc
+            if ssrc is None:
+                continue
+            if publication.throttle.due(now):
+                self.stats.keyframe_requests += 1
+                events.append(RequestKeyframe(publication.key, ssrc))
+            elif (
+                any(s.rewriter.wants_keyframe(source) for s in publication.slots)
+                and publication.throttle.last is not None
+                and now - publication.throttle.last >= self.config.keyframe_retry
+            ):
+                events += self._request_keyframe(publication, now)
+            if source.video:
+                again = publication.loss.due(now)
+                if again:
+                    self.stats.nacks_to_publishers += 1
+                    events.append(NackPublisher(publication.key, ssrc, tuple(again)))
+                bitrate = publication.cap.due(now, self.config.max_bitrate)
+                if bitrate is not None:
+                    events.append(LimitBitrate(publication.key, ssrc, bitrate))
+        return events
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _answer_nack(self, slot: _Slot, lost: list[int], now: float) -> list[Event]:
+        events: list[Event] = []
+        upstream: list[int] = []
+        for out_sequence in lost:
+            out_sequence &= 0xFFFF
+            entry = slot.history.get(out_sequence) if slot.history is not None else None
+            if entry is not None:
+                header, payload = entry
+                if slot.rtx_ssrc is not None and slot.codec.rtx_payload_type is not None:
+                    data = write_rtx(
+                        header,
+                        payload,
+                        slot.codec.rtx_payload_type,
+                        slot.rtx_sequence,
+                        slot.rtx_ssrc,
+                    )
+                    slot.rtx_sequence = (slot.rtx_sequence + 1) & 0xFFFF
+                else:
+                    data = header + payload
+                self.stats.retransmitted_from_history += 1
+                events.append(SendRtp(slot.key, data))
+                continue
+            sequence = slot.rewriter.source_sequence(out_sequence)
+            if sequence is not None:
+                upstream.append(sequence)
+        current = slot.rewriter.current
+        publication = self._publications.get(current.key) if current is not None else None
+        if upstream and publication is not None and publication.ssrc is not None:
+            fresh = publication.loss.requested(upstream, now)
+            if fresh:
+                self.stats.nacks_to_publishers += 1
+                events.append(NackPublisher(publication.key, publication.ssrc, tuple(fresh)))
+        return events
+
+    def _request_keyframe(self, publication: _Publication, now: float) -> list[Event]:
+        if publication.ssrc is None:
+            # Nothing received yet: the first packet tells the SSRC; tick() asks then.
+            publication.throttle.defer()
+            return []
+        if publication.throttle.request(now):
+            self.stats.keyframe_requests += 1
+            return [RequestKeyframe(publication.key, publication.ssrc)]
+        return []
+
+    def _slot(self, key: str) -> _Slot:
+        try:
+            return self._slots[key]
+        except KeyError:
+            raise ValueError(f"no slot {key}") from None
+
+    def _publication(self, key: str) -> _Publication:
+        try:
+            return self._publications[key]
+        except KeyError:
+            raise ValueError(f"no publication {key}") from None

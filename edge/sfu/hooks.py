@@ -1,0 +1,278 @@
+"""Every private aiortc attribute the SFU uses, named once, with why.
+
+aiortc is a peer-connection library, not an SFU: its receivers always depayload, buffer and
+decode, its senders always encode (or pack ``av.Packet``s and drop keyframe requests).
+Forwarding packets needs its internals, which are private and change between releases
+(jlaine/aiortc#449: aiortc is "not a pipe which blindly forwards pre-encoded data"). So the
+version is pinned (``requirements/*.lock``), every attribute the SFU touches is listed in
+:data:`HOOKS`, every access goes through a function of this module, and
+:func:`check_hooks` (run by ``tests/test_sfu_hooks.py`` and by :class:`edge.sfu.room.Room`
+before it serves) fails with the attribute's name and the pinned version if one moved.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from importlib import import_module
+from importlib.metadata import version
+from typing import Any
+
+from aiortc.rtp import AnyRtcpPacket, RtcpRrPacket, RtcpSrPacket, RtpPacket
+
+PINNED_AIORTC = "1.16.0"
+
+RECEIVER = "aiortc.rtcrtpreceiver.RTCRtpReceiver"
+SENDER = "aiortc.rtcrtpsender.RTCRtpSender"
+DTLS = "aiortc.rtcdtlstransport.RTCDtlsTransport"
+TRANSCEIVER = "aiortc.rtcrtptransceiver.RTCRtpTransceiver"
+STATISTICS = "aiortc.rtcrtpreceiver.StreamStatistics"
+
+
+class Use(enum.Enum):
+    REPLACED = "replaced on the instance"
+    WRAPPED = "wrapped on the instance"
+    CALLED = "called"
+    READ = "read"
+    WRITTEN = "written"
+
+
+@dataclass(frozen=True)
+class Hook:
+    owner: str  # dotted path of the class
+    attribute: str  # as looked up on an instance (name-mangled when aiortc uses __name)
+    use: Use
+    why: str
+    parameters: tuple[str, ...] | None = None  # a method's parameters after self
+
+
+HOOKS: tuple[Hook, ...] = (
+    Hook(
+        RECEIVER,
+        "_handle_rtp_packet",
+        Use.REPLACED,
+        "publisher ingress: each packet goes to the forwarder instead of the depayloader, "
+        "jitter buffer and decoder thread",
+        ("packet", "arrival_time_ms"),
+    ),
+    Hook(
+        RECEIVER,
+        "_handle_rtcp_packet",
+        Use.WRAPPED,
+        "publisher sender reports go to the forwarder (re-issued per subscriber) after aiortc "
+        "noted them for its receiver reports",
+        ("packet",),
+    ),
+    Hook(
+        RECEIVER,
+        "_send_rtcp_pli",
+        Use.CALLED,
+        "keyframe request to a publisher (PLI), with the receiver's RTCP SSRC",
+        ("media_ssrc",),
+    ),
+    Hook(
+        RECEIVER,
+        "_send_rtcp_nack",
+        Use.CALLED,
+        "NACK to a publisher, with the receiver's RTCP SSRC",
+        ("media_ssrc", "lost"),
+    ),
+    Hook(RECEIVER, "_send_rtcp", Use.CALLED, "REMB to a publisher", ("packet",)),
+    Hook(
+        RECEIVER,
+        "_RTCRtpReceiver__remote_streams",
+        Use.WRITTEN,
+        "per-SSRC receive statistics that aiortc's RTCP task turns into receiver reports to "
+        "the publisher (its own _handle_rtp_packet, which fills them, is replaced)",
+    ),
+    Hook(
+        STATISTICS,
+        "add",
+        Use.CALLED,
+        "aiortc's receive statistics (sequence, loss, jitter) for those reports",
+        ("packet",),
+    ),
+    Hook(
+        SENDER,
+        "_handle_rtcp_packet",
+        Use.REPLACED,
+        "subscriber feedback (NACK, PLI/FIR, REMB, receiver reports) goes to the forwarder; "
+        "aiortc's sender has no history of forwarded packets and no encoder to ask",
+        ("packet",),
+    ),
+    Hook(
+        SENDER,
+        "_send_rtcp",
+        Use.WRAPPED,
+        "the subscriber-side sender's own sender reports (zeros: it never sent a packet "
+        "itself) are replaced by an empty receiver report; its SDES and BYE go through",
+        ("packets",),
+    ),
+    Hook(SENDER, "_ssrc", Use.READ, "SSRC a subscriber slot's packets carry"),
+    Hook(SENDER, "_rtx_ssrc", Use.READ, "SSRC of a slot's retransmissions (RTX)"),
+    Hook(
+        DTLS,
+        "_send_rtp",
+        Use.CALLED,
+        "subscriber egress: SRTP-protect and send forwarded RTP and RTCP bytes",
+        ("data",),
+    ),
+    Hook(TRANSCEIVER, "_codecs", Use.READ, "codecs negotiated on a transceiver, first is used"),
+    Hook(
+        TRANSCEIVER,
+        "_headerExtensions",
+        Use.READ,
+        "header-extension ids negotiated on a subscriber transceiver (mid, audio level, "
+        "abs-send-time are rewritten per slot)",
+    ),
+)
+
+
+class HookError(RuntimeError):
+    pass
+
+
+def _resolve(dotted: str) -> Any:
+    module, _, name = dotted.rpartition(".")
+    return getattr(import_module(module), name)
+
+
+def check_version() -> None:
+    installed = version("aiortc")
+    if installed != PINNED_AIORTC:
+        raise HookError(
+            f"aiortc {installed} is installed, but edge.sfu hooks aiortc {PINNED_AIORTC}'s "
+            "private internals: re-check every entry of edge.sfu.hooks.HOOKS against the new "
+            "version before changing the pin"
+        )
+
+
+def check_hooks(instances: dict[str, object]) -> None:
+    """Raise :class:`HookError` naming the first hooked attribute that moved.
+
+    ``instances`` maps an owner in :data:`HOOKS` to a live instance of it, for the
+    attributes aiortc sets in ``__init__`` (see :func:`sample_instances`).
+    """
+    check_version()
+    for hook in HOOKS:
+        owner = _resolve(hook.owner)
+        target = instances.get(hook.owner, owner) if hook.parameters is None else owner
+        if not hasattr(target, hook.attribute):
+            raise HookError(
+                f"{hook.owner}.{hook.attribute} is gone: edge.sfu needs it ({hook.why}); "
+                f"the hooks were written for aiortc {PINNED_AIORTC}, "
+                f"installed is {version('aiortc')}"
+            )
+        if hook.parameters is not None:
+            signature = inspect.signature(getattr(owner, hook.attribute))
+            names = tuple(signature.parameters)[1:]
+            if names != hook.parameters:
+                raise HookError(
+                    f"{hook.owner}.{hook.attribute} now takes {names}, edge.sfu calls it with "
+                    f"{hook.parameters} (written for aiortc {PINNED_AIORTC}, installed is "
+                    f"{version('aiortc')})"
+                )
+
+
+async def sample_instances() -> dict[str, object]:
+    """One live instance of each hooked class (needs a running event loop)."""
+    from aiortc import RTCConfiguration, RTCPeerConnection
+    from aiortc.rtcrtpreceiver import StreamStatistics
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        transceiver = pc.addTransceiver("video")
+        return {
+            RECEIVER: transceiver.receiver,
+            SENDER: transceiver.sender,
+            DTLS: transceiver.receiver.transport,
+            TRANSCEIVER: transceiver,
+            STATISTICS: StreamStatistics(90_000),
+        }
+    finally:
+        await pc.close()
+
+
+# -- the accesses themselves ----------------------------------------------------------------
+
+RtpHandler = Callable[[RtpPacket, int], Awaitable[None]]
+RtcpHandler = Callable[[AnyRtcpPacket], Awaitable[None]]
+
+
+def replace_receiver_rtp(receiver: Any, handler: RtpHandler) -> None:
+    async def handle(packet: RtpPacket, arrival_time_ms: int) -> None:
+        await handler(packet, arrival_time_ms)
+
+    receiver._handle_rtp_packet = handle
+
+
+def wrap_receiver_rtcp(receiver: Any, handler: RtcpHandler) -> None:
+    original = receiver._handle_rtcp_packet
+
+    async def handle(packet: AnyRtcpPacket) -> None:
+        await original(packet)
+        await handler(packet)
+
+    receiver._handle_rtcp_packet = handle
+
+
+def receiver_statistics(receiver: Any) -> dict[int, Any]:
+    streams: dict[int, Any] = receiver._RTCRtpReceiver__remote_streams
+    return streams
+
+
+def new_statistics(clock_rate: int) -> Any:
+    from aiortc.rtcrtpreceiver import StreamStatistics
+
+    return StreamStatistics(clock_rate)
+
+
+async def send_pli(receiver: Any, media_ssrc: int) -> None:
+    await receiver._send_rtcp_pli(media_ssrc)
+
+
+async def send_nack(receiver: Any, media_ssrc: int, lost: list[int]) -> None:
+    await receiver._send_rtcp_nack(media_ssrc, lost)
+
+
+async def send_receiver_rtcp(receiver: Any, packet: AnyRtcpPacket) -> None:
+    await receiver._send_rtcp(packet)
+
+
+def replace_sender_rtcp(sender: Any, handler: RtcpHandler) -> None:
+    async def handle(packet: AnyRtcpPacket) -> None:
+        await handler(packet)
+
+    sender._handle_rtcp_packet = handle
+
+
+def silence_sender_reports(sender: Any) -> None:
+    original = sender._send_rtcp
+    ssrc = sender._ssrc
+
+    async def send(packets: list[AnyRtcpPacket]) -> None:
+        kept = [
+            RtcpRrPacket(ssrc=ssrc) if isinstance(packet, RtcpSrPacket) else packet
+            for packet in packets
+        ]
+        await original(kept)
+
+    sender._send_rtcp = send
+
+
+def sender_ssrcs(sender: Any) -> tuple[int, int]:
+    """(media SSRC, RTX SSRC) of a sender."""
+    return int(sender._ssrc), int(sender._rtx_ssrc)
+
+
+def rtp_sink(transport: Any) -> Callable[[bytes], Awaitable[None]]:
+    """The coroutine function that protects and sends RTP/RTCP bytes on a DTLS transport."""
+    sink: Callable[[bytes], Awaitable[None]] = transport._send_rtp
+    return sink
+
+
+def negotiated(transceiver: Any) -> tuple[list[Any], list[Any]]:
+    """(codecs, header extensions) negotiated on a transceiver."""
+    return list(transceiver._codecs), list(transceiver._headerExtensions)

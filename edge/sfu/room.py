@@ -1,0 +1,300 @@
+"""A room: participants publish audio and video tracks and subscribe to each other's.
+
+Theory of operation: each participant has up to two peer connections with the SFU. The
+*publish* connection is offered by the participant (``sendonly`` audio/video) and answered
+by :meth:`Room.publish`; each of its tracks becomes a publication ``"<participant>/<mid>"``.
+The *subscribe* connection is offered by the SFU (:meth:`Room.subscribe`, one ``sendonly``
+slot per requested publication, added to the existing connection by renegotiation when it
+already exists) and answered by the participant (:meth:`Room.answer`); a slot can later be
+re-pointed at another publication of the same kind (:meth:`Room.switch`) and the
+subscriber's stream stays continuous. Media never passes through a decoder or encoder:
+see :mod:`edge.sfu.worker`.
+
+Signalling is not here: the web layer carries the SDP. ICE uses the host's own addresses
+only (``iceServers=[]``: no STUN, no TURN, nothing outside the plant). A malformed offer or
+answer closes that participant's connection with ``ValueError`` and the room serves on
+(THREATS W5). A participant who leaves, or whose connection fails, has its publications
+ended; every slot they fed goes idle and a :class:`SlotIdle` event tells the signalling
+layer to renegotiate or re-point it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+
+from edge.sfu import forwarder as core
+from edge.sfu import hooks
+from edge.sfu.forwarder import ForwarderConfig, ForwardingStats
+from edge.sfu.worker import Clock, SilentTrack, Worker
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RoomConfig:
+    forwarder: ForwarderConfig = field(default_factory=ForwarderConfig)
+    tick_interval: float = 0.05
+    video_codec: str = "video/VP8"
+    audio_codec: str = "audio/opus"
+
+
+# -- events for the signalling layer --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrackPublished:
+    publication: str
+    participant: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class TrackEnded:
+    publication: str
+    participant: str
+
+
+@dataclass(frozen=True)
+class SlotIdle:
+    participant: str
+    mid: str
+    publication: str
+
+
+@dataclass(frozen=True)
+class ParticipantLeft:
+    participant: str
+
+
+RoomEvent = TrackPublished | TrackEnded | SlotIdle | ParticipantLeft
+
+
+@dataclass
+class _Participant:
+    id: str
+    publisher: RTCPeerConnection | None = None
+    subscriber: RTCPeerConnection | None = None
+    publications: dict[str, str] = field(default_factory=dict)  # key -> kind
+    slots: dict[str, str] = field(default_factory=dict)  # mid -> slot key
+    pending: list[tuple[object, str]] = field(default_factory=list)  # (transceiver, pub)
+
+
+class Room:
+    def __init__(
+        self,
+        room_id: str,
+        config: RoomConfig | None = None,
+        *,
+        clock: Clock = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.id = room_id
+        self.config = config or RoomConfig()
+        self.events: asyncio.Queue[RoomEvent] = asyncio.Queue()
+        self._participants: dict[str, _Participant] = {}
+        self._publications: dict[str, tuple[str, str]] = {}  # key -> (participant, kind)
+        self._slot_owner: dict[str, tuple[str, str]] = {}  # slot key -> (participant, mid)
+        self._checked = False
+        self._worker = Worker(
+            self.config.forwarder,
+            clock=clock,
+            rng=rng,
+            tick_interval=self.config.tick_interval,
+            on_slot_idle=self._slot_idle,
+        )
+
+    @property
+    def worker(self) -> Worker:
+        return self._worker
+
+    @property
+    def stats(self) -> ForwardingStats:
+        return self._worker.forwarder.stats
+
+    @property
+    def publications(self) -> dict[str, str]:
+        """Publication key -> kind (``"audio"`` or ``"video"``)."""
+        return {key: kind for key, (_, kind) in self._publications.items()}
+
+    def peer_connections(self) -> list[RTCPeerConnection]:
+        """The SFU's side of every connection (for instrumentation and tests)."""
+        return [
+            pc
+            for p in self._participants.values()
+            for pc in (p.publisher, p.subscriber)
+            if pc is not None
+        ]
+
+    # -- membership -----------------------------------------------------------------------
+
+    async def join(self, participant: str) -> None:
+        if participant in self._participants:
+            raise ValueError(f"{participant} is already in room {self.id}")
+        if not self._checked:
+            hooks.check_hooks(await hooks.sample_instances())
+            self._checked = True
+        self._participants[participant] = _Participant(participant)
+
+    async def leave(self, participant: str) -> None:
+        member = self._participants.pop(participant, None)
+        if member is None:
+            return
+        for key in list(member.publications):
+            await self._unpublish(member, key)
+        for slot in member.slots.values():
+            self._worker.detach_slot(slot)
+            self._slot_owner.pop(slot, None)
+        for pc in (member.publisher, member.subscriber):
+            if pc is not None:
+                await pc.close()
+        await self.events.put(ParticipantLeft(participant))
+
+    async def close(self) -> None:
+        for participant in list(self._participants):
+            await self.leave(participant)
+        await self._worker.close()
+
+    # -- publishing -----------------------------------------------------------------------
+
+    async def publish(
+        self, participant: str, offer: RTCSessionDescription
+    ) -> RTCSessionDescription:
+        """Answer a participant's offer to send audio/video; its tracks become publications."""
+        member = self._member(participant)
+        if member.publisher is not None:
+            raise ValueError(f"{participant} already publishes in room {self.id}")
+        pc = self._peer_connection(participant)
+        member.publisher = pc
+        try:
+            await pc.setRemoteDescription(offer)
+            for transceiver in pc.getTransceivers():
+                kind = transceiver.kind
+                transceiver.direction = "recvonly"
+                preferred = self._mime(kind)
+                transceiver.setCodecPreferences(
+                    [
+                        c
+                        for c in RTCRtpSender.getCapabilities(kind).codecs
+                        if c.mimeType.lower() in (preferred.lower(), f"{kind}/rtx")
+                    ]
+                )
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception as exc:
+            member.publisher = None
+            await pc.close()
+            raise ValueError(f"{participant}'s publish offer was refused: {exc}") from exc
+        for transceiver in pc.getTransceivers():
+            key = f"{participant}/{transceiver.mid}"
+            self._worker.attach_publisher(key, transceiver, self._mime(transceiver.kind))
+            member.publications[key] = transceiver.kind
+            self._publications[key] = (participant, transceiver.kind)
+            await self.events.put(TrackPublished(key, participant, transceiver.kind))
+        return pc.localDescription
+
+    # -- subscribing ----------------------------------------------------------------------
+
+    async def subscribe(
+        self, participant: str, publications: Sequence[str] | None = None
+    ) -> RTCSessionDescription:
+        """An SFU offer with one slot per publication (default: all but the participant's)."""
+        member = self._member(participant)
+        if publications is None:
+            publications = [
+                k for k, (owner, _) in self._publications.items() if owner != participant
+            ]
+        for key in publications:
+            if key not in self._publications:
+                raise ValueError(f"no publication {key} in room {self.id}")
+        if member.subscriber is None:
+            member.subscriber = self._peer_connection(participant)
+        pc = member.subscriber
+        for key in publications:
+            kind = self._publications[key][1]
+            transceiver = pc.addTransceiver(SilentTrack(kind), direction="sendonly")
+            preferred = self._mime(kind)
+            transceiver.setCodecPreferences(
+                [
+                    c
+                    for c in RTCRtpSender.getCapabilities(kind).codecs
+                    if c.mimeType.lower() in (preferred.lower(), f"{kind}/rtx")
+                ]
+            )
+            member.pending.append((transceiver, key))
+        await pc.setLocalDescription(await pc.createOffer())
+        return pc.localDescription
+
+    async def answer(self, participant: str, answer: RTCSessionDescription) -> None:
+        """The participant's answer to :meth:`subscribe`: its slots start forwarding."""
+        member = self._member(participant)
+        pc = member.subscriber
+        if pc is None:
+            raise ValueError(f"{participant} has no subscription offer to answer")
+        try:
+            await pc.setRemoteDescription(answer)
+        except Exception as exc:
+            member.subscriber = None
+            member.pending.clear()
+            await pc.close()
+            raise ValueError(f"{participant}'s subscribe answer was refused: {exc}") from exc
+        pending, member.pending = member.pending, []
+        for transceiver, key in pending:
+            mid = transceiver.mid  # type: ignore[attr-defined]
+            slot = f"{participant}#{mid}"
+            kind = transceiver.kind  # type: ignore[attr-defined]
+            self._worker.attach_slot(slot, transceiver, self._mime(kind))
+            member.slots[mid] = slot
+            self._slot_owner[slot] = (participant, mid)
+            if key in self._publications:
+                await self._worker.assign(slot, key)
+
+    async def switch(self, participant: str, mid: str, publication: str | None) -> None:
+        """Feed the participant's slot ``mid`` from another publication (``None``: nothing)."""
+        member = self._member(participant)
+        slot = member.slots.get(mid)
+        if slot is None:
+            raise ValueError(f"{participant} has no slot {mid}")
+        if publication is not None and publication not in self._publications:
+            raise ValueError(f"no publication {publication} in room {self.id}")
+        await self._worker.assign(slot, publication)
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _member(self, participant: str) -> _Participant:
+        try:
+            return self._participants[participant]
+        except KeyError:
+            raise ValueError(f"{participant} is not in room {self.id}") from None
+
+    def _mime(self, kind: str) -> str:
+        return self.config.video_codec if kind == "video" else self.config.audio_codec
+
+    def _peer_connection(self, participant: str) -> RTCPeerConnection:
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if pc.connectionState == "failed":
+                logger.info("room %s: %s's connection failed", self.id, participant)
+                member = self._participants.get(participant)
+                if member is not None and pc in (member.publisher, member.subscriber):
+                    await self.leave(participant)
+
+        return pc
+
+    async def _unpublish(self, member: _Participant, key: str) -> None:
+        member.publications.pop(key, None)
+        self._publications.pop(key, None)
+        await self._worker.dispatch(self._worker.detach_publisher(key))
+        await self.events.put(TrackEnded(key, member.id))
+
+    async def _slot_idle(self, event: core.SlotIdle) -> None:
+        owner = self._slot_owner.get(event.slot)
+        if owner is not None:
+            await self.events.put(SlotIdle(owner[0], owner[1], event.publication))

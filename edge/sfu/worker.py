@@ -1,0 +1,237 @@
+"""The asyncio adapter between aiortc peer connections and the forwarding core.
+
+Theory of operation: a publisher's transceiver is *attached* by replacing its receiver's
+``_handle_rtp_packet`` (and wrapping its ``_handle_rtcp_packet``), so every packet the
+publisher's DTLS transport decrypts, parses and routes lands in :meth:`Forwarder.forward`
+instead of aiortc's depayloader, jitter buffer and decoder; receive statistics are kept in
+aiortc's own table so its RTCP task still sends receiver reports. A subscriber's
+transceiver is attached as a slot: its sender carries a track that never yields a frame (so
+aiortc never builds an encoder), its ``_handle_rtcp_packet`` is replaced so feedback reaches
+:meth:`Forwarder.subscriber_rtcp`, and forwarded bytes go straight to its DTLS transport's
+``_send_rtp`` (SRTP protect, send). Every private name used is in :mod:`edge.sfu.hooks`.
+
+:meth:`Worker.dispatch` turns the core's events into those calls; a ticker calls
+:meth:`Forwarder.tick` every ``tick_interval`` seconds. A subscriber whose transport is gone
+is skipped (``ConnectionError``); one bad packet is counted by the core, never raised here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from aiortc import MediaStreamTrack
+from aiortc.codecs import is_rtx
+from aiortc.mediastreams import MediaStreamError
+from aiortc.rtp import RTCP_PSFB_APP, AnyRtcpPacket, RtcpPsfbPacket, RtpPacket, pack_remb_fci
+
+from edge.sfu import hooks
+from edge.sfu.forwarder import (
+    Codec,
+    Event,
+    Forwarder,
+    ForwarderConfig,
+    Kind,
+    LimitBitrate,
+    NackPublisher,
+    RequestKeyframe,
+    SendRtcp,
+    SendRtp,
+    SlotIdle,
+)
+from edge.sfu.packets import ExtensionIds
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+
+class SilentTrack(MediaStreamTrack):
+    """The track a subscriber slot's sender holds: it never yields, so nothing is encoded."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self._ended = asyncio.Event()
+
+    async def recv(self) -> Any:
+        await self._ended.wait()
+        raise MediaStreamError
+
+    def stop(self) -> None:
+        super().stop()
+        self._ended.set()
+
+
+def codec_of(codecs: Sequence[Any], mime_type: str | None = None) -> Codec:
+    """The negotiated codec (the first, or the first of ``mime_type``) and its RTX type."""
+    media = [c for c in codecs if not is_rtx(c)]
+    if mime_type is not None:
+        media = [c for c in media if c.mimeType.lower() == mime_type.lower()]
+    if not media:
+        raise ValueError(f"no {mime_type or 'media'} codec was negotiated")
+    chosen = media[0]
+    rtx = next(
+        (
+            c.payloadType
+            for c in codecs
+            if is_rtx(c) and c.parameters.get("apt") == chosen.payloadType
+        ),
+        None,
+    )
+    return Codec(chosen.mimeType, chosen.clockRate, chosen.payloadType, rtx)
+
+
+class Worker:
+    """One forwarding core and the aiortc objects around it (one per process and core)."""
+
+    def __init__(
+        self,
+        config: ForwarderConfig | None = None,
+        *,
+        clock: Clock,
+        rng: random.Random | None = None,
+        tick_interval: float = 0.05,
+        on_slot_idle: Callable[[SlotIdle], Awaitable[None]] | None = None,
+    ) -> None:
+        self.forwarder = Forwarder(config, rng)
+        self._clock = clock
+        self._tick_interval = tick_interval
+        self._on_slot_idle = on_slot_idle
+        self._receivers: dict[str, Any] = {}  # publication -> aiortc receiver
+        self._remb_ssrc: dict[str, int] = {}
+        self._sinks: dict[str, Callable[[bytes], Awaitable[None]]] = {}  # slot -> _send_rtp
+        self._ticker: asyncio.Task[None] | None = None
+
+    # -- attaching ------------------------------------------------------------------------
+
+    def attach_publisher(self, key: str, transceiver: Any, mime_type: str | None = None) -> None:
+        """Forward what this (recvonly) transceiver receives as publication ``key``."""
+        codecs, _ = hooks.negotiated(transceiver)
+        codec = codec_of(codecs, mime_type)
+        kind = Kind(transceiver.kind)
+        self.forwarder.publish(key, kind, codec)
+        receiver = transceiver.receiver
+        self._receivers[key] = receiver
+        self._remb_ssrc[key] = hooks.sender_ssrcs(transceiver.sender)[0]
+        statistics = hooks.receiver_statistics(receiver)
+        forwarder, clock, dispatch = self.forwarder, self._clock, self.dispatch
+        media_pt, clock_rate = codec.payload_type, codec.clock_rate
+
+        async def on_rtp(packet: RtpPacket, arrival_time_ms: int) -> None:
+            if packet.payload_type == media_pt:
+                stream = statistics.get(packet.ssrc)
+                if stream is None:
+                    stream = statistics[packet.ssrc] = hooks.new_statistics(clock_rate)
+                stream.add(packet)
+            events = forwarder.forward(key, packet, clock())
+            if events:
+                await dispatch(events)
+
+        async def on_rtcp(packet: AnyRtcpPacket) -> None:
+            events = forwarder.publisher_rtcp(key, packet, clock())
+            if events:
+                await dispatch(events)
+
+        hooks.replace_receiver_rtp(receiver, on_rtp)
+        hooks.wrap_receiver_rtcp(receiver, on_rtcp)
+        self._start_ticker()
+
+    def detach_publisher(self, key: str) -> list[Event]:
+        self._receivers.pop(key, None)
+        self._remb_ssrc.pop(key, None)
+        return self.forwarder.unpublish(key)
+
+    def attach_slot(self, key: str, transceiver: Any, mime_type: str | None = None) -> None:
+        """Make this (sendonly) transceiver a slot the forwarder can feed."""
+        codecs, extensions = hooks.negotiated(transceiver)
+        codec = codec_of(codecs, mime_type)
+        sender = transceiver.sender
+        ssrc, rtx_ssrc = hooks.sender_ssrcs(sender)
+        self.forwarder.add_slot(
+            key,
+            Kind(transceiver.kind),
+            codec,
+            ssrc,
+            rtx_ssrc=rtx_ssrc,
+            extensions=ExtensionIds.from_parameters(extensions),
+            mid=transceiver.mid,
+        )
+        self._sinks[key] = hooks.rtp_sink(sender.transport)
+        forwarder, clock, dispatch = self.forwarder, self._clock, self.dispatch
+
+        async def on_rtcp(packet: AnyRtcpPacket) -> None:
+            try:
+                events = forwarder.subscriber_rtcp(key, packet, clock())
+            except ValueError as exc:
+                logger.info("slot %s: dropped feedback: %s", key, exc)
+                return
+            if events:
+                await dispatch(events)
+
+        hooks.replace_sender_rtcp(sender, on_rtcp)
+        hooks.silence_sender_reports(sender)
+        self._start_ticker()
+
+    def detach_slot(self, key: str) -> None:
+        self._sinks.pop(key, None)
+        self.forwarder.remove_slot(key)
+
+    async def assign(self, slot: str, publication: str | None) -> None:
+        await self.dispatch(self.forwarder.assign(slot, publication, self._clock()))
+
+    # -- events ---------------------------------------------------------------------------
+
+    async def dispatch(self, events: list[Event]) -> None:
+        sinks = self._sinks
+        for event in events:
+            if type(event) is SendRtp or type(event) is SendRtcp:
+                sink = sinks.get(event.slot)
+                if sink is not None:
+                    try:
+                        await sink(event.data)
+                    except ConnectionError:
+                        pass
+            elif type(event) is RequestKeyframe:
+                receiver = self._receivers.get(event.publication)
+                if receiver is not None:
+                    await hooks.send_pli(receiver, event.ssrc)
+            elif type(event) is NackPublisher:
+                receiver = self._receivers.get(event.publication)
+                if receiver is not None:
+                    await hooks.send_nack(receiver, event.ssrc, list(event.sequence_numbers))
+            elif type(event) is LimitBitrate:
+                receiver = self._receivers.get(event.publication)
+                if receiver is not None:
+                    remb = RtcpPsfbPacket(
+                        fmt=RTCP_PSFB_APP,
+                        ssrc=self._remb_ssrc[event.publication],
+                        media_ssrc=0,
+                        fci=pack_remb_fci(event.bitrate, [event.ssrc]),
+                    )
+                    await hooks.send_receiver_rtcp(receiver, remb)
+            elif type(event) is SlotIdle and self._on_slot_idle is not None:
+                await self._on_slot_idle(event)
+
+    def _start_ticker(self) -> None:
+        if self._ticker is None:
+            self._ticker = asyncio.ensure_future(self._tick())
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self._tick_interval)
+            try:
+                await self.dispatch(self.forwarder.tick(self._clock()))
+            except Exception:  # the ticker must outlive any one bad event
+                logger.exception("SFU tick failed")
+
+    async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None

@@ -1,0 +1,152 @@
+"""The edge's Quart app: components, security headers, errors, metrics, access log.
+
+Theory of operation
+-------------------
+:func:`create_app` builds the app around a :class:`~edge.web.state.WebState` and registers
+the :data:`COMPONENTS` (login, administration, directory, push, operations, web client); a
+later component (chat) is one more :class:`~edge.web.api.Component` given in ``components``
+or added with :func:`edge.web.api.register` — its blueprint and its OpenAPI entries in one
+call. Routes served by the device listener are listed too (:func:`describe`).
+
+Every response, error pages and static files included, carries the headers of
+:data:`SECURITY_HEADERS`: a Content-Security-Policy of ``default-src 'self'`` (no inline
+script, nothing from another host), no framing, no sniffing, no referrer, HSTS; API answers
+are ``no-store``. Each request is timed and counted by route rule and status, and logged as
+one JSON line (method, route, status, milliseconds, address; never a body, query string,
+cookie or header). Request bodies are capped by ``MAX_CONTENT_LENGTH`` (``[web]
+max_body_bytes``; 413 above it).
+
+While serving, a maintenance task runs hourly: expired sessions, forgotten throttle counters
+and old audit rows are deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from typing import Final
+
+from quart import Quart, Response, g, request
+
+from edge.web import admin, client, directory, errors, health, login, ws
+from edge.web.api import ROUTES_KEY, STATE_KEY, Component, client_address, register
+from edge.web.state import WebState
+
+log = logging.getLogger("edge.web.access")
+
+COMPONENTS: Final = (
+    login.component,
+    admin.component,
+    directory.component,
+    ws.component,
+    health.component,
+    client.component,
+)
+
+CSP: Final = (
+    "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; "
+    "object-src 'none'"
+)
+SECURITY_HEADERS: Final = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Strict-Transport-Security": "max-age=31536000",
+    "Permissions-Policy": "camera=(self), microphone=(self), display-capture=(self), "
+    "geolocation=(), payment=(), usb=()",
+}
+MAINTENANCE_SECONDS: Final = 3600
+
+
+def describe(app: Quart, component: Component) -> None:
+    """List ``component``'s routes in ``app``'s OpenAPI document without serving them here
+    (they are served by another listener)."""
+    app.extensions.setdefault(ROUTES_KEY, []).extend(component.routes)
+
+
+def base_app(name: str, state: WebState) -> Quart:
+    """An app with the state, the limits, the JSON errors and the headers: no routes yet."""
+    app = Quart(name, static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = state.settings.max_body_bytes
+    app.config["BODY_TIMEOUT"] = 30
+    app.extensions[STATE_KEY] = state
+    app.extensions[ROUTES_KEY] = []
+    errors.install(app)
+
+    @app.before_request
+    async def started() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    async def finished(response: Response) -> Response:
+        for header, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(header, value)
+        if request.path.startswith("/api/"):
+            response.headers.setdefault("Cache-Control", "no-store")
+        rule = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        state.metrics.requests.labels(rule, request.method, str(response.status_code)).inc()
+        state.metrics.latency.labels(rule).observe(elapsed)
+        log.info(
+            "request",
+            extra={
+                "fields": {
+                    "app": name,
+                    "method": request.method,
+                    "route": rule,
+                    "status": response.status_code,
+                    "ms": round(elapsed * 1000, 1),
+                    "address": client_address(request.scope),
+                }
+            },
+        )
+        return response
+
+    return app
+
+
+def create_app(
+    state: WebState,
+    components: Iterable[Component] = COMPONENTS,
+    *,
+    described: Iterable[Component] = (),
+) -> Quart:
+    app = base_app("zastava.edge", state)
+    for component in components:
+        register(app, component)
+    for component in described:
+        describe(app, component)
+    maintenance: list[asyncio.Task[None]] = []
+
+    @app.before_serving
+    async def start() -> None:
+        state.bind(asyncio.get_running_loop())
+        maintenance.append(asyncio.create_task(_maintain(state)))
+
+    @app.after_serving
+    async def stop() -> None:
+        state.hub.close_all("the server is stopping")
+        for task in maintenance:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        maintenance.clear()
+
+    return app
+
+
+async def _maintain(state: WebState) -> None:
+    while True:
+        try:
+            removed = await state.run(state.maintain)
+            if removed:
+                log.info("maintenance", extra={"fields": {"removed": removed}})
+        except Exception:
+            log.exception("maintenance failed")
+        await asyncio.sleep(MAINTENANCE_SECONDS)

@@ -1,0 +1,163 @@
+"""Everything a running web app holds: configuration, the auth service, the database, the hub.
+
+Theory of operation
+-------------------
+:meth:`WebState.open` migrates ``edge.db`` (every component, :func:`edge.db.open_database`),
+loads the TOTP sealing key from the node directory and builds the one
+:class:`~edge.auth.service.AuthService`. The app reaches it through
+:func:`edge.web.api.state_of`; handlers get it in their :class:`~edge.web.api.Call`.
+
+Nothing blocking runs on the event loop: SQLite and the auth service run in worker threads
+(:meth:`run`), each thread with its own connection to the web layer's tables
+(:class:`~edge.db.ThreadConnections`). Argon2 work goes through :meth:`hashing`, which lets
+at most ``hash_concurrency`` hashes run at once (64 MiB each) and at most ``login_queue``
+requests wait for a slot; the next is refused with 429 at once instead of queueing memory
+and latency without bound.
+
+Time is :attr:`clock` (injected; tests move it), randomness the ``rand`` given to the auth
+service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import functools
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from edge.auth.passwords import PRODUCTION, HashParameters
+from edge.auth.results import AuthConfig
+from edge.auth.sealing import SecretSealer
+from edge.auth.service import AuthService
+from edge.auth.sessions import SessionPolicy
+from edge.auth.store import AuthStore, to_ms
+from edge.config import EdgeConfig, WebSettings
+from edge.db import ThreadConnections, open_database
+from edge.web import audit
+from edge.web.directory import DirectoryIndex
+from edge.web.errors import ApiError
+from edge.web.hub import Hub
+from edge.web.metrics import Metrics
+
+T = TypeVar("T")
+
+SEALER_KEY_FILE = "auth.key"
+
+
+class FederationLink(Protocol):
+    """What the web layer uses of the running federation (``edge.federation``)."""
+
+    def wake(self) -> None: ...
+
+    def status(self) -> dict[str, object]: ...
+
+
+def auth_config(config: EdgeConfig, hashing: HashParameters = PRODUCTION) -> AuthConfig:
+    web = config.web
+    return AuthConfig(
+        site=config.site,
+        issuer=web.issuer or f"Zastava {config.site}",
+        hashing=hashing,
+        sessions=SessionPolicy(
+            idle=dt.timedelta(minutes=web.session_idle_minutes),
+            absolute=dt.timedelta(hours=web.session_absolute_hours),
+        ),
+    )
+
+
+@dataclass(eq=False)
+class WebState:
+    config: EdgeConfig
+    auth: AuthService
+    sealer: SecretSealer
+    db: ThreadConnections
+    clock: Callable[[], dt.datetime]
+    versions: dict[str, int]
+    hub: Hub
+    metrics: Metrics = field(default_factory=Metrics)
+    federation: FederationLink | None = None
+    directory: DirectoryIndex = field(default_factory=DirectoryIndex)
+    main_port: int | None = None  # the main listener's bound port (the configured one may be 0)
+    _slots: asyncio.Semaphore | None = None
+    _pending: int = 0
+
+    @classmethod
+    def open(
+        cls,
+        config: EdgeConfig,
+        *,
+        clock: Callable[[], dt.datetime],
+        rand: Callable[[int], bytes] = secrets.token_bytes,
+        hashing: HashParameters = PRODUCTION,
+    ) -> WebState:
+        versions = open_database(config.db)
+        sealer = SecretSealer.load_or_create(config.node_dir / SEALER_KEY_FILE, rand)
+        store = AuthStore.open(config.db, sealer)
+        auth = AuthService(store, auth_config(config, hashing), rand)
+        return cls(
+            config,
+            auth,
+            sealer,
+            ThreadConnections(config.db),
+            clock,
+            versions,
+            Hub(config.web.ws_queue),
+        )
+
+    def close(self) -> None:
+        self.db.close()
+        self.auth.store.close()
+
+    @property
+    def settings(self) -> WebSettings:
+        return self.config.web
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start serving on ``loop``: the hub lives there, the hashing slots belong to it."""
+        self.hub.bind(loop)
+        self._slots = asyncio.Semaphore(self.settings.hash_concurrency)
+        self._pending = 0
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` in a worker thread."""
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def hashing(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Like :meth:`run`, for calls that hash a password: bounded concurrency and queue."""
+        if self._slots is None:
+            self.bind(asyncio.get_running_loop())
+        assert self._slots is not None
+        if self._pending >= self.settings.hash_concurrency + self.settings.login_queue:
+            raise ApiError(
+                429, "too many logins at once; try again in a moment", {"Retry-After": "1"}
+            )
+        self._pending += 1
+        self.metrics.hash_waiting.inc()
+        waiting = True
+        try:
+            async with self._slots:
+                self.metrics.hash_waiting.dec()
+                waiting = False
+                return await asyncio.to_thread(functools.partial(fn, *args, **kwargs))
+        finally:
+            self._pending -= 1
+            if waiting:
+                self.metrics.hash_waiting.dec()
+
+    def now_ms(self) -> int:
+        return to_ms(self.clock())
+
+    def audit(self, entry: audit.Entry, *, wake: bool = False) -> None:
+        """Write an audit row (blocking: call it in a worker thread)."""
+        audit.record(self.db.get(), entry, self.now_ms())
+        if wake and self.federation is not None:
+            self.federation.wake()
+
+    def maintain(self) -> int:
+        """Expired sessions, forgotten throttle counters, old audit rows (blocking)."""
+        now = self.clock()
+        cutoff = now - dt.timedelta(days=self.settings.audit_days)
+        return self.auth.prune(now) + audit.prune(self.db.get(), to_ms(cutoff))

@@ -1,0 +1,208 @@
+"""Wire handling of the forwarding path: malformed input (THREATS W5), writer, RTX, keyframes."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
+from aiortc.rtp import HeaderExtensionsMap, RtcpSrPacket, RtpPacket
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge.sfu.feedback import rewrite_sender_report
+from edge.sfu.keyframes import h264_keyframe_start, vp8_keyframe_start
+from edge.sfu.packets import (
+    ABS_SEND_TIME_URI,
+    AUDIO_LEVEL_URI,
+    MID_URI,
+    ExtensionIds,
+    abs_send_time,
+    extension_block,
+    mid_element,
+    parse_remb,
+    parse_rtcp,
+    parse_rtp,
+    write_header,
+    write_rtx,
+)
+
+EXTENSIONS = [
+    RTCRtpHeaderExtensionParameters(id=1, uri=MID_URI),
+    RTCRtpHeaderExtensionParameters(id=2, uri=AUDIO_LEVEL_URI),
+    RTCRtpHeaderExtensionParameters(id=3, uri=ABS_SEND_TIME_URI),
+]
+
+
+def aiortc_map() -> HeaderExtensionsMap:
+    extensions_map = HeaderExtensionsMap()
+    extensions_map.configure(RTCRtpParameters(headerExtensions=EXTENSIONS))
+    return extensions_map
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "malformed RTP packet: RTP packet length is less than 12 bytes"),
+        (b"\x80\x60\x00", "malformed RTP packet: RTP packet length is less than 12 bytes"),
+        (b"\x40" + bytes(11), "malformed RTP packet: RTP packet has invalid version"),
+        (b"\x83\x60" + bytes(10), "malformed RTP packet: RTP packet has truncated CSRC"),
+        (b"\x90\x60" + bytes(10), "truncated extension profile / length"),
+        (b"\x90\x60" + bytes(10) + b"\xbe\xde\x00\x02\x10", "truncated extension value"),
+        (b"\xa0\x60" + bytes(10) + b"\x00\x20", "padding length is invalid"),
+        (b"\x80\xc8" + bytes(10), "payload type 72 is reserved for RTCP"),
+        # abs-send-time element two bytes long: aiortc's own parser raises struct.error
+        (b"\x90\x60" + bytes(10) + b"\xbe\xde\x00\x01\x31\x00\x00\x00", "wrong length"),
+        # mid that is not UTF-8
+        (b"\x90\x60" + bytes(10) + b"\xbe\xde\x00\x01\x10\xff\x00\x00", "malformed RTP packet"),
+    ],
+)
+def test_malformed_rtp_is_refused_with_a_reason(data: bytes, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_rtp(data, aiortc_map())
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "malformed RTCP packet: empty datagram"),
+        (b"\x80\xc8", "RTCP packet length is less than 4 bytes"),
+        (b"\x40\xc8\x00\x00", "RTCP packet has invalid version"),
+        (b"\x80\xc8\x00\x06" + bytes(8), "RTCP packet is truncated"),
+        (b"\x80\xc8\x00\x01" + bytes(4), "RTCP sender report length is invalid"),
+        (b"\x81\xcd\x00\x01" + bytes(4), "RTCP RTP feedback length is invalid"),
+        (b"\xa0\xc9\x00\x01" + b"\x00\x00\x00\x09", "RTCP packet padding length is invalid"),
+    ],
+)
+def test_malformed_rtcp_is_refused_with_a_reason(data: bytes, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_rtcp(data)
+
+
+def test_malformed_remb_is_refused() -> None:
+    with pytest.raises(ValueError, match="malformed REMB: Invalid REMB prefix"):
+        parse_remb(b"XXXX\x01\x00\x00\x00")
+    # claims three SSRCs, carries none: aiortc's unpack_remb_fci raises struct.error here
+    with pytest.raises(ValueError, match="malformed REMB: SSRC list is truncated"):
+        parse_remb(b"REMB\x03\x00\x10\x00")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=80))
+def test_any_bytes_parse_or_raise_value_error(data: bytes) -> None:
+    for parse in (lambda d: parse_rtp(d, aiortc_map()), parse_rtcp):
+        try:
+            parse(data)
+        except ValueError as exc:
+            assert str(exc).startswith(("malformed RTP packet", "malformed RTCP packet"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=12))
+def test_any_prefix_keyframe_test_returns_or_raises_value_error(data: bytes) -> None:
+    for test in (vp8_keyframe_start, h264_keyframe_start):
+        try:
+            test(data)
+        except ValueError as exc:
+            assert "VP8" in str(exc) or "H.264" in str(exc)
+
+
+@given(
+    payload_type=st.integers(0, 127),
+    marker=st.integers(0, 1),
+    sequence=st.integers(0, 0xFFFF),
+    timestamp=st.integers(0, 0xFFFFFFFF),
+    ssrc=st.integers(0, 0xFFFFFFFF),
+    mid=st.sampled_from([None, "0", "1", "42", "video-slot-7"]),
+    level=st.none() | st.tuples(st.booleans(), st.integers(0, 127)),
+    send_time=st.none() | st.integers(0, 0xFFFFFF),
+    payload=st.binary(max_size=64),
+)
+def test_written_packets_parse_back_with_aiortc(
+    payload_type: int,
+    marker: int,
+    sequence: int,
+    timestamp: int,
+    ssrc: int,
+    mid: str | None,
+    level: tuple[bool, int] | None,
+    send_time: int | None,
+    payload: bytes,
+) -> None:
+    ids = ExtensionIds.from_parameters(EXTENSIONS)
+    header = write_header(
+        payload_type,
+        marker,
+        sequence,
+        timestamp,
+        ssrc,
+        extension_block(ids, mid_element(ids, mid), level, send_time),
+    )
+    packet = RtpPacket.parse(header + payload, aiortc_map())
+    assert (packet.payload_type, packet.marker) == (payload_type, marker)
+    assert (packet.sequence_number, packet.timestamp, packet.ssrc) == (sequence, timestamp, ssrc)
+    assert packet.extensions.mid == mid
+    assert packet.extensions.audio_level == level
+    assert packet.extensions.abs_send_time == send_time
+    assert packet.payload == payload
+
+    rtx = RtpPacket.parse(write_rtx(header, payload, 97, 7, 0xCAFE), aiortc_map())
+    assert (rtx.payload_type, rtx.sequence_number, rtx.ssrc) == (97, 7, 0xCAFE)
+    assert (rtx.timestamp, rtx.marker, rtx.extensions.mid) == (timestamp, marker, mid)
+    assert rtx.payload == struct.pack("!H", sequence) + payload
+
+
+def test_extension_ids_skip_what_is_not_forwarded() -> None:
+    ids = ExtensionIds.from_parameters(
+        [
+            RTCRtpHeaderExtensionParameters(id=4, uri=MID_URI),
+            RTCRtpHeaderExtensionParameters(id=5, uri="urn:ietf:params:rtp-hdrext:toffset"),
+            RTCRtpHeaderExtensionParameters(id=20, uri=ABS_SEND_TIME_URI),
+        ]
+    )
+    assert ids == ExtensionIds(mid=4)
+    assert extension_block(ExtensionIds(), b"", (True, 3), 5) == b""
+    with pytest.raises(ValueError, match="longer than 16 bytes"):
+        mid_element(ids, "x" * 17)
+    assert abs_send_time(1.0) == 1 << 18
+
+
+def test_sender_report_keeps_ntp_and_moves_rtp_time() -> None:
+    report = parse_rtcp(
+        bytes.fromhex("80c80006")
+        + bytes.fromhex("11111111e0000000a0000000000010000000000a00000100")
+    )[0]
+    assert isinstance(report, RtcpSrPacket)
+    rewritten = parse_rtcp(rewrite_sender_report(report, 0x2222, 0x7777, 5, 600))[0]
+    assert isinstance(rewritten, RtcpSrPacket)
+    assert rewritten.ssrc == 0x2222
+    assert rewritten.sender_info.ntp_timestamp == report.sender_info.ntp_timestamp
+    assert rewritten.sender_info.rtp_timestamp == 0x7777
+    assert (rewritten.sender_info.packet_count, rewritten.sender_info.octet_count) == (5, 600)
+
+
+def test_vp8_keyframe_detection() -> None:
+    # aiortc's packetizer: X=1, S=1, PID=0; I=1 with a 15-bit picture id; then the VP8 header
+    key = bytes([0x90, 0x80, 0x81, 0x23, 0x10, 0x02, 0x00])
+    inter = bytes([0x90, 0x80, 0x81, 0x23, 0x11, 0x02, 0x00])
+    continuation = bytes([0x80, 0x80, 0x81, 0x23, 0x00])
+    assert vp8_keyframe_start(key)
+    assert not vp8_keyframe_start(inter)
+    assert not vp8_keyframe_start(continuation)
+    assert vp8_keyframe_start(bytes([0x10, 0x00]))  # no extension, keyframe
+    with pytest.raises(ValueError, match="VP8 payload descriptor is empty"):
+        vp8_keyframe_start(b"")
+    with pytest.raises(ValueError, match="truncated picture id"):
+        vp8_keyframe_start(bytes([0x90, 0x80]))
+    with pytest.raises(ValueError, match="no payload header"):
+        vp8_keyframe_start(bytes([0x90, 0x80, 0x81, 0x23]))
+
+
+def test_h264_keyframe_detection() -> None:
+    assert h264_keyframe_start(bytes([0x65, 0x88]))  # IDR slice
+    assert h264_keyframe_start(bytes([0x18, 0x00, 0x0A, 0x67]))  # STAP-A starting with SPS
+    assert h264_keyframe_start(bytes([0x7C, 0x85]))  # FU-A start of an IDR
+    assert not h264_keyframe_start(bytes([0x7C, 0x05]))  # FU-A continuation
+    assert not h264_keyframe_start(bytes([0x41, 0x9A]))  # non-IDR slice
+    with pytest.raises(ValueError, match="STAP-A is truncated"):
+        h264_keyframe_start(bytes([0x18, 0x00]))

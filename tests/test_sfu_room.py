@@ -1,0 +1,286 @@
+"""A room with real aiortc peers on this host: forwarding without decoding, NACK from the
+send history, keyframes for late joiners, bad offers refused (THREATS C2 in part, W5).
+
+Everything runs in one process and one event loop: the SFU (``Room``), a publisher sending
+pre-encoded VP8 + Opus (``bench.sfu_clients``) and subscribers that decode what they get.
+ICE uses the host's own addresses (``iceServers=[]``): nothing leaves the machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiortc.rtcrtpreceiver
+import aiortc.rtcrtpsender
+import pytest
+from aiortc import RTCSessionDescription
+
+from bench.sfu_clients import Clip, Publisher, Subscriber, make_clip, wait_for
+from edge.sfu.room import Room, SlotIdle, TrackEnded, TrackPublished
+
+pytestmark = pytest.mark.slow
+
+
+def clip() -> Clip:
+    # 6 s loop at 10 fps: frame 0 is the only natural keyframe, so a late joiner that gets
+    # a picture within a second got it because its keyframe request reached the publisher.
+    return make_clip(seconds=6.0, fps=10, width=160, height=120, bitrate=150_000)
+
+
+def run(test: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(test(), 25))
+
+
+async def publish(room: Room, name: str, media: Clip) -> Publisher:
+    await room.join(name)
+    publisher = Publisher(media)
+    answer = await room.publish(name, await publisher.offer())
+    await publisher.pc.setRemoteDescription(answer)
+    return publisher
+
+
+async def subscribe(room: Room, name: str) -> Subscriber:
+    await room.join(name)
+    subscriber = Subscriber()
+    answer = await subscriber.answer(await room.subscribe(name))
+    await room.answer(name, answer)
+    return subscriber
+
+
+class CodecWatch:
+    """Records every decoder and encoder aiortc builds, with the object that asked for it."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.decoders: list[object] = []  # the decoder thread's input queue
+        self.encoders: list[object] = []  # the RTCRtpSender
+        get_decoder = aiortc.rtcrtpreceiver.get_decoder
+        get_encoder = aiortc.rtcrtpsender.get_encoder
+
+        def watched_decoder(codec: Any) -> Any:
+            self.decoders.append(sys._getframe(1).f_locals["input_q"])  # decoder_worker's
+            return get_decoder(codec)
+
+        def watched_encoder(codec: Any) -> Any:
+            self.encoders.append(sys._getframe(1).f_locals["self"])  # _next_encoded_frame's
+            return get_encoder(codec)
+
+        monkeypatch.setattr(aiortc.rtcrtpreceiver, "get_decoder", watched_decoder)
+        monkeypatch.setattr(aiortc.rtcrtpsender, "get_encoder", watched_encoder)
+
+    def built_by(self, room: Room) -> tuple[int, int]:
+        """(decoders, encoders) built for the SFU's own receivers and senders."""
+        queues, senders = set(), set()
+        for pc in room.peer_connections():
+            for transceiver in pc.getTransceivers():
+                queues.add(id(transceiver.receiver._RTCRtpReceiver__decoder_queue))
+                senders.add(id(transceiver.sender))
+        return (
+            sum(id(q) in queues for q in self.decoders),
+            sum(id(s) in senders for s in self.encoders),
+        )
+
+
+def test_two_subscribers_decode_what_the_sfu_forwards_without_decoding(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    watch = CodecWatch(monkeypatch)
+
+    async def scenario() -> None:
+        room = Room("r1")
+        alice = await publish(room, "alice", clip())
+        bob, carol = await subscribe(room, "bob"), await subscribe(room, "carol")
+        try:
+            for sub in (bob, carol):
+                await wait_for(
+                    lambda s=sub: s.received.frames["video"] >= 15, 10, "15 video frames"
+                )
+                await wait_for(lambda s=sub: s.received.frames["audio"] >= 25, 5, "25 audio frames")
+            published = [e for e in _drain(room) if isinstance(e, TrackPublished)]
+            assert sorted(e.kind for e in published) == ["audio", "video"]
+            # the subscribers see the slots' SSRCs, not the publisher's
+            alice_ssrcs = {t.sender._ssrc for t in alice.pc.getTransceivers()}
+            assert bob.received.ssrcs.isdisjoint(alice_ssrcs)
+            assert bob.received.ssrcs.isdisjoint(carol.received.ssrcs)
+
+            # W5: a malformed offer is refused with a reason, and the room serves on
+            await room.join("mallory")
+            with pytest.raises(ValueError, match="mallory's publish offer was refused"):
+                await room.publish(
+                    "mallory", RTCSessionDescription("v=0\r\nm=video x\r\n", "offer")
+                )
+            before = bob.received.frames["video"]
+            await wait_for(lambda: bob.received.frames["video"] >= before + 5, 5, "frames after W5")
+
+            # the SFU built no decoder and no encoder; the clients did (the watch works)
+            assert watch.built_by(room) == (0, 0)
+            assert len(watch.decoders) >= 4 and len(watch.encoders) >= 2
+
+            # the publisher leaves: its subscribers' slots go idle, the room says so
+            await room.leave("alice")
+            events = _drain(room)
+            assert {e.publication for e in events if isinstance(e, TrackEnded)} == set(
+                published_keys(published)
+            )
+            idle = [e for e in events if isinstance(e, SlotIdle)]
+            assert sorted(e.participant for e in idle) == ["bob", "bob", "carol", "carol"]
+            assert room.publications == {}
+        finally:
+            await room.close()
+            for client in (alice, bob, carol):
+                await client.close()
+
+    run(scenario)
+
+
+def published_keys(events: list[TrackPublished]) -> list[str]:
+    return [e.publication for e in events]
+
+
+def _drain(room: Room) -> list[Any]:
+    events = []
+    while not room.events.empty():
+        events.append(room.events.get_nowait())
+    return events
+
+
+def test_a_packet_lost_on_one_leg_is_resent_from_history_not_by_the_publisher() -> None:
+    async def scenario() -> None:
+        room = Room("r2")
+        alice = await publish(room, "alice", clip())
+        bob = await subscribe(room, "bob")
+        try:
+            await wait_for(lambda: bob.pc.connectionState == "connected", 10, "bob connected")
+            await wait_for(lambda: bob.received.frames["video"] >= 3, 10, "first frames")
+            video = next(t for t in bob.pc.getTransceivers() if t.kind == "video")
+            ice = video.receiver.transport.transport
+            video_ssrc = next(iter(video.receiver.getSynchronizationSources())).source
+            original = ice._recv
+            dropped: list[int] = []
+
+            async def lossy_recv() -> bytes:
+                # Drop one SRTP video packet mid-stream (its header is in clear): network loss.
+                while True:
+                    data: bytes = await original()
+                    if (
+                        not dropped
+                        and len(data) > 12
+                        and 128 <= data[0] < 192
+                        and int.from_bytes(data[8:12], "big") == video_ssrc
+                    ):
+                        dropped.append(int.from_bytes(data[2:4], "big"))
+                        continue
+                    return data
+
+            ice._recv = lossy_recv
+            await wait_for(lambda: bool(dropped), 5, "a video packet to drop")
+            await wait_for(
+                lambda: room.stats.retransmitted_from_history >= 1, 5, "a retransmission"
+            )
+            frames = bob.received.frames["video"]
+            await wait_for(
+                lambda: bob.received.frames["video"] >= frames + 10, 5, "frames after loss"
+            )
+            assert alice.feedback.nack == 0, "the publisher must not be asked for a leg's loss"
+            assert room.stats.nacks_to_publishers == 0
+        finally:
+            await room.close()
+            await alice.close()
+            await bob.close()
+
+    run(scenario)
+
+
+def test_a_late_joiner_gets_a_keyframe_at_once() -> None:
+    async def scenario() -> None:
+        room = Room("r3")
+        alice = await publish(room, "alice", clip())
+        bob = await subscribe(room, "bob")
+        carol: Subscriber | None = None
+        try:
+            await wait_for(lambda: bob.received.frames["video"] >= 8, 10, "bob's frames")
+            assert alice.video is not None
+            keyframes_before = alice.video.keyframes_sent
+            plis_before = alice.feedback.pli
+            carol = await subscribe(room, "carol")
+            took = await wait_for(
+                lambda: carol is not None and carol.received.frames["video"] >= 1,
+                3,
+                "carol's first frame",
+            )
+            # the clip's own next keyframe is seconds away: this one was asked for
+            assert took < 1.5, f"late joiner waited {took:.2f} s for a picture"
+            assert alice.feedback.pli > plis_before
+            assert alice.video.keyframes_sent > keyframes_before
+            await wait_for(
+                lambda: carol is not None and carol.received.frames["video"] >= 10, 5, "more"
+            )
+        finally:
+            await room.close()
+            for client in (alice, bob, carol):
+                if client is not None:
+                    await client.close()
+
+    run(scenario)
+
+
+def test_a_slot_switched_to_another_publisher_stays_one_decodable_stream() -> None:
+    async def scenario() -> None:
+        room = Room("r4")
+        alice = await publish(room, "alice", clip())
+        dave = await publish(room, "dave", clip())
+        await room.join("bob")
+        bob = Subscriber()
+        alice_video = next(
+            k for k, kind in room.publications.items() if kind == "video" and k.startswith("alice")
+        )
+        dave_video = next(
+            k for k, kind in room.publications.items() if kind == "video" and k.startswith("dave")
+        )
+        await room.answer("bob", await bob.answer(await room.subscribe("bob", [alice_video])))
+        try:
+            await wait_for(lambda: bob.received.frames["video"] >= 8, 10, "frames from alice")
+            (mid,) = [t.mid for t in room.peer_connections()[2].getTransceivers()]
+            dave_plis = dave.feedback.pli
+            await room.switch("bob", mid, dave_video)
+            frames = bob.received.frames["video"]
+            await wait_for(lambda: dave.feedback.pli > dave_plis, 3, "a keyframe request to dave")
+            await wait_for(
+                lambda: bob.received.frames["video"] >= frames + 15, 5, "frames from dave"
+            )
+            assert len(bob.received.ssrcs) == 1, "the subscriber must see one stream throughout"
+            assert room.stats.forwarded > 0
+        finally:
+            await room.close()
+            for client in (alice, dave, bob):
+                await client.close()
+
+    run(scenario)
+
+
+def test_a_later_publisher_is_added_to_a_subscription_by_renegotiation() -> None:
+    async def scenario() -> None:
+        room = Room("r5")
+        alice = await publish(room, "alice", clip())
+        bob = await subscribe(room, "bob")
+        dave: Publisher | None = None
+        try:
+            await wait_for(lambda: bob.received.frames["video"] >= 3, 10, "alice's frames")
+            dave = await publish(room, "dave", clip())
+            offer = await room.subscribe(
+                "bob", [k for k in room.publications if k.startswith("dave/")]
+            )
+            await room.answer("bob", await bob.answer(offer))
+            await wait_for(lambda: len(bob.received.ssrcs) == 4, 5, "dave's streams at bob")
+            frames = bob.received.frames["video"]
+            # two 10 fps streams now: 20 more frames come well within 2 s
+            await wait_for(lambda: bob.received.frames["video"] >= frames + 20, 3, "both streams")
+        finally:
+            await room.close()
+            for client in (alice, bob, dave):
+                if client is not None:
+                    await client.close()
+
+    run(scenario)
