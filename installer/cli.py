@@ -22,6 +22,7 @@ COMMANDS: tuple[str, ...] = (
     "core.cli",
     "edge.cli",
     "installer.demo",
+    "installer.media_cli",
 )
 
 Handler = Callable[[argparse.Namespace], int]

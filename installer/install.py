@@ -1,0 +1,412 @@
+"""``zastava install``: a node from offline media, on a host that may have no network at all.
+
+Theory of operation. Steps, each shown as it starts and each safe to repeat:
+
+1. verify: the release key is the trusted one (given with its fingerprint, or installed
+   earlier); the manifest's signature verifies (I2); the media are fresh enough (I3, I4,
+   overridable and then logged); every file is copied into ``versions/.staging`` while its
+   length and SHA-256 are checked against the manifest (I1). Nothing is installed before
+   this step has finished, and later steps read only the checked copy.
+2. Debian packages for the role, from the media (``apt-get install --no-download``).
+3. the version's virtualenv ``versions/<v>/venv``: ``venv --without-pip``, then pip run from
+   the media's own pip wheel with ``--no-index --require-hashes``; ``COMPLETE`` last.
+4. the role's configuration (kept if it exists); 5. the service user and the unit;
+6. the databases, created by the new version's own code; 7. the node's keys and its
+   certificate request (generated into ``node.partial``, renamed when complete);
+8. ``installation.json``, the trusted release key, then ``current`` switched by rename.
+
+A run killed at any point leaves either no ``current`` link or a complete one; running the
+same command again finishes the job.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from installer import systemd
+from installer.layout import COMPLETE, Installation, InstallError, Paths, log_event
+from installer.manifest import MANIFEST_FILE, Manifest, check_fresh
+from installer.media import SignedManifest, copy_verified, open_media
+from installer.release_key import ReleaseKeyError, VerifyingKey
+from installer.roleconfig import NodeSettings, config_text
+from pki.enrollment import EnrollmentRequest, grouped
+from pki.keyfile import write_public
+from pki.names import Role
+
+ROLE_NEEDS = {Role.RELAY: "coturn (for TURN)", Role.CORE: "python3", Role.EDGE: "python3"}
+
+
+class Step(enum.Enum):
+    VERIFY = "verify the media"
+    DEBIAN = "Debian packages"
+    VENV = "virtualenv"
+    CONFIG = "configuration"
+    SERVICE = "service user and unit"
+    DATABASE = "databases"
+    KEYS = "node keys and certificate request"
+    SWITCH = "switch to the new version"
+    # upgrade only
+    BACKUP = "back up the data"
+    MIGRATE = "migrate the data"
+    HEALTH = "health check"
+
+
+class Progress:
+    """Prints each step as ``[n/N] name: detail``, logs it, and (tests only) dies on cue."""
+
+    def __init__(
+        self, steps: list[Step], paths: Paths, now: Callable[[], dt.datetime], crash_at: str
+    ) -> None:
+        self.steps = steps
+        self.paths = paths
+        self.now = now
+        self.crash_at = crash_at
+
+    def step(self, step: Step, detail: str = "") -> None:
+        n = self.steps.index(step) + 1
+        print(f"[{n}/{len(self.steps)}] {step.value}{': ' + detail if detail else ''}", flush=True)
+        if self.paths.prefix.is_dir():
+            log_event(self.paths, self.now(), "step", step=step.name)
+        if self.crash_at == step.name.lower():
+            # For the interruption tests: die as a power cut would, with no clean-up.
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def note(self, text: str) -> None:
+        print(f"      {text}", flush=True)
+
+
+def trusted_key(paths: Paths, key_file: Path | None, fingerprint: str | None) -> VerifyingKey:
+    """The release key to verify media with: given with its fingerprint, or installed."""
+    if key_file is not None:
+        if fingerprint is None:
+            raise ReleaseKeyError(
+                "--release-key needs --release-fingerprint: the fingerprint you were given "
+                "out of band (a key file alone proves nothing)"
+            )
+        return VerifyingKey.load(key_file, fingerprint=fingerprint)
+    if fingerprint is not None and not paths.trusted_key.exists():
+        raise ReleaseKeyError("--release-fingerprint needs --release-key FILE")
+    if paths.trusted_key.exists():
+        return VerifyingKey.load(paths.trusted_key, fingerprint=fingerprint)
+    raise ReleaseKeyError(
+        f"no release key is trusted under {paths.prefix} yet: give --release-key FILE (e.g. "
+        "MEDIA/release-key.pem) and --release-fingerprint with the fingerprint you were told"
+    )
+
+
+@dataclass(frozen=True)
+class Verified:
+    signed: SignedManifest
+    staging: Path
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.signed.manifest
+
+
+def verify_media(
+    paths: Paths,
+    media: Path,
+    key: VerifyingKey,
+    *,
+    now: dt.datetime,
+    allow_expired: bool,
+    allow_downgrade: bool,
+    progress: Progress,
+) -> Verified:
+    """Step 1 of install and upgrade: nothing is used from the media before this returns."""
+    signed = open_media(media, key)
+    m = signed.manifest
+    progress.note(
+        f"signature OK (release key {key.grouped[:19]}...): version {m.version}, "
+        f"made {m.created:%Y-%m-%d}, expires {m.expires:%Y-%m-%d}"
+    )
+    installed = paths.linked(paths.current)
+    for o in check_fresh(
+        m,
+        now=now,
+        installed=installed,
+        allow_expired=allow_expired,
+        allow_downgrade=allow_downgrade,
+    ):
+        log_event(paths, now, "forced", refusal=o.what, detail=o.detail, media=str(media))
+        print(f"WARNING: {o.detail}; installing anyway as forced (logged in {paths.log})")
+    staging = paths.versions / ".staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        copy_verified(media, signed, staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    progress.note(f"all {len(m.files)} files match the manifest; checked copy in {staging}")
+    return Verified(signed, staging)
+
+
+def install_debs(verified: Verified, role: Role, system: bool, media: Path, p: Progress) -> None:
+    m = verified.manifest
+    if m.debs is None:
+        p.note(
+            f"these media carry no Debian packages (built with --no-debs): the {role.value} "
+            f"needs {ROLE_NEEDS[role]} installed by other means"
+        )
+        return
+    debs = m.debs_for(role)
+    if not system:
+        p.note(f"not installing {len(debs)} Debian packages (--system no); as root, run:")
+        p.note("apt-get install --no-download -y " + " ".join(str(media / d) for d in debs))
+        return
+    r = subprocess.run(
+        ["apt-get", "install", "--no-download", "-y", "-q", "--no-install-recommends"]
+        + [str(verified.staging / d) for d in debs],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+    )
+    if r.returncode != 0:
+        raise InstallError(
+            "apt-get could not install the media's Debian packages (nothing was downloaded); "
+            f"a dependency may be missing from installer/debian-media.txt:\n{r.stderr.strip()}"
+        )
+    p.note(f"{len(debs)} Debian packages installed")
+
+
+def _pip_wheel(verified: Verified) -> Path:
+    for f in verified.manifest.files:
+        name = Path(f.path).name
+        if f.path.startswith("wheels/") and name.startswith("pip-") and name.endswith(".whl"):
+            return verified.staging / f.path
+    raise InstallError("the media hold no pip wheel (pip is pinned in runtime.lock)")
+
+
+def build_version(paths: Paths, verified: Verified, python: str, p: Progress) -> None:
+    """``versions/<v>/venv`` from the checked copy only; reused if already complete."""
+    m = verified.manifest
+    vdir = paths.version_dir(m.version)
+    if paths.is_complete(m.version):
+        if (vdir / MANIFEST_FILE).read_bytes() != verified.signed.data:
+            raise InstallError(
+                f"{vdir} holds a different build of version {m.version}; remove it (it is not "
+                "current) or use media with a new version"
+            )
+        p.note(f"{vdir} is already complete; reusing it")
+        return
+    if vdir.exists():
+        p.note(f"removing the unfinished {vdir} from an interrupted run")
+        shutil.rmtree(vdir)
+    vdir.mkdir(parents=True)
+    venv = vdir / "venv"
+    _run([python, "-m", "venv", "--without-pip", str(venv)], "creating the virtualenv")
+    p.note(f"pip install --no-index --require-hashes from the media into {venv}")
+    _run(
+        [str(venv / "bin" / "python"), str(_pip_wheel(verified) / "pip"), "install"]
+        + ["--quiet", "--disable-pip-version-check", "--no-index", "--require-hashes"]
+        + ["--find-links", str(verified.staging / "wheels")]
+        + ["-r", str(verified.staging / "requirements.txt")],
+        "pip install from the media",
+    )
+    _run([str(venv / "bin" / "zastava"), "--help"], "running the installed zastava")
+    write_public(vdir / MANIFEST_FILE, verified.signed.data)
+    write_public(vdir / COMPLETE, f"{m.version}\n".encode())
+
+
+def _run(argv: list[str], what: str) -> str:
+    r = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if r.returncode != 0:
+        tail = "\n".join((r.stderr or r.stdout).strip().splitlines()[-12:])
+        raise InstallError(f"{what} failed (exit {r.returncode}):\n{tail}")
+    return r.stdout
+
+
+def migrate(paths: Paths, inst: Installation, verified: Manifest) -> str:
+    return _run(
+        [str(paths.python(verified.version)), "-m", "installer.nodedata", "migrate"]
+        + ["--role", inst.role.value, "--config", str(inst.config)],
+        "creating or migrating the databases",
+    ).strip()
+
+
+@dataclass(frozen=True)
+class InstallRequest:
+    media: Path
+    paths: Paths
+    settings: NodeSettings
+    unit_dir: Path
+    user: str
+    python: str
+    system: bool
+    dns: tuple[str, ...]
+    ips: tuple[str, ...]
+    release_key: Path | None
+    release_fingerprint: str | None
+    allow_expired: bool = False
+    crash_at: str = ""
+
+
+INSTALL_STEPS = [
+    Step.VERIFY,
+    Step.DEBIAN,
+    Step.VENV,
+    Step.CONFIG,
+    Step.SERVICE,
+    Step.DATABASE,
+    Step.KEYS,
+    Step.SWITCH,
+]
+
+
+def install(req: InstallRequest, now: Callable[[], dt.datetime]) -> Installation:
+    paths, s = req.paths, req.settings
+    existing = paths.linked(paths.current)
+    if existing is not None:
+        raise InstallError(
+            f"Zastava {existing} is already installed under {paths.prefix}: use "
+            "'zastava upgrade --media ...' (or 'zastava rollback')"
+        )
+    if paths.record.exists():
+        old = Installation.load(paths)
+        if (old.role, old.site) != (s.role, s.site):
+            raise InstallError(
+                f"an interrupted install of {old.role.value} {old.site} is under "
+                f"{paths.prefix}: rerun it with those values, or remove {paths.prefix}"
+            )
+    p = Progress(INSTALL_STEPS, paths, now, req.crash_at)
+    p.step(Step.VERIFY, str(req.media))
+    key = trusted_key(paths, req.release_key, req.release_fingerprint)
+    verified = verify_media(
+        paths,
+        req.media,
+        key,
+        now=now(),
+        allow_expired=req.allow_expired,
+        allow_downgrade=False,
+        progress=p,
+    )
+    inst = Installation(
+        role=s.role,
+        site=s.site,
+        config=s.config_file,
+        data_dir=s.data_dir,
+        unit_dir=req.unit_dir,
+        user=req.user,
+        python=req.python,
+        system=req.system,
+    )
+    try:
+        _install_steps(req, inst, key, verified, p, now)
+    finally:
+        shutil.rmtree(verified.staging, ignore_errors=True)
+    return inst
+
+
+def _install_steps(
+    req: InstallRequest,
+    inst: Installation,
+    key: VerifyingKey,
+    verified: Verified,
+    p: Progress,
+    now: Callable[[], dt.datetime],
+) -> None:
+    paths, s, m = req.paths, req.settings, verified.manifest
+    p.step(Step.DEBIAN)
+    install_debs(verified, s.role, req.system, req.media, p)
+    p.step(Step.VENV, str(paths.version_dir(m.version)))
+    build_version(paths, verified, req.python, p)
+
+    p.step(Step.CONFIG, str(s.config_file))
+    if s.config_file.exists():
+        p.note("kept the existing file")
+    else:
+        write_public(s.config_file, config_text(s).encode())
+    if s.role is Role.RELAY:
+        (s.config_dir / "nodes").mkdir(parents=True, exist_ok=True)
+
+    p.step(Step.SERVICE, systemd.unit_name(inst))
+    unit = systemd.write_unit(inst, paths)
+    p.note(f"unit written to {unit}")
+    if req.system:
+        if systemd.ensure_user(inst):
+            p.note(f"created the system user {inst.user}")
+    else:
+        p.note("user and systemd left alone (--system no)")
+
+    p.step(Step.DATABASE)
+    p.note(migrate(paths, inst, m))
+
+    p.step(Step.KEYS, str(inst.node_dir))
+    request = _node_keys(paths, inst, m, req.dns, req.ips, p)
+    if req.system:
+        systemd.own_data(inst)
+
+    p.step(Step.SWITCH, f"{paths.current} -> versions/{m.version}")
+    inst.save(paths)
+    if not paths.trusted_key.exists() or paths.trusted_key.read_bytes() != key.pem():
+        write_public(paths.trusted_key, key.pem())
+    paths.switch(paths.current, m.version)
+    if req.system:
+        systemd.enable(inst)
+    log_event(paths, now(), "installed", version=str(m.version), role=s.role.value, site=s.site)
+    _next_steps(inst, m, request)
+
+
+def _node_keys(
+    paths: Paths,
+    inst: Installation,
+    m: Manifest,
+    dns: tuple[str, ...],
+    ips: tuple[str, ...],
+    p: Progress,
+) -> EnrollmentRequest:
+    node = inst.node_dir
+    if (node / "request.pem").exists():
+        p.note("the node already has its keys and request; kept")
+    else:
+        if node.exists():
+            raise InstallError(
+                f"{node} exists without request.pem: move it aside (it may hold keys) and rerun"
+            )
+        partial = node.with_name(node.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        argv = [str(paths.zastava(m.version)), "pki", "request", "--node-dir", str(partial)]
+        argv += ["--site", inst.site, "--role", inst.role.value]
+        for d in dns:
+            argv += ["--dns", d]
+        for ip in ips:
+            argv += ["--ip", ip]
+        _run(argv, "generating the node's keys")
+        os.replace(partial, node)
+    request = EnrollmentRequest.parse((node / "request.pem").read_bytes())
+    p.note(f"request {node / 'request.pem'}, fingerprint {grouped(request.fingerprint)}")
+    return request
+
+
+def _next_steps(inst: Installation, m: Manifest, request: EnrollmentRequest) -> None:
+    node = inst.node_dir
+    print(
+        f"""
+Zastava {m.version} is installed as {inst.role.value} {inst.site}. Next:
+  1. carry {node / "request.pem"} to the CA; read this fingerprint to the CA's admin:
+       {grouped(request.fingerprint)}
+     there: zastava pki sign request.pem --ca-dir ... --site {inst.site} --role {inst.role.value} \\
+                --out {inst.site}-{inst.role.value}.certs.pem
+  2. carry the certificate bundle back and import it, checking the root fingerprint:
+       zastava pki import {inst.site}-{inst.role.value}.certs.pem --node-dir {node} \\
+           --root-fingerprint "<root CA fingerprint>"
+  3. review {inst.config}, then start the service:
+       systemctl start {systemd.unit_name(inst)}""",
+        flush=True,
+    )
+    if inst.role is Role.RELAY:
+        print(f"     (copy each node's TLS certificate into {inst.config.parent / 'nodes'})")
+    elif inst.role is Role.CORE:
+        print(f"     (copy the relay's TLS certificate to {inst.config.parent / 'relay-tls.pem'})")
+    sys.stdout.flush()

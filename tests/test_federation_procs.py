@@ -1,0 +1,245 @@
+"""Core, relay and two edges as separate processes with real SSH (issue 5, "Done when").
+
+Each node is its own ``zastava ... serve`` process, laid out and enrolled as the demo does
+(installer.federation) and supervised like the demo's (installer.supervisor). The test
+process acts as the admin (``zastava core user ...`` commands) and as the plants'
+applications, queueing events and chat into an edge's database the way the web layer does
+(edge.outbound, its own connection and transaction); it reads results from the databases.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge import outbound
+from edge.chat import ChatService
+from installer.federation import Layout, build_federation, seed_directory, write_layout
+from installer.supervisor import Supervisor
+from pki.keyfile import KdfCost
+from sync.bundle.store import connect
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def eventually(check: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what or check}")
+        time.sleep(0.05)
+
+
+def rows(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    if not db.exists():
+        return []
+    conn = sqlite3.connect(db, timeout=30)
+    try:
+        return conn.execute(sql, params).fetchall()
+    except sqlite3.OperationalError:  # the table is not there yet
+        return []
+    finally:
+        conn.close()
+
+
+class Fed:
+    def __init__(self, base: Path) -> None:
+        root, nodes = build_federation(base, now(), KdfCost(time_cost=1, memory_kib=8 * 1024))
+        self.layout: Layout = write_layout(base, root, nodes, interval=0.5)
+        seed_directory(self.layout, now)
+        self.sup = Supervisor(base / "logs")
+        self.sup.add(
+            "relay", ["relay", "serve", "--config", str(self.layout.relay_toml)], ready="serving on"
+        )
+        self.sup.add(
+            "core", ["core", "serve", "--config", str(self.layout.core_toml)], ready="serving;"
+        )
+        for site in self.layout.edges:
+            self.sup.add(
+                site,
+                ["edge", "serve", "--config", str(self.layout.edge_toml(site))],
+                ready=EDGE_READY,
+            )
+
+    def core(self, *args: str) -> str:
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "installer.cli",
+                "core",
+                *args,
+                "--config",
+                str(self.layout.core_toml),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout
+
+    def edge_users(self, site: str) -> dict[str, bool]:
+        return {
+            login: bool(enabled)
+            for login, enabled in rows(
+                self.layout.edge_db(site), "SELECT login, enabled FROM zd_users"
+            )
+        }
+
+    def core_events(self, name: str) -> list[tuple[str, dict[str, Any]]]:
+        return [
+            (origin, json.loads(data))
+            for origin, data in rows(
+                self.layout.base / "core-data" / "core-sync.db",
+                "SELECT origin, data FROM core_events WHERE kind=? ORDER BY received_ms, seq, n",
+                (f"zastava.event.{name}",),
+            )
+        ]
+
+    def queue(self, site: str, put: Callable[[sqlite3.Connection, int], object]) -> None:
+        """Queue as the edge's application does: its own connection, one transaction."""
+        conn = connect(self.layout.edge_db(site))
+        try:
+            outbound.ensure_schema(conn)
+            conn.execute("BEGIN IMMEDIATE")
+            put(conn, time.time_ns() // 1_000_000)
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+
+EDGE_READY = "federation: running"
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fed]:
+    f = Fed(tmp_path_factory.mktemp("federation"))
+    try:
+        for name in ("relay", "core", *f.layout.edges):
+            f.sup.start(name)
+        yield f
+    finally:
+        f.sup.stop_all()
+
+
+def test_a_user_added_at_core_appears_at_both_edges(fed: Fed) -> None:
+    eventually(
+        lambda: all("ivanov" in fed.edge_users(s) for s in fed.layout.edges), what="snapshot"
+    )
+    fed.core("user", "add", "smirnov", "--name", "Смирнов Олег", "--site", "plant-b")
+    eventually(
+        lambda: all(fed.edge_users(s).get("smirnov") for s in fed.layout.edges),
+        what="smirnov at both edges",
+    )
+
+
+def test_a_disabled_user_is_disabled_at_both_edges(fed: Fed) -> None:
+    eventually(lambda: all("petrova" in fed.edge_users(s) for s in fed.layout.edges))
+    fed.core("user", "disable", "petrova")
+    eventually(
+        lambda: all(fed.edge_users(s).get("petrova") is False for s in fed.layout.edges),
+        what="petrova disabled at both edges",
+    )
+
+
+def test_events_from_both_plants_arrive_once_each(fed: Fed) -> None:
+    for site in fed.layout.edges:
+        for i in range(20):
+            fed.queue(
+                site,
+                lambda c, t, s=site, i=i: outbound.queue_event(c, "probe", {"s": s, "i": i}, t),
+            )
+    got = eventually(lambda: len(fed.core_events("probe")) >= 40 and fed.core_events("probe"))
+    time.sleep(1.5)  # more passes add nothing
+    got = fed.core_events("probe")
+    assert sorted((o, e["s"], e["i"]) for o, e in got) == sorted(
+        (s, s, i) for s in fed.layout.edges for i in range(20)
+    )
+    for site in fed.layout.edges:  # and in order, per plant
+        assert [e["i"] for o, e in got if o == site] == list(range(20))
+
+
+def test_the_relay_killed_mid_flow_loses_and_duplicates_nothing(fed: Fed) -> None:
+    for i in range(60):
+        fed.queue("plant-a", lambda c, t, i=i: outbound.queue_event(c, "flow", {"i": i}, t))
+        if i == 20:
+            fed.sup.kill("relay")
+        if i == 40:
+            fed.sup.start("relay")
+        time.sleep(0.05)
+    eventually(lambda: len(fed.core_events("flow")) >= 60, timeout=90, what="60 flow events")
+    time.sleep(1.5)
+    assert [e["i"] for _, e in fed.core_events("flow")] == list(range(60))
+
+
+def chat_at(fed: Fed, site: str) -> ChatService:
+    """The chat as the edge's web layer opens it (its own connection to that edge.db)."""
+    return ChatService.open(
+        fed.layout.edge_db(site),
+        site=site,
+        attachments_dir=fed.layout.base / f"{site}-data" / "files",
+    )
+
+
+def texts(fed: Fed, site: str, cid: str) -> list[str]:
+    return [
+        t
+        for (t,) in rows(
+            fed.layout.edge_db(site),
+            "SELECT text FROM chat_messages WHERE conv=? ORDER BY seq",
+            (cid,),
+        )
+    ]
+
+
+def test_a_cross_site_chat_message_reaches_the_other_plant(fed: Fed) -> None:
+    eventually(lambda: all("sidorov" in fed.edge_users(s) for s in fed.layout.edges))
+    chat = chat_at(fed, "plant-a")
+    try:
+        conv = chat.open_direct("ivanov", "sidorov", now=now())
+        chat.post_message("ivanov", conv.id, "Привет, <b>Завод Б</b>!", now=now())
+    finally:
+        chat.close()
+    assert eventually(lambda: texts(fed, "plant-b", conv.id), what="the message at plant-b") == [
+        "Привет, <b>Завод Б</b>!"
+    ]
+
+
+def test_a_plant_offline_for_many_bundles_catches_up_in_order(fed: Fed) -> None:
+    eventually(lambda: all("kuznetsova" in fed.edge_users(s) for s in fed.layout.edges))
+    chat = chat_at(fed, "plant-a")
+    conv = chat.open_direct("petrova", "kuznetsova", now=now())
+    fed.sup.stop("plant-b")
+    try:
+        for i in range(8):  # each in its own pass at plant-a and at the core: many bundles
+            fed.core("user", "add", f"late{i}", "--name", f"Поздний {i}", "--site", "plant-a")
+            chat.post_message("petrova", conv.id, f"сообщение {i}", now=now())
+            time.sleep(0.7)
+    finally:
+        chat.close()
+    queued = rows(
+        fed.layout.base / "core-data" / "core-sync.db",
+        "SELECT count(*) FROM zs_outbox "
+        "WHERE recipient='plant-b' AND stream IN ('chat', 'directory')",
+    )[0][0]
+    assert queued >= 8  # the core holds them for plant-b: it is really behind by many bundles
+    fed.sup.start("plant-b")
+    want = [f"сообщение {i}" for i in range(8)]
+    eventually(lambda: texts(fed, "plant-b", conv.id) == want, what="all messages, in order")
+    assert all(fed.edge_users("plant-b").get(f"late{i}") for i in range(8))

@@ -1,0 +1,341 @@
+"""Offline media built from the lock file, and every way of tampering with them (I1-I4).
+
+The media are built once per test run (shared by the xdist workers under a file lock): 0.1.0
+from ``requirements/runtime.lock`` with real ``pip download`` (pip's cache and the index
+answer quickly), then 0.2.0 and a deliberately broken 0.3.0 offline from 0.1.0's wheels.
+Each is built from a copy of this checkout whose version is set in its pyproject.
+Other installer test modules import the fixture and helpers from here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from installer.manifest import Manifest, Version
+from installer.media_build import DEBIAN_LIST, debian_packages, download_debs
+from installer.release_key import SigningKey, VerifyingKey, generate
+from pki.keyfile import KdfCost
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+BASE_PYTHON = getattr(sys, "_base_executable", sys.executable)
+PASSPHRASE = "release passphrase for the tests"
+FAST_KDF = KdfCost(time_cost=1, memory_kib=8 * 1024)
+PACKAGE_DATA = '\n[tool.setuptools.package-data]\n"edge.web" = ["static/*"]\n'
+
+
+@dataclass(frozen=True)
+class MediaSet:
+    base: Path
+    key_dir: Path
+    fingerprint: str
+    v1: Path  # 0.1.0 from the lock
+    v2: Path  # 0.2.0
+    broken: Path  # 0.3.0 whose relay cannot start
+
+    @property
+    def public_key(self) -> Path:
+        return self.key_dir / "release-key.pem"
+
+    def signing_key(self) -> SigningKey:
+        return SigningKey.load(self.key_dir / "release-key.sealed", PASSPHRASE.encode())
+
+
+def zastava(
+    *args: str, netns: str | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """``zastava ARGS`` with the installer's commands registered (python -m installer.media_cli)."""
+    argv = [PYTHON, "-m", "installer.media_cli", *args]
+    if netns:
+        argv = ["ip", "netns", "exec", netns, *argv]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def _source_copy(dst: Path, version: str, *, broken: bool = False) -> Path:
+    shutil.copytree(
+        ROOT,
+        dst,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache", "tests", "bench"
+        ),
+    )
+    pyproject = dst / "pyproject.toml"
+    text = pyproject.read_text().replace('version = "0.1.0"', f'version = "{version}"', 1)
+    if '"edge.web"' not in text:
+        # Until pyproject.toml ships the web client as package data (see the report).
+        text += PACKAGE_DATA
+    pyproject.write_text(text)
+    if broken:
+        server = dst / "sync" / "relay" / "server.py"
+        code = server.read_text()
+        assert "    def start(self) -> None:\n" in code
+        server.write_text(
+            code.replace(
+                "    def start(self) -> None:\n",
+                "    def start(self) -> None:\n"
+                '        raise RuntimeError("this release is broken on purpose (test)")\n',
+            )
+        )
+    return dst
+
+
+def _build(base: Path, name: str, version: str, *extra: str, broken: bool = False) -> Path:
+    src = _source_copy(base / f"src-{name}", version, broken=broken)
+    out = base / name
+    r = zastava(
+        "media", "build", "--out", str(out), "--source", str(src), "--no-debs",
+        "--key", str(base / "key" / "release-key.sealed"),
+        "--passphrase-file", str(base / "passphrase"), *extra,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr + r.stdout
+    shutil.rmtree(src)
+    return out
+
+
+def _shared_dir(factory: pytest.TempPathFactory) -> Path:
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    base = factory.getbasetemp()
+    return base.parent / f"installer-media-{run}" if run else base / "installer-media"
+
+
+def media_set(factory: pytest.TempPathFactory) -> MediaSet:
+    """The media of this test run, built by whichever worker comes first."""
+    base = _shared_dir(factory)
+    base.mkdir(parents=True, exist_ok=True)
+    with (base / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (base / "done").exists():
+            (base / "passphrase").write_text(PASSPHRASE + "\n")
+            r = zastava(
+                "media", "keygen", "--out", str(base / "key"),
+                "--passphrase-file", str(base / "passphrase"), "--insecure-fast-kdf",
+            )  # fmt: skip
+            assert r.returncode == 0, r.stderr
+            _build(base, "media-0.1.0", "0.1.0")
+            wheels = str(base / "media-0.1.0" / "wheels")
+            _build(base, "media-0.2.0", "0.2.0", "--wheels-from", wheels)
+            _build(base, "media-0.3.0", "0.3.0", "--wheels-from", wheels, broken=True)
+            (base / "done").touch()
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    vk = VerifyingKey.load(base / "key" / "release-key.pem")
+    return MediaSet(
+        base,
+        base / "key",
+        vk.grouped,
+        base / "media-0.1.0",
+        base / "media-0.2.0",
+        base / "media-0.3.0",
+    )
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory: pytest.TempPathFactory) -> MediaSet:
+    return media_set(tmp_path_factory)
+
+
+def clone(src: Path, dst: Path) -> Path:
+    """A copy of media made of hard links (rewrite files with :func:`rewrite`, never in place)."""
+    for p in src.rglob("*"):
+        target = dst / p.relative_to(src)
+        if p.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(p, target)
+    return dst
+
+
+def rewrite(path: Path, data: bytes) -> None:
+    path.unlink()
+    path.write_bytes(data)
+
+
+def resign(media_dir: Path, key: SigningKey, **changes: object) -> Manifest:
+    """Change manifest fields and sign the result with ``key``, as a release would."""
+    m = Manifest.parse((media_dir / "manifest.json").read_bytes())
+    m = dataclasses.replace(m, **changes)  # type: ignore[arg-type]
+    rewrite(media_dir / "manifest.json", bytes(m))
+    rewrite(media_dir / "manifest.sig", key.sign(bytes(m)))
+    return m
+
+
+def node_args(root: Path, media_dir: Path, ms: MediaSet, *extra: str) -> list[str]:
+    """``zastava install`` arguments for a relay under ``root`` (no system changes)."""
+    return [
+        "install", "--media", str(media_dir), "--role", "relay", "--site", "dmz",
+        "--prefix", str(root / "opt"), "--config-dir", str(root / "etc"),
+        "--data-dir", str(root / "var"), "--unit-dir", str(root / "units"),
+        "--system", "no", "--python", BASE_PYTHON, "--dns", "relay.test",
+        "--release-key", str(ms.public_key), "--release-fingerprint", ms.fingerprint,
+        *extra,
+    ]  # fmt: skip
+
+
+def assert_nothing_installed(root: Path) -> None:
+    opt = root / "opt"
+    assert not (opt / "current").exists()
+    versions = opt / "versions"
+    assert not versions.exists() or not any(versions.iterdir())
+    for p in ("etc", "var", "units"):
+        assert not (root / p).exists(), p
+
+
+def test_media_hold_every_locked_wheel_and_the_web_client(media: MediaSet) -> None:
+    m = Manifest.parse((media.v1 / "manifest.json").read_bytes())
+    assert m.version == Version.parse("0.1.0")
+    assert m.debs is None  # built with --no-debs, and the manifest says so
+    lock = (ROOT / "requirements" / "runtime.lock").read_text()
+    pins = {line.split("==")[0].lower() for line in lock.splitlines() if "==" in line}
+    wheels = [f.path for f in m.files if f.path.startswith("wheels/")]
+    names = {Path(w).name.split("-")[0].replace("_", "-").lower() for w in wheels}
+    assert pins <= names and "zastava" in names
+    for f in m.files:
+        assert (media.v1 / f.path).stat().st_size == f.size
+    req = (media.v1 / "requirements.txt").read_text()
+    assert lock in req and "zastava==0.1.0 \\\n    --hash=sha256:" in req
+    with zipfile.ZipFile(media.v1 / m.zastava_wheel) as z:
+        assert "edge/web/static/index.html" in z.namelist()
+    assert {"bootstrap.sh", "release-key.pem"} <= {f.path for f in m.files}
+    r = zastava(
+        "media", "verify", str(media.v1), "--prefix", str(media.base / "none"),
+        "--release-key", str(media.public_key), "--release-fingerprint", media.fingerprint,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert f"all {len(m.files)} files match; version 0.1.0" in r.stdout
+
+
+def test_openssl_verifies_the_signature_independently(media: MediaSet) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl")
+    r = subprocess.run(
+        ["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", str(media.public_key), "-rawin"]
+        + ["-in", str(media.v1 / "manifest.json"), "-sigfile", str(media.v1 / "manifest.sig")],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0 and "Signature Verified Successfully" in r.stdout
+
+
+def _refused(tmp_path: Path, media_dir: Path, ms: MediaSet, message: str, *extra: str) -> str:
+    r = zastava(*node_args(tmp_path, media_dir, ms, *extra))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert message in r.stderr, r.stderr
+    assert_nothing_installed(tmp_path)
+    return r.stderr
+
+
+def _a_wheel(media_dir: Path) -> Path:
+    return next(p for p in sorted((media_dir / "wheels").glob("*.whl")) if "paramiko" in p.name)
+
+
+def test_changed_wheel_is_refused(tmp_path: Path, media: MediaSet) -> None:
+    """I1: one byte of one wheel changed: refused before anything is installed."""
+    m = clone(media.v1, tmp_path / "m")
+    wheel = _a_wheel(m)
+    data = bytearray(wheel.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    rewrite(wheel, bytes(data))
+    _refused(tmp_path, m, media, f"wheels/{wheel.name}: SHA-256 differs from the signed manifest")
+
+
+def test_truncated_missing_and_extra_files_are_refused(tmp_path: Path, media: MediaSet) -> None:
+    """I1: truncated, missing, or an extra wheel that pip could pick up."""
+    m = clone(media.v1, tmp_path / "m")
+    wheel = _a_wheel(m)
+    rewrite(wheel, wheel.read_bytes()[:-10])
+    _refused(tmp_path, m, media, f"wheels/{wheel.name}: length differs")
+    wheel.unlink()
+    _refused(tmp_path, m, media, f"wheels/{wheel.name}: listed in the manifest but missing")
+    shutil.copyfile(media.v1 / "wheels" / wheel.name, wheel)
+    (m / "wheels" / "evil-1.0-py3-none-any.whl").write_bytes(b"PK")
+    _refused(tmp_path, m, media, "wheels/evil-1.0-py3-none-any.whl: on the media but not in the")
+
+
+def test_symlinked_file_is_refused(tmp_path: Path, media: MediaSet) -> None:
+    """I1: a listed file replaced by a symlink (to anywhere) is not followed."""
+    m = clone(media.v1, tmp_path / "m")
+    req = m / "requirements.txt"
+    req.unlink()
+    req.symlink_to(media.v1 / "requirements.txt")
+    _refused(tmp_path, m, media, "requirements.txt: cannot be read")
+
+
+def test_edited_manifest_is_refused(tmp_path: Path, media: MediaSet) -> None:
+    """I1/I2: the manifest edited (a hash matching a changed wheel; a new version)."""
+    m = clone(media.v1, tmp_path / "m")
+    text = (m / "manifest.json").read_bytes()
+    rewrite(m / "manifest.json", text.replace(b'"version":"0.1.0"', b'"version":"9.9.9"'))
+    _refused(tmp_path, m, media, "the manifest's signature does not verify")
+
+
+def test_bad_missing_and_foreign_signatures_are_refused(tmp_path: Path, media: MediaSet) -> None:
+    """I2: flipped signature, unsigned manifest, manifest signed by another key."""
+    m = clone(media.v1, tmp_path / "m")
+    sig = bytearray((m / "manifest.sig").read_bytes())
+    sig[0] ^= 0x80
+    rewrite(m / "manifest.sig", bytes(sig))
+    _refused(tmp_path, m, media, "signature does not verify with the trusted release key")
+    (m / "manifest.sig").unlink()
+    _refused(tmp_path, m, media, "the manifest is unsigned")
+    # A complete, consistent release signed by someone else's key.
+    generate(tmp_path / "other", b"another passphrase", FAST_KDF)
+    other = SigningKey.load(tmp_path / "other" / "release-key.sealed", b"another passphrase")
+    (m / "manifest.sig").write_bytes(b"")
+    resign(m, other)
+    rewrite(m / "release-key.pem", other.verifying.pem())
+    _refused(tmp_path, m, media, "signed by another key")
+    # ... and its own key, given without the fingerprint the admin was told, is not trusted.
+    r = zastava(
+        *node_args(tmp_path, m, media)[:-4],
+        "--release-key", str(m / "release-key.pem"),
+        "--release-fingerprint", media.fingerprint,
+    )  # fmt: skip
+    assert r.returncode == 1 and "not the one you were given" in r.stderr
+    assert_nothing_installed(tmp_path)
+
+
+def test_expired_media_refused_unless_forced_and_logged(tmp_path: Path, media: MediaSet) -> None:
+    """I4: expired (validly signed) media refused; --allow-expired goes on and is logged."""
+    m = clone(media.v1, tmp_path / "m")
+    past = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    resign(m, media.signing_key(), created=past, expires=past + dt.timedelta(days=90))
+    _refused(tmp_path, m, media, "expired on 2020-03-31T00:00:00Z: refusing them")
+    # Forced: verification passes; stop the install right after it (the test hook).
+    r = zastava(*node_args(tmp_path, m, media, "--allow-expired", "--crash-at", "debian"))
+    assert r.returncode == -9, r.stderr
+    assert "WARNING: the media (version 0.1.0) expired on 2020-03-31" in r.stdout
+    events = [json.loads(x) for x in (tmp_path / "opt" / "install.log").read_text().splitlines()]
+    forced = [e for e in events if e["event"] == "forced"]
+    assert forced and forced[0]["refusal"] == "expired" and str(m) == forced[0]["media"]
+    shutil.rmtree(tmp_path / "opt")
+
+
+def test_debian_package_list_parses() -> None:
+    packages = debian_packages()
+    assert "coturn" in packages["relay"] and "python3" in packages["all"]
+    assert DEBIAN_LIST.name == "debian-media.txt"
+
+
+@pytest.mark.slow
+def test_apt_download_of_the_relay_package(tmp_path: Path) -> None:
+    """The Debian part of the build, for real, on one package (skipped, visibly, without apt)."""
+    if shutil.which("apt-get") is None:
+        pytest.skip("apt-get is not available: media would be built with --no-debs")
+    policy = subprocess.run(["apt-cache", "policy", "coturn"], capture_output=True, text=True)
+    if "Candidate: (none)" in policy.stdout or "Candidate" not in policy.stdout:
+        pytest.skip("apt has no package lists with coturn (run apt-get update)")
+    debs = download_debs({"relay": ["coturn"]}, tmp_path)
+    assert len(debs["relay"]) == 1 and debs["relay"][0].startswith("debs/relay/coturn_")
+    assert (tmp_path / "relay" / Path(debs["relay"][0]).name).stat().st_size > 10_000
