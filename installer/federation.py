@@ -227,6 +227,7 @@ interval_seconds = {interval}
 db = "core-data/directory.db"
 data_dir = "core-data"
 node_dir = "{core.directory}"
+crl = "ca/crl.pem"
 
 {relay_section}""",
     )

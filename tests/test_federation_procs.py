@@ -25,7 +25,10 @@ from edge import outbound
 from edge.chat import ChatService
 from installer.federation import Layout, build_federation, seed_directory, write_layout
 from installer.supervisor import Supervisor
+from pki.ca import CaPaths, IssuingCA
 from pki.keyfile import KdfCost
+from pki.names import DeviceName, Role
+from pki.trust import load_crls
 from sync.bundle.store import connect
 
 pytestmark = pytest.mark.timeout(240)
@@ -243,3 +246,20 @@ def test_a_plant_offline_for_many_bundles_catches_up_in_order(fed: Fed) -> None:
     want = [f"сообщение {i}" for i in range(8)]
     eventually(lambda: texts(fed, "plant-b", conv.id) == want, what="all messages, in order")
     assert all(fed.edge_users("plant-b").get(f"late{i}") for i in range(8))
+
+
+def test_a_revocation_at_the_ca_reaches_every_edge(fed: Fed) -> None:
+    """The CA revokes a device; the core forwards the new CRL; each edge adopts it."""
+    paths = CaPaths.of(fed.layout.base / "ca")
+    ca = IssuingCA.open(paths, (fed.layout.base / "ca-passphrase.txt").read_text().strip().encode())
+    _, cert = ca.issue_device(DeviceName("plant-a", "ivanov"), now=now())
+    ca.revoke(now=now(), serial=format(cert.serial_number, "x"))
+
+    def revoked_at(site: str) -> bool:
+        pem = (fed.layout.node(Role.EDGE, site).directory / "trust" / "crl.pem").read_bytes()
+        return any(
+            c.get_revoked_certificate_by_serial_number(cert.serial_number) is not None
+            for c in load_crls(pem)
+        )
+
+    eventually(lambda: all(revoked_at(s) for s in fed.layout.edges), what="the CRL at both edges")
