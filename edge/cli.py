@@ -34,7 +34,7 @@ from pki.cli import now_utc, read_secret
 
 USER_ERRORS = (RestoreError, LockedError, SchemaError, SealingError)
 
-ORDER = ("auth", "web", "chat")
+ORDER = ("auth", "web", "chat", "presence")
 
 EDGE_STEPS = """\
 an edge, end to end:

@@ -32,6 +32,14 @@ Example::
     audit_days = 365                        # the web audit log keeps this many days
     log_level = "info"                      # debug, info, warning, error
 
+    [chat]                                  # optional; every setting has the default shown
+    attachment_bytes = 26214400             # one attachment (25 MiB); the upload route's body cap
+    text_bytes = 16384                      # one message's text, UTF-8 (at most 65536)
+    pending_uploads = 32                    # uploads waiting to be posted, per user; beyond: 429
+    typing_seconds = 6                      # a typing indicator not refreshed this long ends
+    away_minutes = 5                        # no input this long: presence "away"
+    durable_commits = false                 # true: fsync each chat commit (docs/edge-server.md)
+
 Unknown sections and settings are refused, so a typo never silently falls back to a default.
 """
 
@@ -48,14 +56,26 @@ from sync import tomlconf
 from sync.tomlconf import RelaySettings
 
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+MAX_CHAT_TEXT_BYTES: Final = 64 * 1024  # the cross-site wire format's ceiling (edge.chat.model)
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def _integer(table: dict[str, Any], key: str, default: int, source: str, minimum: int) -> int:
+def _integer(
+    table: dict[str, Any],
+    key: str,
+    default: int,
+    source: str,
+    minimum: int,
+    *,
+    maximum: int | None = None,
+    section: str = "web",
+) -> int:
     value = table.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{source}: web.{key} must be a whole number of at least {minimum}")
+        raise ValueError(f"{source}: {section}.{key} must be a whole number of at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{source}: {section}.{key} must be at most {maximum}")
     return value
 
 
@@ -144,6 +164,38 @@ class WebSettings:
 
 
 @dataclass(frozen=True)
+class ChatSettings:
+    """The ``[chat]`` section: sizes and timings of chat and presence at this edge."""
+
+    attachment_bytes: int = 25 * 1024 * 1024
+    text_bytes: int = 16 * 1024
+    pending_uploads: int = 32
+    typing_seconds: int = 6
+    away_minutes: int = 5
+    durable_commits: bool = False  # False: WAL with synchronous=NORMAL for the chat connection
+
+    @classmethod
+    def from_table(cls, table: dict[str, Any], source: str) -> ChatSettings:
+        tomlconf.only(table, set(cls.__dataclass_fields__), source, "[chat]")
+        d = cls()
+        durable = table.get("durable_commits", d.durable_commits)
+        if not isinstance(durable, bool):
+            raise ValueError(f"{source}: chat.durable_commits must be true or false")
+
+        def integer(key: str, default: int, minimum: int, maximum: int | None = None) -> int:
+            return _integer(table, key, default, source, minimum, maximum=maximum, section="chat")
+
+        return cls(
+            attachment_bytes=integer("attachment_bytes", d.attachment_bytes, 1),
+            text_bytes=integer("text_bytes", d.text_bytes, 1, MAX_CHAT_TEXT_BYTES),
+            pending_uploads=integer("pending_uploads", d.pending_uploads, 1),
+            typing_seconds=integer("typing_seconds", d.typing_seconds, 1, 600),
+            away_minutes=integer("away_minutes", d.away_minutes, 1),
+            durable_commits=durable,
+        )
+
+
+@dataclass(frozen=True)
 class EdgeConfig:
     site: str
     data_dir: Path
@@ -154,6 +206,7 @@ class EdgeConfig:
     device_port: int | None = None
     relay: RelaySettings | None = None
     web: WebSettings = field(default_factory=WebSettings)
+    chat: ChatSettings = field(default_factory=ChatSettings)
 
     @property
     def db(self) -> Path:
@@ -165,7 +218,7 @@ class EdgeConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], *, base: Path, source: str) -> EdgeConfig:
-        unknown = set(raw) - {"edge", "relay", "web"}
+        unknown = set(raw) - {"edge", "relay", "web", "chat"}
         if unknown:
             raise ValueError(f"{source}: unknown section(s) {sorted(unknown)}")
         edge = tomlconf.section(raw, "edge", source, required=True)
@@ -203,5 +256,8 @@ class EdgeConfig:
             else None,
             web=WebSettings.from_table(
                 tomlconf.section(raw, "web", source, required=False), source
+            ),
+            chat=ChatSettings.from_table(
+                tomlconf.section(raw, "chat", source, required=False), source
             ),
         )

@@ -14,6 +14,8 @@ with ``now`` passed in, and returns a :class:`PresenceChange` whenever a user's 
   adapter calls :meth:`~PresenceTracker.tick` at :meth:`~PresenceTracker.next_deadline`;
 - **busy**: :meth:`~PresenceTracker.set_busy`, the user's own choice; it lasts until they
   clear it (across reconnections, while this process runs);
+- **away by choice**: :meth:`~PresenceTracker.set_away` counts the user as idle since long
+  enough; their next activity makes them online again;
 - **in a call**: :meth:`~PresenceTracker.set_in_call`, from the call layer.
 
 The state is the first that holds, in this order: ``IN_CALL`` (in a call, even if the page's
@@ -125,6 +127,16 @@ class PresenceTracker:
     def set_busy(self, login: str, busy: bool, now: dt.datetime) -> PresenceChange | None:
         user = self._user(login, now)
         user.busy = busy
+        return self._settle(login, user, now)
+
+    def set_away(self, login: str, now: dt.datetime) -> PresenceChange | None:
+        """The user steps away by choice (and is no longer busy): away until their next
+        activity. Nothing happens without an open connection."""
+        user = self._users.get(login)
+        if user is None or not user.connections:
+            return None
+        user.busy = False
+        user.last_active = min(user.last_active, now - self.idle_after)
         return self._settle(login, user, now)
 
     def set_in_call(self, login: str, in_call: bool, now: dt.datetime) -> PresenceChange | None:

@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import logging
 import random
+import re
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from edge.auth.passwords import TEST_PARAMETERS, HashParameters
 from edge.auth.results import PUBLIC_FAILURE, LoginOutcome
 from edge.auth.store import AccountRole
 from edge.auth.throttle import ThrottleKind
-from edge.config import EdgeConfig, WebSettings
+from edge.config import ChatSettings, EdgeConfig, WebSettings
 from edge.web import logs
 from edge.web.api import COOKIE, CSRF_HEADER, openapi_path, routes_of
 from edge.web.app import create_app
@@ -56,7 +57,9 @@ class Clock:
         return self.now
 
 
-def edge_config(directory: Path, site: str = "plant-a", **web: Any) -> EdgeConfig:
+def edge_config(
+    directory: Path, site: str = "plant-a", chat: ChatSettings | None = None, **web: Any
+) -> EdgeConfig:
     (directory / "node").mkdir(parents=True, exist_ok=True)
     return EdgeConfig(
         site=site,
@@ -65,6 +68,7 @@ def edge_config(directory: Path, site: str = "plant-a", **web: Any) -> EdgeConfi
         host="127.0.0.1",
         port=0,
         web=WebSettings(**web),
+        chat=chat or ChatSettings(),
     )
 
 
@@ -72,9 +76,13 @@ class Edge:
     """A web state over files in ``directory``, a clock, and the phones of enrolled users."""
 
     def __init__(
-        self, directory: Path, hashing: HashParameters = TEST_PARAMETERS, **web: Any
+        self,
+        directory: Path,
+        hashing: HashParameters = TEST_PARAMETERS,
+        chat: ChatSettings | None = None,
+        **web: Any,
     ) -> None:
-        self.config = edge_config(directory, **web)
+        self.config = edge_config(directory, chat=chat, **web)
         self.clock = Clock()
         self.rng = random.Random(7)
         self.state = WebState.open(
@@ -782,10 +790,12 @@ def test_every_response_carries_the_security_headers(edge: Edge) -> None:
             assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
             assert r.headers["X-Content-Type-Options"] == "nosniff"
             assert r.headers["X-Frame-Options"] == "DENY"
-            assert r.headers["Referrer-Policy"] == "no-referrer"
+            assert r.headers["Referrer-Policy"] == "same-origin"
             assert r.headers["Strict-Transport-Security"].startswith("max-age=")
         page = await (await b.get("/")).get_data(as_text=True)
-        assert "<script" not in page and "http://" not in page and "https://" not in page
+        assert "http://" not in page and "https://" not in page  # nothing from another host
+        for tag in re.findall(r"<script\b[^>]*>", page):  # scripts only from /static/, none inline
+            assert re.search(r'\ssrc="/static/[^"]+"', tag), tag
         assert (await b.get("/api/me")).headers["Cache-Control"] == "no-store"
 
     edge.play(scenario)

@@ -78,3 +78,26 @@ log_level = "warning"
 def test_a_wrong_setting_is_refused_with_its_name(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         load(tmp_path, text)
+
+
+def test_the_chat_section_is_read_and_checked(tmp_path: Path) -> None:
+    from edge.chat.model import MAX_TEXT_BYTES
+    from edge.config import MAX_CHAT_TEXT_BYTES, ChatSettings
+
+    assert MAX_CHAT_TEXT_BYTES == MAX_TEXT_BYTES  # the wire format's ceiling, in both places
+    assert load(tmp_path, "").chat == ChatSettings()
+    assert ChatSettings().attachment_bytes == 25 * 1024 * 1024
+    config = load(
+        tmp_path,
+        "[chat]\nattachment_bytes = 1048576\ntext_bytes = 4096\npending_uploads = 4\n"
+        "typing_seconds = 3\naway_minutes = 10\ndurable_commits = true\n",
+    )
+    assert config.chat == ChatSettings(1048576, 4096, 4, 3, 10, True)
+    for text, message in (
+        ("[chat]\nattachments = 5\n", r"unknown setting\(s\) in \[chat\]: \['attachments'\]"),
+        ("[chat]\ntext_bytes = 70000\n", "chat.text_bytes must be at most 65536"),
+        ("[chat]\nattachment_bytes = 0\n", "chat.attachment_bytes must be a whole number"),
+        ('[chat]\ndurable_commits = "yes"\n', "chat.durable_commits must be true or false"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            load(tmp_path, text)

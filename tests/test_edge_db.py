@@ -156,10 +156,10 @@ def live(tmp_path: Path) -> Path:
 
 
 def refuse(live: Path, candidate: Path, message: str, site: str = "plant-a") -> None:
-    before = {p.name: digest(p) for p in live.parent.iterdir()}
+    before = {p.name: digest(p) for p in live.parent.iterdir() if p.is_file()}
     with pytest.raises(RestoreError, match=message):
         restore(live, candidate, site=site, now=NOW)
-    after = {p.name: digest(p) for p in live.parent.iterdir()}
+    after = {p.name: digest(p) for p in live.parent.iterdir() if p.is_file()}
     assert after == before  # the live database untouched, nothing staged left behind
 
 

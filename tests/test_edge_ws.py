@@ -38,10 +38,14 @@ def open_ws(b: Browser, origin: str | None = ORIGIN) -> Any:
     )
 
 
-async def receive(ws: Any) -> dict[str, Any]:
-    message = await asyncio.wait_for(ws.receive(), TIMEOUT)
-    obj: dict[str, Any] = json.loads(message)
-    return obj
+async def receive(ws: Any, *, presence: bool = False) -> dict[str, Any]:
+    """The next frame (presence frames, which every connection and disconnection of the plant
+    sends on the site topic, are skipped unless asked for)."""
+    while True:
+        message = await asyncio.wait_for(ws.receive(), TIMEOUT)
+        obj: dict[str, Any] = json.loads(message)
+        if presence or obj.get("type") != "presence":
+            return obj
 
 
 async def closed_with(ws: Any) -> int:

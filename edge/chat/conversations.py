@@ -49,12 +49,6 @@ class Membership:
 
 
 def load(conn: sqlite3.Connection, conversation_id: str) -> Conversation | None:
-    row = conn.execute(
-        "SELECT id, kind, name, topic, created_by, created_ms FROM chat_conversations WHERE id = ?",
-        (conversation_id,),
-    ).fetchone()
-    if row is None:
-        return None
     members = tuple(
         Member(login, site, MemberRole(role))
         for login, site, role in conn.execute(
@@ -62,6 +56,19 @@ def load(conn: sqlite3.Connection, conversation_id: str) -> Conversation | None:
             (conversation_id,),
         )
     )
+    return load_details(conn, conversation_id, members)
+
+
+def load_details(
+    conn: sqlite3.Connection, conversation_id: str, members: tuple[Member, ...]
+) -> Conversation | None:
+    """The conversation's own row, with ``members`` as its member list."""
+    row = conn.execute(
+        "SELECT id, kind, name, topic, created_by, created_ms FROM chat_conversations WHERE id = ?",
+        (conversation_id,),
+    ).fetchone()
+    if row is None:
+        return None
     return Conversation(row[0], ConversationKind(row[1]), row[2], row[3], row[4], row[5], members)
 
 
@@ -244,7 +251,8 @@ SELECT c.id, c.kind, c.name, c.topic,
         AND g.deleted_ms IS NULL),
     c.last_seq, c.last_ms, m.folder, m.archived
 FROM chat_members m JOIN chat_conversations c ON c.id = m.conv
-WHERE m.login = ? AND m.archived = ? AND (? IS NULL OR m.folder = ?)
+WHERE m.login = ?1 AND (?2 IS NULL OR m.archived = ?2) AND (?3 IS NULL OR m.folder = ?3)
+    AND (?4 IS NULL OR c.id = ?4)
 ORDER BY c.last_ms DESC, c.id
 """
 
@@ -258,10 +266,18 @@ class SummaryRow:
 
 
 def summaries(
-    conn: sqlite3.Connection, login: str, *, archived: bool, folder_id: int | None
+    conn: sqlite3.Connection,
+    login: str,
+    *,
+    archived: bool | None,
+    folder_id: int | None,
+    conversation_id: str | None = None,
 ) -> list[SummaryRow]:
+    """The user's conversations, latest activity first (``archived=None``: archived or not;
+    ``conversation_id``: only that one)."""
     out = []
-    for row in conn.execute(_SUMMARY, (login, int(archived), folder_id, folder_id)):
+    flag = None if archived is None else int(archived)
+    for row in conn.execute(_SUMMARY, (login, flag, folder_id, conversation_id)):
         cid, kind, name, topic, count, peer, cross, unread, mentioned = row[:9]
         last_seq, last_ms, folder, is_archived = row[9:]
         summary = ConversationSummary(
@@ -281,6 +297,22 @@ def summaries(
         )
         out.append(SummaryRow(summary, last_seq))
     return out
+
+
+def member_lists(
+    conn: sqlite3.Connection, login: str, conversation_ids: Iterable[str]
+) -> dict[str, tuple[Member, ...]]:
+    """The members of each of ``conversation_ids`` that ``login`` is in (others are left out)."""
+    wanted = set(conversation_ids)
+    out: dict[str, list[Member]] = {}
+    for cid, member, site, role in conn.execute(
+        "SELECT x.conv, x.login, x.site, x.role FROM chat_members m "
+        "JOIN chat_members x ON x.conv = m.conv WHERE m.login = ? ORDER BY x.conv, x.login",
+        (login,),
+    ):
+        if cid in wanted:
+            out.setdefault(cid, []).append(Member(member, site, MemberRole(role)))
+    return {cid: tuple(members) for cid, members in out.items()}
 
 
 def channels(conn: sqlite3.Connection, login: str) -> list[ChannelInfo]:

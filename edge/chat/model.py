@@ -150,6 +150,21 @@ class ConversationSummary:
 
 
 @dataclass(frozen=True)
+class ConversationView:
+    """A conversation with everything one member's client shows of it: the members, and
+    that member's own unread counts, folder, archive flag and the newest message."""
+
+    conversation: Conversation
+    login: str  # whose view
+    unread: int
+    unread_mentions: int
+    folder_id: int | None
+    archived: bool
+    last_message: Message | None
+    last_activity_ms: int
+
+
+@dataclass(frozen=True)
 class ChannelInfo:
     """A channel as any user of the plant sees it in the channel list."""
 

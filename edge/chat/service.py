@@ -53,6 +53,7 @@ from edge.chat.model import (
     ChannelInfo,
     Conversation,
     ConversationSummary,
+    ConversationView,
     Member,
     Message,
     NewAttachment,
@@ -157,6 +158,65 @@ class ChatService(MembershipAPI, AttachmentsAPI, PersonalAPI):
                 last = messages.by_seq(conn, row.last_seq) if row.last_seq else None
                 out.append(replace(row.summary, last_message=last))
             return out
+
+    def _views(
+        self,
+        conn: sqlite3.Connection,
+        login: str,
+        *,
+        archived: bool | None,
+        folder_id: int | None = None,
+        conversation_id: str | None = None,
+    ) -> list[ConversationView]:
+        rows = conversations.summaries(
+            conn, login, archived=archived, folder_id=folder_id, conversation_id=conversation_id
+        )
+        members = conversations.member_lists(conn, login, [r.summary.id for r in rows])
+        out = []
+        for row in rows:
+            s = row.summary
+            conv = conversations.load_details(conn, s.id, members.get(s.id, ()))
+            assert conv is not None
+            out.append(
+                ConversationView(
+                    conv,
+                    login,
+                    s.unread,
+                    s.unread_mentions,
+                    s.folder_id,
+                    s.archived,
+                    messages.by_seq(conn, row.last_seq) if row.last_seq else None,
+                    s.last_activity_ms,
+                )
+            )
+        return out
+
+    def views(
+        self, login: str, *, archived: bool = False, folder_id: int | None = None
+    ) -> list[ConversationView]:
+        """Like :meth:`conversations`, with every member and the user's own state of each."""
+        with self._read() as conn:
+            return self._views(conn, login, archived=archived, folder_id=folder_id)
+
+    def view(self, login: str, conversation_id: str) -> ConversationView:
+        """One conversation as ``login`` sees it (a non-member: ``ConversationNotFoundError``)."""
+        with self._read() as conn:
+            found = self._views(conn, login, archived=None, conversation_id=conversation_id)
+            if not found:
+                raise ConversationNotFoundError(conversation_id)
+            return found[0]
+
+    def member_views(self, conversation_id: str) -> list[ConversationView]:
+        """The conversation as each of this plant's members sees it, for push fan-out.
+
+        No access check: never answer a user's request with it.
+        """
+        with self._read() as conn:
+            return [
+                view
+                for login in conversations.local_members(conn, conversation_id, self.site)
+                for view in self._views(conn, login, archived=None, conversation_id=conversation_id)
+            ]
 
     # Messages
 

@@ -4,9 +4,10 @@ Theory of operation
 -------------------
 :class:`ChatStore` is the base of :class:`~edge.chat.service.ChatService`: it owns the
 connection to the edge's database (the file the auth tables live in; WAL,
-``synchronous=FULL``, foreign keys on, ``secure_delete`` on so a deleted message's text is
-overwritten in the file rather than left in a free page), the attachment directory, the
-limits, this plant's site id, the directory lookup ``site_of`` and the injected randomness.
+``synchronous=FULL`` unless opened with ``durable=False``, foreign keys on,
+``secure_delete`` on so a deleted message's text is overwritten in the file rather than left
+in a free page), the attachment directory, the limits, this plant's site id, the directory
+lookup ``site_of`` and the injected randomness.
 
 Each public method of the service runs in exactly one transaction: :meth:`ChatStore._write`
 (``BEGIN IMMEDIATE``: writers serialize on SQLite's lock, across processes too) or
@@ -68,14 +69,27 @@ class ChatStore:
         limits: ChatLimits | None = None,
         rand: Callable[[int], bytes] = secrets.token_bytes,
         typing: TypingIndicators | None = None,
+        durable: bool = True,
+        checkpoint: bool = True,
     ) -> Self:
         """Open (and migrate) the chat in the edge database at ``path``.
 
         ``site_of`` defaults to the directory cache (``zd_users``) in the same database.
+        ``durable=False`` sets ``synchronous=NORMAL`` on this connection: in WAL mode a commit
+        is then not fsynced (the WAL is, at each checkpoint), so a power cut may lose the
+        last seconds of chat — never corrupt the file, and a crash of the process loses
+        nothing. It buys two orders of magnitude of commits per second (an fsync is
+        milliseconds). ``checkpoint=False`` keeps this connection's commits from running the
+        WAL's automatic checkpoint (``wal_autocheckpoint=0``): the caller checkpoints from a
+        thread of its own, so no chat call waits for the copy back and its fsync.
         """
         conn = db.connect(Path(path), check_same_thread=False)
         try:
             conn.execute("PRAGMA secure_delete=ON")
+            if not durable:
+                conn.execute("PRAGMA synchronous=NORMAL")
+            if not checkpoint:
+                conn.execute("PRAGMA wal_autocheckpoint=0")
             outbound.ensure_schema(conn)
             migrate(conn)
             store = cls(

@@ -28,6 +28,11 @@ Every request passes the same gate, in this order, before the handler runs:
 4. a declared body must be ``application/json`` (415), within ``MAX_CONTENT_LENGTH`` (413),
    valid JSON (400) of the declared shape (400 naming the field); a declared query likewise.
 
+A route declared with ``body_cap`` (an upload) reads its raw body itself, as a stream; its
+cap replaces ``MAX_CONTENT_LENGTH`` for that route alone (:mod:`edge.web.app` sets it on the
+request before the first byte is buffered), so one route can take 25 MiB while every other
+one still refuses a body over ``max_body_bytes``.
+
 Handlers receive a :class:`Call` (state, ``now``, address, session) and return a dataclass
 (sent as JSON with the route's status), ``None`` (204) or a ready :class:`quart.Response`.
 """
@@ -60,6 +65,7 @@ COOKIE: Final = "__Host-zastava"
 CSRF_HEADER: Final = "X-CSRF-Token"
 STATE_KEY: Final = "zastava.web.state"
 ROUTES_KEY: Final = "zastava.web.routes"
+BODY_CAPS_KEY: Final = "zastava.web.body_caps"  # {(method, path): cap} of raw-body routes
 ORIGINS_KEY: Final = "zastava.web.origins"  # the app's origin policy, if not allowed_origins
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 WEBSOCKET: Final = "WEBSOCKET"
@@ -109,6 +115,9 @@ class RouteSpec:
     content_type: str = "application/json"
     description: str = ""
     servers: tuple[str, ...] = ()  # served on another listener (the device port)
+    # A route that streams its raw body itself (an upload), and that body's cap: it replaces
+    # [web] max_body_bytes for this route only (the path must have no converters).
+    body_cap: Callable[[WebState], int] | None = None
 
     @property
     def state_changing(self) -> bool:
@@ -235,7 +244,11 @@ class Component:
         errors: tuple[int, ...] = (),
         content_type: str = "application/json",
         description: str = "",
+        body_cap: Callable[[WebState], int] | None = None,
     ) -> Callable[[H], H]:
+        if body_cap is not None and (body is not None or "<" in path):
+            raise ValueError(f"{path}: a raw-body route has a fixed path and no JSON body")
+
         def decorate(fn: H) -> H:
             spec = RouteSpec(
                 path,
@@ -252,6 +265,7 @@ class Component:
                 content_type,
                 description,
                 self.servers,
+                body_cap,
             )
 
             async def view(**path_args: Any) -> Response:
@@ -307,6 +321,10 @@ def register(app: Quart, component: Component) -> None:
     """Mount ``component``'s routes on ``app`` and list them in its OpenAPI document."""
     app.register_blueprint(component.blueprint)
     app.extensions.setdefault(ROUTES_KEY, []).extend(component.routes)
+    for spec in component.routes:
+        if spec.body_cap is not None:
+            caps = app.extensions.setdefault(BODY_CAPS_KEY, {})
+            caps[(spec.method, spec.path)] = spec.body_cap(state_of(app))
 
 
 def routes_of(app: Quart) -> list[RouteSpec]:
@@ -334,7 +352,7 @@ def _parameters(spec: RouteSpec) -> list[dict[str, Any]]:
         for f in dataclasses.fields(spec.query):
             params.append(
                 {
-                    "name": f.name,
+                    "name": shapes.json_name(f),
                     "in": "query",
                     "required": f.default is dataclasses.MISSING,
                     "schema": shapes.json_schema(hints[f.name], f.metadata),
@@ -382,6 +400,11 @@ def _operation(spec: RouteSpec) -> dict[str, Any]:
             "required": True,
             "content": {"application/json": {"schema": shapes.json_schema(spec.body)}},
         }
+    elif spec.body_cap is not None:
+        op["requestBody"] = {
+            "required": True,
+            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+        }
     responses: dict[str, Any] = {}
     if spec.method == WEBSOCKET:
         op["x-websocket"] = True
@@ -402,6 +425,8 @@ def _operation(spec: RouteSpec) -> dict[str, Any]:
         errors.add(403)
     if spec.body is not None:
         errors |= {400, 413, 415}
+    if spec.body_cap is not None:
+        errors |= {400, 413}
     if spec.query is not None:
         errors.add(400)
     error_content = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}

@@ -29,10 +29,32 @@ import time
 from collections.abc import Iterable
 from typing import Final
 
+from hypercorn.typing import ASGISendCallable
 from quart import Quart, Response, g, request
+from quart.asgi import ASGIHTTPConnection
+from quart.wrappers import Request
 
-from edge.web import admin, client, directory, errors, health, login, ws
-from edge.web.api import ROUTES_KEY, STATE_KEY, Component, client_address, register
+from edge.web import (
+    admin,
+    chat,
+    chat_messages,
+    client,
+    directory,
+    errors,
+    health,
+    login,
+    presence_api,
+    uploads,
+    ws,
+)
+from edge.web.api import (
+    BODY_CAPS_KEY,
+    ROUTES_KEY,
+    STATE_KEY,
+    Component,
+    client_address,
+    register,
+)
 from edge.web.state import WebState
 
 log = logging.getLogger("edge.web.access")
@@ -44,6 +66,10 @@ COMPONENTS: Final = (
     ws.component,
     health.component,
     client.component,
+    chat.component,
+    chat_messages.component,
+    uploads.component,
+    presence_api.component,
 )
 
 CSP: Final = (
@@ -54,7 +80,9 @@ SECURITY_HEADERS: Final = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: with no-referrer the Fetch spec lets a browser send
+    # "Origin: null" on same-origin POSTs, which the Origin check (A5) must refuse.
+    "Referrer-Policy": "same-origin",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
     "Strict-Transport-Security": "max-age=31536000",
@@ -62,6 +90,27 @@ SECURITY_HEADERS: Final = {
     "geolocation=(), payment=(), usb=()",
 }
 MAINTENANCE_SECONDS: Final = 3600
+
+
+class _Connection(ASGIHTTPConnection):
+    """Quart's HTTP connection, with a body cap of its own for raw-body routes (uploads).
+
+    Quart fixes a request's body cap when it makes the request, before routing; a route
+    declared with ``body_cap`` (:class:`~edge.web.api.RouteSpec`) gets a body with that cap
+    instead of ``MAX_CONTENT_LENGTH`` here, before any byte is buffered.
+    """
+
+    def _create_request_from_scope(self, send: ASGISendCallable) -> Request:
+        request = super()._create_request_from_scope(send)
+        caps: dict[tuple[str, str], int] | None = self.app.extensions.get(BODY_CAPS_KEY)
+        cap = caps.get((request.method, request.path)) if caps else None
+        if cap is not None:
+            request.body = request.body_class(request.content_length, cap)
+        return request
+
+
+class _Quart(Quart):
+    asgi_http_class = _Connection
 
 
 def describe(app: Quart, component: Component) -> None:
@@ -72,7 +121,7 @@ def describe(app: Quart, component: Component) -> None:
 
 def base_app(name: str, state: WebState) -> Quart:
     """An app with the state, the limits, the JSON errors and the headers: no routes yet."""
-    app = Quart(name, static_folder=None)
+    app = _Quart(name, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = state.settings.max_body_bytes
     app.config["BODY_TIMEOUT"] = 30
     app.extensions[STATE_KEY] = state
@@ -127,6 +176,7 @@ def create_app(
     @app.before_serving
     async def start() -> None:
         state.bind(asyncio.get_running_loop())
+        state.start_live()
         maintenance.append(asyncio.create_task(_maintain(state)))
 
     @app.after_serving
@@ -137,6 +187,7 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         maintenance.clear()
+        await state.stop_live()
 
     return app
 

@@ -1,7 +1,8 @@
 """Errors the web layer answers with: every one is JSON ``{"error": "..."}`` with its status.
 
 Handlers raise :class:`ApiError`; :func:`install` maps it, the auth layer's
-``SessionInvalidError`` (401) and ``UnknownAccountError`` (404), Werkzeug's HTTP exceptions
+``SessionInvalidError`` (401) and ``UnknownAccountError`` (404), the chat domain's refusals
+(:func:`chat_status`: 404, 403, 413, 400, 429, 409), Werkzeug's HTTP exceptions
 (404, 405, 413 from ``MAX_CONTENT_LENGTH``, 400 from a malformed request), and any other
 exception (500, logged with its traceback, never shown) to JSON.
 """
@@ -15,6 +16,16 @@ from quart import Quart, Response, current_app, jsonify
 from werkzeug.exceptions import HTTPException
 
 from edge.auth.results import SessionInvalidError, UnknownAccountError
+from edge.chat import (
+    AttachmentUnavailableError,
+    ChatError,
+    ConflictError,
+    ForbiddenError,
+    InvalidInputError,
+    NotFoundError,
+    TooLargeError,
+    TooManyUploadsError,
+)
 
 log = logging.getLogger("edge.web")
 
@@ -51,6 +62,23 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return response
 
 
+def chat_status(e: ChatError) -> tuple[int, dict[str, str]]:
+    """The HTTP status of a chat refusal (``docs/chat.md``): its message is fit to show."""
+    if isinstance(e, NotFoundError):
+        return 404, {}  # does not exist, or not for this user: the same answer (W4)
+    if isinstance(e, ForbiddenError):
+        return 403, {}
+    if isinstance(e, TooLargeError):
+        return 413, {}
+    if isinstance(e, InvalidInputError):
+        return 400, {}
+    if isinstance(e, TooManyUploadsError):
+        return 429, {"Retry-After": "60"}
+    if isinstance(e, ConflictError | AttachmentUnavailableError):
+        return 409, {}
+    return 400, {}
+
+
 def install(app: Quart) -> None:
     @app.errorhandler(ApiError)
     async def api_error(e: ApiError) -> Response:
@@ -63,6 +91,11 @@ def install(app: Quart) -> None:
     @app.errorhandler(UnknownAccountError)
     async def unknown_account(e: UnknownAccountError) -> Response:
         return error_response(404, "no such account at this edge")
+
+    @app.errorhandler(ChatError)
+    async def chat_refused(e: ChatError) -> Response:
+        status, headers = chat_status(e)
+        return error_response(status, str(e), headers)
 
     @app.errorhandler(HTTPException)
     async def http_error(e: HTTPException) -> Response:

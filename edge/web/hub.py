@@ -6,7 +6,8 @@ Every open WebSocket is a :class:`WsClient` with a bounded outgoing queue. It is
 to its user's topic (:func:`user_topic`) and the plant-wide :data:`SITE_TOPIC` when it opens,
 and to other topics (a conversation's, :func:`conversation_topic`) when it asks and a topic
 guard allows it. :meth:`Hub.publish` serializes a message once and queues it for each
-subscriber; a client whose queue is full is too slow to keep up and is closed (code 1013)
+subscriber (:meth:`Hub.publish_encoded`: once for several topics, the topic spliced in); a
+client whose queue is full is too slow to keep up and is closed (code 1013)
 rather than allowed to hold memory or delay the others.
 
 The hub lives on the event loop: its methods must be called there. Other threads (the
@@ -35,7 +36,7 @@ import asyncio
 import json
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -128,13 +129,19 @@ class Hub:
     # Connections
 
     def attach(self, login: str, session_id: str) -> WsClient:
+        """A new client, subscribed to its user's topic and the site's; announce it with
+        :meth:`opened` once it has been greeted."""
         client = WsClient(login, session_id, asyncio.Queue(self.queue_size))
         self._by_login.setdefault(login, set()).add(client)
         self.subscribe(client, user_topic(login))
         self.subscribe(client, SITE_TOPIC)
+        return client
+
+    def opened(self, client: WsClient) -> None:
+        """Run the ``on_connect`` hooks (after the client's ``hello`` is queued, so that what
+        they publish — its own presence — reaches it after the greeting)."""
         for hook in self.on_connect:
             self._run_hook(hook, client, "connect")
-        return client
 
     def detach(self, client: WsClient) -> None:
         for topic in list(client.topics):
@@ -192,6 +199,29 @@ class Hub:
             return 0
         text = json.dumps({**message, "topic": topic}, ensure_ascii=False, separators=(",", ":"))
         return sum(client.push(text) for client in list(subscribers))
+
+    def publish_many(self, topics: Iterable[str], message: dict[str, Any]) -> int:
+        """Send ``message`` to the subscribers of each of ``topics``, encoded once."""
+        return self.publish_encoded(
+            topics, json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+        )
+
+    def publish_encoded(self, topics: Iterable[str], body: str) -> int:
+        """Send ``body`` (the text of a non-empty JSON object) to the subscribers of each of
+        ``topics``, each copy with its ``"topic"`` added: one encoding per message, not per
+        recipient (a chat message reaches every member's ``user:`` topic)."""
+        if not body.startswith("{") or not body.endswith("}") or body == "{}":
+            raise ValueError("publish_encoded needs the text of a non-empty JSON object")
+        head = body[:-1]
+        sent = 0
+        for topic in topics:
+            subscribers = self._topics.get(topic)
+            if not subscribers:
+                continue
+            text = f'{head},"topic":{json.dumps(topic, ensure_ascii=False)}}}'
+            for client in list(subscribers):
+                sent += client.push(text)
+        return sent
 
     # Ending access
 

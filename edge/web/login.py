@@ -75,6 +75,7 @@ class Me:
     csrf_token: str
     display_name: str | None
     department: str | None
+    attachment_bytes: int  # the upload cap, so the client refuses a larger file before sending
 
 
 @dataclass(frozen=True)
@@ -283,6 +284,7 @@ async def me(call: Call) -> Me:
         session.csrf_token,
         None if entry is None else entry.display_name,
         None if entry is None else entry.department,
+        call.state.config.chat.attachment_bytes,
     )
 
 

@@ -12,8 +12,9 @@ caller learns the real ports before the first request), then runs:
   and HTTP/2, WebSockets; frames over ``ws_max_message_bytes`` close the connection);
 - the device listener (:mod:`edge.web.device`) when ``device_listen`` is set;
 - ``edge.federation.EdgeFederation`` in its thread when ``[relay]`` is set, with the web
-  layer's handlers (:mod:`edge.web.inbound`); its status is in ``/healthz`` and the login
-  events wake it.
+  layer's handlers (:mod:`edge.web.inbound`: directory disables, chat and presence from other
+  plants, pushes after each pass); its status is in ``/healthz``, and whatever the web layer
+  queues for the core (login events, presence, cross-site chat) wakes it.
 
 When ``stop`` is set (the CLI sets it on SIGINT or SIGTERM) the open WebSockets are closed
 with 1001, Hypercorn stops accepting and finishes open requests (``graceful_timeout``), then
@@ -87,7 +88,8 @@ class Serving:
         ]
         if self.device_url:
             lines.append(f"  device certificate login at {self.device_url}/device")
-        lines.append(f"  database: {describe_versions(self.versions, ('auth', 'web', 'chat'))}")
+        order = ("auth", "web", "chat", "presence")
+        lines.append(f"  database: {describe_versions(self.versions, order)}")
         lines.append(
             "  federation: running (see /healthz)"
             if self.federation
@@ -121,6 +123,11 @@ def hypercorn_config(config: EdgeConfig, creds: NodeCredentials) -> HypercornCon
     hc.graceful_timeout = GRACEFUL_SECONDS
     hc.websocket_max_message_size = config.web.ws_max_message_bytes
     hc.ssl_handshake_timeout = 10
+    # HTTP/1.1 only: over HTTP/2, Hypercorn 0.18 drops the whole connection (every request on
+    # it) when a DATA frame arrives for a WebSocket stream it has already closed (KeyError in
+    # protocol/h2.py; pgjones/hypercorn#329, fixes proposed in #334 and #365). Browsers open
+    # one HTTP/1.1 connection per WebSocket anyway; revisit when a fixed Hypercorn is locked.
+    hc.alpn_protocols = ["http/1.1"]
     return hc
 
 
@@ -141,7 +148,12 @@ def start_federation(
     from edge.federation import EdgeFederation, FederationHandlers
 
     inbound = Inbound(state)
-    handlers = FederationHandlers(on_disabled=inbound.on_disabled, after_pass=inbound.after_pass)
+    handlers = FederationHandlers(
+        on_disabled=inbound.on_disabled,
+        chat=inbound.chat,
+        presence=inbound.presence,
+        after_pass=inbound.after_pass,
+    )
     federation = EdgeFederation(config, creds, handlers, clock=state.clock)
     federation.start()
     return federation, federation.stop

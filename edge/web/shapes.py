@@ -13,7 +13,8 @@ Parsing is strict: an object with a missing or unknown field, a value of the wro
 message names the field. Supported field types: ``str``, ``int``, ``float``, ``bool``,
 ``X | None``, ``list[X]``, ``tuple[X, ...]``, ``dict[str, Any]`` (a free object), enums (their
 values), ``datetime`` (ISO 8601 with a zone), and nested dataclasses. Field metadata:
-``max_length``, ``max_items``, ``minimum``, ``maximum``, ``description``.
+``max_length``, ``max_items``, ``minimum``, ``maximum``, ``description``, and ``json``: the
+field's name in JSON where it cannot be a Python name (``{"with": ...}``).
 """
 
 from __future__ import annotations
@@ -54,6 +55,12 @@ def _optional(tp: Any) -> tuple[bool, Any]:
             raise TypeError(f"unsupported union {tp!r}")
         return True, rest[0]
     return False, tp
+
+
+def json_name(f: dataclasses.Field[Any]) -> str:
+    """The field's name in JSON (its ``json`` metadata, else its own name)."""
+    name: str = f.metadata.get("json", f.name)
+    return name
 
 
 def _type_name(value: object) -> str:
@@ -139,7 +146,7 @@ def parse(cls: type[T], obj: object, where: str = "body") -> T:
     not fit."""
     if not isinstance(obj, dict):
         raise ShapeError(f"{where} must be a JSON object, not {_type_name(obj)}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = {json_name(f): f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(obj) - set(fields))
     if unknown:
         raise ShapeError(f"{where}: unknown field {unknown[0]!r}")
@@ -151,20 +158,20 @@ def parse(cls: type[T], obj: object, where: str = "body") -> T:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise ShapeError(f"{here} is required")
             continue
-        values[name] = _convert(hints[name], obj[name], here, f.metadata)
+        values[f.name] = _convert(hints[f.name], obj[name], here, f.metadata)
     return cls(**values)
 
 
 def parse_query(cls: type[T], args: Mapping[str, str]) -> T:
     """An instance of ``cls`` (fields ``str``, ``int``, ``bool``, optional) from a query string."""
     hints = _hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(args) - fields)
+    fields = {json_name(f): f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(args) - set(fields))
     if unknown:
         raise ShapeError(f"unknown query parameter {unknown[0]!r}")
     obj: dict[str, object] = {}
     for name, text in args.items():
-        _, tp = _optional(hints[name])
+        _, tp = _optional(hints[fields[name]])
         if tp is int:
             try:
                 obj[name] = int(text)
@@ -182,7 +189,7 @@ def parse_query(cls: type[T], args: Mapping[str, str]) -> T:
 def dump(value: object) -> Any:
     """JSON-ready data from a dataclass instance (recursively), enums and times included."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: dump(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {json_name(f): dump(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, dt.datetime):
@@ -226,9 +233,9 @@ def json_schema(tp: Any, meta: Mapping[str, Any] | None = None) -> dict[str, Any
         props: dict[str, Any] = {}
         required = []
         for f in dataclasses.fields(tp):
-            props[f.name] = json_schema(hints[f.name], f.metadata)
+            props[json_name(f)] = json_schema(hints[f.name], f.metadata)
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                required.append(f.name)
+                required.append(json_name(f))
         schema = {"type": "object", "properties": props, "additionalProperties": False}
         if required:
             schema["required"] = required

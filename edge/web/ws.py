@@ -56,9 +56,14 @@ def _text(message: dict[str, Any]) -> str:
 async def _sender(client: WsClient) -> Close:
     while True:
         item = await client.queue.get()
-        if isinstance(item, Close):
-            return item
-        await websocket.send(item)
+        while True:  # send whatever piled up meanwhile without waiting on the queue again
+            if isinstance(item, Close):
+                return item
+            await websocket.send(item)
+            try:
+                item = client.queue.get_nowait()
+            except asyncio.QueueEmpty:
+                break
 
 
 async def _dispatch(call: Call, client: WsClient, frame: ClientFrame) -> None:
@@ -125,6 +130,7 @@ async def push(call: Call) -> None:
     try:
         await websocket.accept()
         client.push(_text({"type": "hello", "login": client.login, "connection": client.id}))
+        hub.opened(client)
         tasks = [
             asyncio.ensure_future(_sender(client)),
             asyncio.ensure_future(_receiver(call, client)),

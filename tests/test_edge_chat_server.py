@@ -1,0 +1,158 @@
+"""Chat end to end over the real server: Hypercorn with the node's TLS certificate on
+127.0.0.1:0, http.client and wsproto as the clients. An upload streamed in chunks past the
+chat's cap is cut off with 413 and leaves nothing (W2); a message with an attachment posted
+by one user reaches the other's WebSocket over TLS, and the file downloads with the headers
+that keep a browser from rendering it (W1)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from edge.auth.passwords import TEST_PARAMETERS
+from edge.config import ChatSettings, EdgeConfig, WebSettings
+from edge.web.server import Serving, serve
+from pki.names import Role
+from tests.conftest import enroll_node, make_ca
+from tests.test_edge_api import Clock, Edge
+from tests.test_edge_chat_api import load_people
+from tests.test_edge_server import REAL_NOW, Live, Reply, WsClient
+
+CAP = 256 * 1024
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    tmp = tmp_path_factory.mktemp("chat-live")
+    ca = make_ca(tmp / "ca", REAL_NOW)
+    creds = enroll_node(ca, tmp / "node", Role.EDGE, "plant-a", dns=("localhost",), now=REAL_NOW)
+    accounts = Edge(tmp)
+    accounts.clock.now = REAL_NOW
+    accounts.enroll("alice")
+    accounts.enroll("bob")
+    load_people(accounts)
+    accounts.close()
+    config = EdgeConfig(
+        site="plant-a",
+        data_dir=tmp / "data",
+        node_dir=tmp / "node",
+        host="127.0.0.1",
+        port=0,
+        web=WebSettings(max_body_bytes=64 * 1024),
+        chat=ChatSettings(attachment_bytes=CAP),
+    )
+    clock = Clock(REAL_NOW + dt.timedelta(minutes=2))
+    state = Live(tmp, ca, creds, config, clock, accounts.phones)
+    ready = threading.Event()
+
+    def ready_cb(serving: Serving) -> None:
+        state.serving = serving
+        ready.set()
+
+    async def run() -> None:
+        state.loop = asyncio.get_running_loop()
+        state.stop = asyncio.Event()
+        await serve(
+            config, stop=state.stop, clock=state.clock, on_ready=ready_cb, hashing=TEST_PARAMETERS
+        )
+
+    def thread_main() -> None:
+        try:
+            asyncio.run(run())
+        except BaseException as e:
+            state.errors.append(e)
+            ready.set()
+
+    thread = threading.Thread(target=thread_main, name="edge-server")
+    thread.start()
+    assert ready.wait(30) and not state.errors, state.errors
+    yield state
+    assert state.loop is not None and state.stop is not None
+    state.loop.call_soon_threadsafe(state.stop.set)
+    thread.join(30)
+    assert not thread.is_alive() and not state.errors, state.errors
+
+
+class User:
+    def __init__(self, live: Live, login: str) -> None:
+        self.live = live
+        r = live.login(login)
+        assert r.status == 200, r.body
+        self.cookie = r.cookie()
+        self.csrf = r.json()["csrf_token"]
+
+    def call(self, method: str, path: str, body: object = None, **kw: object) -> Reply:
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"X-CSRF-Token": self.csrf, **kw.pop("headers", {})}  # type: ignore[dict-item]
+        return self.live.call(method, path, data, cookie=self.cookie, headers=headers, **kw)  # type: ignore[arg-type]
+
+    def upload(self, data: bytes, name: str, *, chunked: bool = False) -> Reply:
+        headers = {"X-File-Name": quote(name, safe=""), "Content-Type": "application/pdf"}
+        return self.live.call(
+            "POST",
+            "/api/chat/uploads",
+            data,
+            cookie=self.cookie,
+            headers={"X-CSRF-Token": self.csrf, **headers},
+            chunked=chunked,
+        )
+
+
+def stored(live: Live) -> list[Path]:
+    return sorted(p for p in (live.config.data_dir / "attachments").rglob("*") if p.is_file())
+
+
+def test_a_message_with_an_attachment_end_to_end_over_tls(live: Live) -> None:
+    alice, bob = User(live, "alice"), User(live, "bob")
+    origin = f"https://localhost:{live.port}"
+    ws = WsClient(live, bob.cookie, origin)
+    try:
+        assert ws.receive()["type"] == "hello"
+        over = alice.upload(b"\x00" * (CAP + 1), "too big.pdf", chunked=True)
+        assert over.status == 413 and over.json()["error"].startswith("attachment is too large")
+        assert stored(live) == []  # the partial file went with the refusal (W2)
+        sized = alice.upload(b"x" * (CAP + 1), "too big.pdf")  # Content-Length: refused unread
+        assert sized.status == 413 and sized.json()["error"] == (
+            f"attachment is too large: {CAP + 1} bytes; the limit is {CAP} bytes"
+        )
+        data = bytes(range(256)) * 400  # 100 KiB: over [web] max_body_bytes, under the cap
+        r = alice.upload(data, "отчёт <1>.pdf", chunked=True)
+        assert r.status == 200, r.body
+        receipt = r.json()
+        assert receipt["sha256"] == hashlib.sha256(data).hexdigest()
+        direct = alice.call("POST", "/api/chat/direct", {"with": "bob"})
+        assert direct.status == 200
+        cid = direct.json()["id"]
+        posted = alice.call(
+            "POST",
+            f"/api/chat/conversations/{cid}/messages",
+            {"text": "<b>see</b> the report", "attachments": [receipt["token"]]},
+        )
+        assert posted.status == 200, posted.body
+        assert ws.receive()["type"] == "conversation"  # bob learns of the new conversation
+        frame = ws.receive()
+        assert frame == {
+            "type": "message",
+            "conversation": cid,
+            "message": posted.json(),
+            "topic": "user:bob",
+        }
+        (attachment,) = frame["message"]["attachments"]
+        got = bob.call("GET", f"/api/chat/attachments/{attachment['id']}")
+        assert got.status == 200 and got.body == data
+        assert got.headers["Content-Type"] == "application/pdf"
+        assert got.headers["Content-Disposition"] == (
+            "attachment; filename*=UTF-8''%D0%BE%D1%82%D1%87%D1%91%D1%82%20%3C1%3E.pdf"
+        )
+        assert got.headers["X-Content-Type-Options"] == "nosniff"
+        assert got.headers["Content-Security-Policy"] == "default-src 'none'; sandbox"
+    finally:
+        ws.close()
