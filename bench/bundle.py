@@ -10,8 +10,13 @@ Pinned to one core (CPU 1 when it exists) so the figures are per core. Three tab
     run, of the same primitives: secretstream push/pull with the same chunking, SHA-256 of the
     items and of the ciphertext, the two Ed25519 signatures (verifications), the sealed-box
     wrap and the body-key derivation (unwrap). Issue target: >= 1/2 of the bare speed;
-(c) where the time of one 1 KiB seal+open goes: each primitive timed alone, the rest is codec
-    overhead, and a profile of that rest.
+(c) where the time of one 1 KiB seal+open goes: each primitive timed alone, called the way
+    the codec calls it (``sync.bundle.sodium``, hashlib), the rest is codec overhead, and a
+    profile of that rest.
+
+The bare primitives of (b) and (c) go through ``sync.bundle.sodium``, the thin libsodium
+layer the codec itself uses, so that neither the codec nor the "bare" figure pays for
+``nacl.bindings``' per-call argument checks.
 
 Keys and certificates are made fresh in a temporary directory (pki.ca, cheap Argon2 cost).
 Times are the best of ``--repeat`` runs.
@@ -39,13 +44,13 @@ import cryptography  # noqa: E402
 import nacl  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import x25519  # noqa: E402
 from cryptography.hazmat.primitives.serialization import Encoding  # noqa: E402
-from nacl import bindings as sodium  # noqa: E402
 
 from pki.ca import CaPaths, IssuingCA, init_ca  # noqa: E402
 from pki.keyfile import KdfCost  # noqa: E402
 from pki.names import NodeName, Purpose, Role  # noqa: E402
 from pki.node import NodeCredentials, create_request, import_bundle  # noqa: E402
 from pki.trust import fingerprint, verify_node  # noqa: E402
+from sync.bundle import sodium  # noqa: E402
 from sync.bundle.codec import (  # noqa: E402
     DEFAULT_CHUNK,
     Item,
@@ -61,8 +66,8 @@ from sync.bundle.header import BundleHeader  # noqa: E402
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
 TTL = dt.timedelta(days=1)
 PASSPHRASE = b"benchmark only"
-TAG_MESSAGE = sodium.crypto_secretstream_xchacha20poly1305_TAG_MESSAGE
-TAG_FINAL = sodium.crypto_secretstream_xchacha20poly1305_TAG_FINAL
+TAG_MESSAGE = sodium.TAG_MESSAGE
+TAG_FINAL = sodium.TAG_FINAL
 
 
 @dataclass(frozen=True)
@@ -196,17 +201,21 @@ def bench_small(p: Parties, n: int, repeat: int) -> list[tuple[str, float]]:
     ]
 
 
-def wrap(key: bytes, public: x25519.X25519PublicKey, context: bytes) -> bytes:
-    """The bare key wrap: sealed box, and the keyed-BLAKE2b body key."""
+def wrap(key: bytes, public: bytes, context: bytes) -> bytes:
+    """The bare key wrap: sealed box for a raw X25519 key, and the keyed-BLAKE2b body key."""
     hashlib.blake2b(context, key=key, digest_size=32).digest()
-    return bytes(sodium.crypto_box_seal(key, public.public_bytes_raw()))
+    return sodium.box_seal(key, public)
 
 
-def unwrap(wrapped: bytes, private: x25519.X25519PrivateKey, context: bytes) -> bytes:
-    key = sodium.crypto_box_seal_open(
-        wrapped, private.public_key().public_bytes_raw(), private.private_bytes_raw()
-    )
+def unwrap(wrapped: bytes, public: bytes, private: bytes, context: bytes) -> bytes:
+    """The bare key unwrap, from raw keys (the codec remembers them per key object)."""
+    key = sodium.box_seal_open(wrapped, public, private)
+    assert key is not None
     return hashlib.blake2b(context, key=key, digest_size=32).digest()
+
+
+def raw_pair(key: x25519.X25519PrivateKey) -> tuple[bytes, bytes]:
+    return key.public_key().public_bytes_raw(), key.private_bytes_raw()
 
 
 # --- (b) large bundles --------------------------------------------------------------------
@@ -214,41 +223,37 @@ def unwrap(wrapped: bytes, private: x25519.X25519PrivateKey, context: bytes) -> 
 
 def bare_seal(payload: bytes, p: Parties, chunk_size: int) -> None:
     """The primitives seal cannot avoid, with no codec around them."""
-    public = receiving_public(p)
-    wrap(os.urandom(32), public, bytes(700))
+    wrap(os.urandom(32), receiving_public(p).public_bytes_raw(), bytes(700))
     hashlib.sha256(payload).digest()  # the item's manifest hash
-    key = os.urandom(32)
-    state = sodium.crypto_secretstream_xchacha20poly1305_state()
-    digest = hashlib.sha256(sodium.crypto_secretstream_xchacha20poly1305_init_push(state, key))
+    stream = sodium.PushStream(os.urandom(32))
+    digest = hashlib.sha256(stream.header)
     ad = bytes(32)
     n = len(payload)
     for start in range(0, n, chunk_size):
         tag = TAG_FINAL if start + chunk_size >= n else TAG_MESSAGE
-        chunk = payload[start : start + chunk_size]
-        digest.update(sodium.crypto_secretstream_xchacha20poly1305_push(state, chunk, ad, tag))
+        digest.update(stream.push(payload[start : start + chunk_size], ad, tag))
     digest.digest()  # the ciphertext hash
-    p.signer.key.sign(bytes(200))  # manifest
-    p.signer.key.sign(bytes(800))  # header
+    p.signer.sign(bytes(200))  # manifest
+    p.signer.sign(bytes(800))  # header
 
 
 def bare_open(
     ciphertext: bytes, key: bytes, wrapped: bytes, p: Parties, chunk_size: int, sigs: list[bytes]
 ) -> None:
     """The primitives open cannot avoid: unwrap, pull, two hashes, two verifications."""
-    public = p.signer.key.public_key()
-    public.verify(sigs[1], bytes(800))  # header
+    public = p.signer.key.public_key().public_bytes_raw()
+    assert sodium.verify(public, sigs[1], bytes(800))  # header
     hashlib.sha256(ciphertext).digest()  # ciphertext hash
-    unwrap(wrapped, p.receiver.keys.receiving, bytes(700))
-    state = sodium.crypto_secretstream_xchacha20poly1305_state()
-    sodium.crypto_secretstream_xchacha20poly1305_init_pull(state, ciphertext[:24], key)
+    unwrap(wrapped, *raw_pair(p.receiver.keys.receiving), bytes(700))
+    stream = sodium.PullStream(ciphertext, key)
     item = hashlib.sha256()
-    step = chunk_size + 17
-    for start in range(24, len(ciphertext), step):
-        message, _ = sodium.crypto_secretstream_xchacha20poly1305_pull(
-            state, ciphertext[start : start + step], bytes(32)
-        )
-        item.update(message)
-    public.verify(sigs[0], bytes(200))  # manifest
+    step = chunk_size + sodium.SS_ABYTES
+    ad = bytes(32)
+    for start in range(sodium.SS_HEADER, len(ciphertext), step):
+        pulled = stream.pull(start, min(start + step, len(ciphertext)), ad)
+        assert pulled is not None
+        item.update(pulled[0])
+    assert sodium.verify(public, sigs[0], bytes(200))  # manifest
     item.digest()  # item hash
 
 
@@ -272,18 +277,15 @@ def bench_large(p: Parties, mib: int, repeat: int, chunk_size: int) -> LargeRow:
 
     # Bare open needs a real secretstream ciphertext and wrapped key.
     key = os.urandom(32)
-    wrapped = wrap(key, receiving_public(p), bytes(700))
-    state = sodium.crypto_secretstream_xchacha20poly1305_state()
-    parts = [sodium.crypto_secretstream_xchacha20poly1305_init_push(state, key)]
+    wrapped = wrap(key, receiving_public(p).public_bytes_raw(), bytes(700))
+    stream = sodium.PushStream(key)
+    parts = [stream.header]
     for start in range(0, len(payload), chunk_size):
         tag = TAG_FINAL if start + chunk_size >= len(payload) else TAG_MESSAGE
-        chunk = payload[start : start + chunk_size]
-        parts.append(
-            sodium.crypto_secretstream_xchacha20poly1305_push(state, chunk, bytes(32), tag)
-        )
+        parts.append(stream.push(payload[start : start + chunk_size], bytes(32), tag))
     ciphertext = b"".join(parts)
     del parts
-    sigs = [p.signer.key.sign(bytes(200)), p.signer.key.sign(bytes(800))]
+    sigs = [p.signer.sign(bytes(200)), p.signer.sign(bytes(800))]
     bare_seal_s = best(lambda: bare_seal(payload, p, chunk_size), repeat)
     bare_open_s = best(lambda: bare_open(ciphertext, key, wrapped, p, chunk_size, sigs), repeat)
     return LargeRow(mib, seal_s, bare_seal_s, open_s, bare_open_s)
@@ -306,11 +308,13 @@ def bench_breakdown(
 
     signed_header = header.signed_message
     signed_manifest = bytes(190)
+    # Raw keys, as the codec holds them (derived once per long-lived key object).
     secret = p.signer.key.private_bytes_raw() + p.signer.key.public_key().public_bytes_raw()
     public = p.signer.key.public_key().public_bytes_raw()
-    sig_h = sodium.crypto_sign(signed_header, secret)[:64]
-    sig_m = sodium.crypto_sign(signed_manifest, secret)[:64]
-    rpub = receiving_public(p)
+    sig_h = sodium.sign(signed_header, secret)
+    sig_m = sodium.sign(signed_manifest, secret)
+    rpub = receiving_public(p).public_bytes_raw()
+    rpub_raw, rpriv_raw = raw_pair(p.receiver.keys.receiving)
     info = header.key_context
     wrapped = wrap(bytes(32), rpub, info)
     plaintext = os.urandom(4 + 190 + 64 + 1024)
@@ -318,38 +322,36 @@ def bench_breakdown(
     ss_key = os.urandom(32)
 
     def push() -> bytes:
-        state = sodium.crypto_secretstream_xchacha20poly1305_state()
-        h = sodium.crypto_secretstream_xchacha20poly1305_init_push(state, ss_key)
-        return h + sodium.crypto_secretstream_xchacha20poly1305_push(
-            state, plaintext, ad, TAG_FINAL
-        )
+        stream = sodium.PushStream(ss_key)
+        return stream.header + stream.push(plaintext, ad, TAG_FINAL)
 
     ciphertext = push()
 
     def pull() -> bytes:
-        state = sodium.crypto_secretstream_xchacha20poly1305_state()
-        sodium.crypto_secretstream_xchacha20poly1305_init_pull(state, ciphertext[:24], ss_key)
-        return sodium.crypto_secretstream_xchacha20poly1305_pull(state, ciphertext[24:], ad)[0]
+        pulled = sodium.PullStream(ciphertext, ss_key).pull(sodium.SS_HEADER, len(ciphertext), ad)
+        assert pulled is not None
+        return pulled[0]
 
     def sign2() -> None:
-        sodium.crypto_sign(signed_header, secret)
-        sodium.crypto_sign(signed_manifest, secret)
+        sodium.sign(signed_header, secret)
+        sodium.sign(signed_manifest, secret)
 
     def verify2() -> None:
-        sodium.crypto_sign_open(sig_h + signed_header, public)
-        sodium.crypto_sign_open(sig_m + signed_manifest, public)
+        assert sodium.verify(public, sig_h, signed_header)
+        assert sodium.verify(public, sig_m, signed_manifest)
 
     item = items[0].data
     bundle_id_input = signed_header[:760]
+    cert = header.signer_cert
 
-    def hashes6() -> None:
+    def hashes7() -> None:
         for _ in range(2):  # once sealing, once opening
             hashlib.sha256(item).digest()
             hashlib.sha256(ciphertext).digest()
             hashlib.sha256(bundle_id_input).digest()
+        hashlib.sha256(cert).digest()  # the SignerCache's key
 
     m = 3000
-    receiving = p.receiver.keys.receiving
     rows = [
         ("Ed25519 sign x2 (libsodium)", per_call(sign2, m, repeat)),
         ("Ed25519 verify x2 (libsodium)", per_call(verify2, m, repeat)),
@@ -359,11 +361,14 @@ def bench_breakdown(
         ),
         (
             "sealed box open + body key",
-            per_call(lambda: unwrap(wrapped, receiving, info), m, repeat),
+            per_call(lambda: unwrap(wrapped, rpub_raw, rpriv_raw, info), m, repeat),
         ),
         ("secretstream init + push, 1 chunk", per_call(push, m, repeat)),
         ("secretstream init + pull, 1 chunk", per_call(pull, m, repeat)),
-        ("SHA-256 x6 (item, ciphertext, bundle id; x2)", per_call(hashes6, m, repeat)),
+        (
+            "SHA-256 x7 (item, ciphertext, bundle id; x2; signer certificate)",
+            per_call(hashes7, m, repeat),
+        ),
     ]
 
     profile = cProfile.Profile()

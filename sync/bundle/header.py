@@ -19,6 +19,12 @@ Three hashes are derived from it (see ``docs/bundle-format.md``):
 
 Parsing refuses anything not exactly canonical: wrong magic or version, a length that does
 not match, a field out of range, trailing bytes.
+
+Fast path. Every bundle sealed, relayed or opened encodes or parses one header, so both are
+written against the fixed layout (three tokens, then fixed-size fields around the one
+variable-length certificate) with ``struct`` and offsets, not field by field, and a parsed
+header keeps the bytes it came from as its encoding. The checks are the same either way:
+``_check_fields`` holds every range rule, and tokens go through ``wire.read_token``.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
-from sync.bundle.wire import Reader, Writer, check_token, memo, pae
+from sync.bundle.wire import check_token, memo, pae, read_token, token_bytes, unchecked
 
 MAGIC = b"ZBND"
 VERSION = 1
@@ -37,25 +43,15 @@ HEADER_TYPE = "application/vnd.zastava.bundle-header+v1"
 ID_TYPE = "application/vnd.zastava.bundle-id+v1"
 KEY_TYPE = "application/vnd.zastava.bundle-key+v1"
 WRAPPED_KEY_LEN = 80  # sealed box: ephemeral X25519 key (32) + MAC (16) + 32-byte key
-_POSITION = struct.Struct(">Q32sQQI")  # seq, prev, created, expires, chunk size
+_PREFIX = struct.Struct(">4sBH")  # magic, version, fields length
+# seq, prev, created, expires, chunk size, signer certificate length
+_POSITION = struct.Struct(">Q32sQQIH")
 _CIPHERTEXT = struct.Struct(">Q32s")  # ciphertext length and SHA-256
-_FIELD_NAMES = (
-    "origin",
-    "recipient",
-    "stream",
-    "seq",
-    "prev",
-    "created_ms",
-    "expires_ms",
-    "chunk_size",
-    "signer_cert",
-    "recipient_key_id",
-    "wrapped_key",
-    "ciphertext_length",
-    "ciphertext_hash",
-)
+_WRAPPED_LEN_BYTE = bytes((WRAPPED_KEY_LEN,))
 MIN_CHUNK = 1024
 MAX_CHUNK = 1 << 20
+MAX_CERT = 4096
+_ZERO_HASH = bytes(32)
 
 
 @dataclass(frozen=True)
@@ -84,13 +80,13 @@ class BundleHeader:
         """Every rule but the token syntax (which a parser has checked already)."""
         if not 1 <= self.seq < 1 << 63:
             raise ValueError(f"bundle header: seq {self.seq} out of range (1..2^63-1)")
-        if len(self.prev) != 32 or (self.seq == 1) != (self.prev == bytes(32)):
+        if len(self.prev) != 32 or (self.seq == 1) != (self.prev == _ZERO_HASH):
             raise ValueError("bundle header: prev must be 32 zero bytes exactly when seq is 1")
         if not 0 <= self.created_ms < self.expires_ms < 1 << 63:
             raise ValueError("bundle header: expires must come after created")
         if not MIN_CHUNK <= self.chunk_size <= MAX_CHUNK:
             raise ValueError(f"bundle header: chunk size {self.chunk_size} out of range")
-        if not 0 < len(self.signer_cert) <= 4096:
+        if not 0 < len(self.signer_cert) <= MAX_CERT:
             raise ValueError("bundle header: signer certificate missing or too long")
         if len(self.recipient_key_id) != 32 or len(self.ciphertext_hash) != 32:
             raise ValueError("bundle header: key id and ciphertext hash are 32 bytes")
@@ -102,44 +98,49 @@ class BundleHeader:
     @memo
     def _encoded(self) -> tuple[bytes, int, int]:
         """The header bytes, and where the wrapped key and the ciphertext fields start."""
-        w = Writer().token(self.origin).token(self.recipient).token(self.stream)
-        w.pack(_POSITION, self.seq, self.prev, self.created_ms, self.expires_ms, self.chunk_size)
-        w.bytes16(self.signer_cert).raw(self.recipient_key_id)
-        before_key = w.getvalue()
-        after_key = Writer().bytes8(self.wrapped_key).getvalue()
-        tail = _CIPHERTEXT.pack(self.ciphertext_length, self.ciphertext_hash)
-        fields_len = len(before_key) + len(after_key) + len(tail)
+        names = (
+            token_bytes(self.origin, "origin")
+            + token_bytes(self.recipient, "recipient")
+            + token_bytes(self.stream, "stream")
+        )
+        cert = self.signer_cert
+        key_at = PREFIX_LEN + len(names) + _POSITION.size + len(cert) + 32
+        ciphertext_at = key_at + 1 + WRAPPED_KEY_LEN
+        fields_len = ciphertext_at + _CIPHERTEXT.size - PREFIX_LEN
         if fields_len > MAX_FIELDS_LEN:
             raise ValueError("bundle header too long")
-        prefix = Writer().raw(MAGIC).u8(VERSION).u16(fields_len).getvalue()
-        key_at = PREFIX_LEN + len(before_key)
-        return prefix + before_key + after_key + tail, key_at, key_at + len(after_key)
+        data = b"".join(
+            (
+                _PREFIX.pack(MAGIC, VERSION, fields_len),
+                names,
+                _POSITION.pack(
+                    self.seq,
+                    self.prev,
+                    self.created_ms,
+                    self.expires_ms,
+                    self.chunk_size,
+                    len(cert),
+                ),
+                cert,
+                self.recipient_key_id,
+                _WRAPPED_LEN_BYTE,
+                self.wrapped_key,
+                _CIPHERTEXT.pack(self.ciphertext_length, self.ciphertext_hash),
+            )
+        )
+        return data, key_at, ciphertext_at
 
     def __bytes__(self) -> bytes:
         return self._encoded[0]
 
-    def _with(self, encoded: tuple[bytes, int, int], **changes: object) -> BundleHeader:
-        """A copy with sealer-made field changes whose encoding is already known."""
-        new = object.__new__(BundleHeader)
-        new.__dict__.update({f: getattr(self, f) for f in _FIELD_NAMES}, **changes)
-        new.__dict__["_encoded"] = encoded
-        return new
-
-    def with_wrapped_key(self, wrapped: bytes) -> BundleHeader:
-        if len(wrapped) != WRAPPED_KEY_LEN:
-            raise ValueError(f"bundle header: wrapped key must be {WRAPPED_KEY_LEN} bytes")
-        data, key_at, ct_at = self._encoded
-        encoded = data[:key_at] + bytes([len(wrapped)]) + wrapped + data[ct_at:]
-        return self._with((encoded, key_at, ct_at), wrapped_key=wrapped)
-
-    def with_ciphertext(self, length: int, sha256: bytes) -> BundleHeader:
+    def encode_with_ciphertext(self, length: int, sha256: bytes) -> bytes:
+        """The bytes of this header with the ciphertext fields set: what sealing sends, once
+        the body is encrypted (``bytes(dataclasses.replace(self, ciphertext_length=length,
+        ciphertext_hash=sha256))``, without building that record)."""
         if len(sha256) != 32 or not 0 <= length < 1 << 63:
             raise ValueError("bundle header: bad ciphertext length or hash")
-        data, key_at, ct_at = self._encoded
-        encoded = data[:ct_at] + _CIPHERTEXT.pack(length, sha256)
-        return self._with(
-            (encoded, key_at, ct_at), ciphertext_length=length, ciphertext_hash=sha256
-        )
+        data, _, ciphertext_at = self._encoded
+        return data[:ciphertext_at] + _CIPHERTEXT.pack(length, sha256)
 
     @memo
     def header_hash(self) -> bytes:
@@ -158,27 +159,36 @@ class BundleHeader:
     @property
     def signed_message(self) -> bytes:
         """What the outer signature covers."""
-        return pae(HEADER_TYPE, self._encoded[0])
+        return self.message_to_sign(self._encoded[0])
+
+    @staticmethod
+    def message_to_sign(encoded: bytes) -> bytes:
+        """What the outer signature covers, for a header's bytes."""
+        return pae(HEADER_TYPE, encoded)
 
     @staticmethod
     def length_from_prefix(prefix: bytes) -> int:
         """Total header length, from its first 7 bytes; raises on a wrong magic or version."""
-        r = Reader(prefix[:PREFIX_LEN], "bundle header")
-        magic = r.raw(4, "magic")
+        if len(prefix) < PREFIX_LEN:
+            raise ValueError(
+                f"bundle header truncated: {len(prefix)} bytes, its prefix needs {PREFIX_LEN}"
+            )
+        magic, version, n = _PREFIX.unpack_from(prefix)
         if magic != MAGIC:
             raise ValueError(f"not a Zastava bundle (magic {magic!r}, expected {MAGIC!r})")
-        version = r.u8("version")
         if version != VERSION:
             raise ValueError(f"unsupported bundle format version {version} (this reads {VERSION})")
-        n = r.u16("header length")
         if n > MAX_FIELDS_LEN:
             raise ValueError(f"bundle header length {n} exceeds {MAX_FIELDS_LEN}")
-        return PREFIX_LEN + n
+        return PREFIX_LEN + int(n)
 
     @classmethod
     def from_bundle(cls, data: bytes) -> BundleHeader:
         """The header at the start of a whole bundle (no size cap: see ``codec.read_header``)."""
-        return cls.parse(data[: cls.length_from_prefix(data)])
+        total = cls.length_from_prefix(data)
+        if len(data) < total:
+            raise ValueError(f"bundle header truncated: {len(data)} of {total} bytes")
+        return cls._parse(bytes(data[:total]), total)
 
     @classmethod
     def parse(cls, data: bytes) -> BundleHeader:
@@ -186,20 +196,45 @@ class BundleHeader:
         total = cls.length_from_prefix(data)
         if len(data) != total:
             raise ValueError(f"bundle header: {len(data)} bytes given, header says {total}")
-        r = Reader(data[PREFIX_LEN:], "bundle header")
-        origin, recipient, stream = r.token("origin"), r.token("recipient"), r.token("stream")
-        seq, prev, created, expires, chunk = r.unpack(_POSITION, "seq, prev, times, chunk size")
-        signer_cert = r.bytes16("signer certificate")
-        key_id = r.raw(32, "recipient key id")
-        key_at = PREFIX_LEN + r.pos
-        wrapped = r.bytes8("wrapped key")
-        ct_at = PREFIX_LEN + r.pos
-        ct_len, ct_hash = r.unpack(_CIPHERTEXT, "ciphertext length and hash")
-        r.end()
+        return cls._parse(bytes(data), total)
+
+    @classmethod
+    def _parse(cls, data: bytes, total: int) -> BundleHeader:
+        """The fields of ``data``, exactly ``total`` bytes whose prefix has been checked."""
+        what = "bundle header"
+        origin, pos = read_token(data, PREFIX_LEN, total, what, "origin")
+        recipient, pos = read_token(data, pos, total, what, "recipient")
+        stream, pos = read_token(data, pos, total, what, "stream")
+        if total - pos < _POSITION.size:
+            raise ValueError(
+                f"{what} truncated: seq, prev, times, chunk size, certificate length "
+                f"need {_POSITION.size} bytes, {total - pos} left"
+            )
+        seq, prev, created, expires, chunk, cert_len = _POSITION.unpack_from(data, pos)
+        pos += _POSITION.size
+        key_at = pos + cert_len + 32
+        if key_at + 1 > total:
+            raise ValueError(
+                f"{what} truncated: signer certificate, recipient key id and wrapped key "
+                f"length need {cert_len + 33} bytes, {total - pos} left"
+            )
+        if data[key_at] != WRAPPED_KEY_LEN:
+            raise ValueError(f"bundle header: wrapped key must be {WRAPPED_KEY_LEN} bytes")
+        ct_at = key_at + 1 + WRAPPED_KEY_LEN
+        if ct_at + _CIPHERTEXT.size > total:
+            raise ValueError(
+                f"{what} truncated: wrapped key, ciphertext length and hash need "
+                f"{WRAPPED_KEY_LEN + _CIPHERTEXT.size} bytes, {total - key_at - 1} left"
+            )
+        if ct_at + _CIPHERTEXT.size < total:
+            raise ValueError(
+                f"{what}: {total - ct_at - _CIPHERTEXT.size} unexpected bytes after the end"
+            )
+        ct_len, ct_hash = _CIPHERTEXT.unpack_from(data, ct_at)
         # Built without __init__ (the hot path of every bundle opened): the tokens were
-        # checked by the reader, every other rule is checked here, as __post_init__ would.
-        header = object.__new__(cls)
-        header.__dict__.update(
+        # checked by read_token, every other rule is checked here, as __post_init__ would.
+        header = unchecked(
+            cls,
             origin=origin,
             recipient=recipient,
             stream=stream,
@@ -208,13 +243,13 @@ class BundleHeader:
             created_ms=created,
             expires_ms=expires,
             chunk_size=chunk,
-            signer_cert=signer_cert,
-            recipient_key_id=key_id,
-            wrapped_key=wrapped,
+            signer_cert=data[pos : key_at - 32],
+            recipient_key_id=data[key_at - 32 : key_at],
+            wrapped_key=data[key_at + 1 : ct_at],
             ciphertext_length=ct_len,
             ciphertext_hash=ct_hash,
             # The encoding is canonical: the bytes received are the bytes to hash and verify.
-            _encoded=(bytes(data), key_at, ct_at),
+            _encoded=(data, key_at, ct_at),
         )
         header._check_fields()
         return header

@@ -2,6 +2,12 @@
 
 A :class:`Reader` never reads past its buffer and names the field it was reading when the
 input ends early, so every malformed record fails with a message that says where.
+:func:`read_token` and :func:`token_bytes` are the same token rules for the header and
+manifest parsers, which read fixed layouts by offset rather than field by field.
+
+A node sees the same few site, stream and item names all day: each valid token is
+remembered (up to 4096) with its encoding, so checking, encoding and decoding a known one
+is a dictionary lookup. Only a value that passed the full check is ever remembered.
 """
 
 from __future__ import annotations
@@ -14,21 +20,62 @@ from typing import Any, Generic, TypeVar, overload
 _TOKEN_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 
-_VALID_TOKENS: set[str] = set()  # the few names a node sees all day, checked once each
+_MAX_REMEMBERED = 4096
+_ENCODED: dict[str, bytes] = {}  # valid token -> its encoding, u8 length ‖ ASCII
+_DECODED: dict[bytes, str] = {}  # the ASCII bytes of a valid token -> the token
 
 
 def check_token(value: str, what: str) -> str:
     """Site ids, stream names and item types: 1-64 of a-z 0-9 . _ -, starting alphanumeric."""
-    if value in _VALID_TOKENS:
+    if value in _ENCODED:
         return value
     if not _TOKEN_RE.fullmatch(value):
         raise ValueError(f"invalid {what} {value!r}: use 1-64 of a-z, 0-9, '.', '_', '-'")
-    if len(_VALID_TOKENS) < 4096:
-        _VALID_TOKENS.add(value)
+    if len(_ENCODED) < _MAX_REMEMBERED:
+        raw = value.encode("ascii")
+        _ENCODED[value] = bytes((len(raw),)) + raw
+        _DECODED[raw] = value
     return value
 
 
+def token_bytes(value: str, what: str) -> bytes:
+    """A token's encoding (u8 length ‖ ASCII), after checking it."""
+    encoded = _ENCODED.get(value)
+    if encoded is None:
+        raw = check_token(value, what).encode("ascii")
+        encoded = bytes((len(raw),)) + raw
+    return encoded
+
+
+def read_token(data: bytes, pos: int, end: int, record: str, field: str) -> tuple[str, int]:
+    """The token encoded at ``data[pos:end]`` and the offset after it; the same rules and
+    messages as :meth:`Reader.token`."""
+    if pos >= end:
+        raise ValueError(f"{record} truncated: {field} needs 1 bytes, 0 left")
+    stop = pos + 1 + data[pos]
+    if stop > end:
+        raise ValueError(
+            f"{record} truncated: {field} needs {data[pos]} bytes, {end - pos - 1} left"
+        )
+    raw = data[pos + 1 : stop]
+    value = _DECODED.get(raw)
+    if value is None:
+        if not raw.isascii():
+            raise ValueError(f"{record}: {field} is not ASCII")
+        value = check_token(raw.decode("ascii"), f"{record} {field}")
+    return value, stop
+
+
 _R = TypeVar("_R")
+_T = TypeVar("_T")
+
+
+def unchecked(cls: type[_T], **fields: object) -> _T:
+    """An instance of the frozen dataclass ``cls`` made without ``__init__``: for parsers
+    on the hot path that have already checked every rule ``__post_init__`` would."""
+    obj = object.__new__(cls)
+    obj.__dict__.update(fields)
+    return obj
 
 
 class memo(Generic[_R]):  # noqa: N801 - used like functools.cached_property
@@ -57,10 +104,18 @@ class memo(Generic[_R]):  # noqa: N801 - used like functools.cached_property
         return value
 
 
+_PAE_PREFIXES: dict[str, bytes] = {}  # payload type -> b"DSSEv1 <len> <type> "
+
+
 def pae(payload_type: str, body: bytes) -> bytes:
     """DSSE pre-authentication encoding: what a signature covers, bound to its type."""
-    t = payload_type.encode()
-    return b"DSSEv1 %d %s %d %s" % (len(t), t, len(body), body)
+    prefix = _PAE_PREFIXES.get(payload_type)
+    if prefix is None:
+        t = payload_type.encode()
+        prefix = b"DSSEv1 %d %s " % (len(t), t)
+        if len(_PAE_PREFIXES) < 64:  # the codec's few constant types
+            _PAE_PREFIXES[payload_type] = prefix
+    return b"%s%d %s" % (prefix, len(body), body)
 
 
 class Writer:
@@ -176,10 +231,8 @@ class Reader:
         return self._int(_U64, field)
 
     def token(self, field: str) -> str:
-        b = self.raw(self.u8(field), field)
-        if not b.isascii():
-            raise ValueError(f"{self._what}: {field} is not ASCII")
-        return check_token(b.decode("ascii"), f"{self._what} {field}")
+        value, self._pos = read_token(self._data, self._pos, self._end, self._what, field)
+        return value
 
     def bytes8(self, field: str) -> bytes:
         return self.raw(self.u8(field), field)
