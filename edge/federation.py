@@ -14,6 +14,9 @@ Theory of operation. One :class:`~sync.nodesync.NodeSync` thread owns the edge's
    a CA of the trust store signed it and it is newer);
 3. tells the web layer which streams changed (``after_pass``), after the commits.
 
+Every five minutes (and at start) it also queues a ``health`` event for the core: passes,
+the last error, whether the doorbell is connected, what waits to be sent or acknowledged.
+
 At start it verifies the core's receiving certificate named in ``edge.toml`` and sends the
 core a ``hello`` with this edge's own receiving certificate (the core needs it to seal the
 directory for this plant). A new CRL replaces the trust store the agent checks with.
@@ -37,7 +40,7 @@ from edge.config import EdgeConfig
 from edge.directory import DIRECTORY_STREAM, EdgeDirectory
 from pki.node import NodeCredentials
 from sync.agent import SyncAgent, SyncReport
-from sync.bundle.codec import Item, OpenedBundle
+from sync.bundle.codec import Item, OpenedBundle, to_ms
 from sync.bundle.store import connect, transaction
 from sync.events import (
     CHAT_ITEM,
@@ -58,6 +61,8 @@ log = logging.getLogger("zastava.edge")
 # Outbound rows sealed into one bundle at most (and at most BUNDLE_BYTES of item data).
 BUNDLE_ROWS = 2000
 BUNDLE_BYTES = 4 * 1024 * 1024
+# How often the edge reports its health to the core (an ``edge health`` event).
+HEALTH_EVERY = dt.timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,7 @@ class EdgeFederation:
         )
         self.core_site: str | None = None
         self.sent_rows = 0
+        self._last_health: dt.datetime | None = None
         self._trust_changed = False
         self._agent: SyncAgent | None = None
         self.sync = NodeSync(creds, config.relay, self._make_pass, clock=clock, name="edge-sync")
@@ -145,6 +151,7 @@ class EdgeFederation:
             if self._trust_changed:  # a CRL arrived: check with the new trust from now on
                 self._trust_changed = False
                 agent = build()
+            self._health(agent)
             self._drain(agent)
             report = agent.sync_once()
             streams = frozenset(
@@ -167,6 +174,30 @@ class EdgeFederation:
             agent.hello(self.core_site, self.clock())
             c.execute("INSERT OR REPLACE INTO zs_agent VALUES ('hello', ?)", (mine,))
         log.info("hello sent to the core (%s)", self.core_site)
+
+    def _health(self, agent: SyncAgent) -> None:
+        """Queue a ``health`` event for the core every HEALTH_EVERY (and at start)."""
+        now = self.clock()
+        if self._last_health is not None and now - self._last_health < HEALTH_EVERY:
+            return
+        self._last_health = now
+        st = self.sync.status()
+        with transaction(agent.conn) as c:
+            outbound.queue_event(
+                c,
+                "health",
+                {
+                    "passes": st.passes,
+                    "last_error": st.last_error,
+                    "doorbell": st.doorbell,
+                    "outbound_waiting": outbound.pending(c),
+                    "outbox_unacknowledged": int(
+                        c.execute("SELECT count(*) FROM zs_outbox").fetchone()[0]
+                    ),
+                    "at_ms": to_ms(now),
+                },
+                to_ms(now),
+            )
 
     def _drain(self, agent: SyncAgent) -> None:
         """Seal everything queued by the application into bundles for the core."""

@@ -266,3 +266,14 @@ def test_a_revocation_at_the_ca_reaches_every_edge(fed: Fed) -> None:
         )
 
     eventually(lambda: all(revoked_at(s) for s in fed.layout.edges), what="the CRL at both edges")
+
+
+def test_each_edge_reports_its_health_to_the_core(fed: Fed) -> None:
+    reports = eventually(
+        lambda: (
+            {o for o, _ in fed.core_events("health")} == set(fed.layout.edges)
+            and fed.core_events("health")
+        ),
+        what="a health event from each plant",
+    )
+    assert all("outbound_waiting" in e and "at_ms" in e for _, e in reports)
