@@ -20,6 +20,15 @@ layer the codec itself uses, so that neither the codec nor the "bare" figure pay
 
 Keys and certificates are made fresh in a temporary directory (pki.ca, cheap Argon2 cost).
 Times are the best of ``--repeat`` runs.
+
+On a shared machine times move by 20-30 %; instruction counts do not. ``--loop N`` only does
+N seal+open of 1 KiB (after a warm-up) and prints nothing, for callgrind; the difference
+between two runs is the count per seal+open (hash seed and BLAS threads fixed, so that setup
+costs the same both times):
+
+    export PYTHONHASHSEED=0 OPENBLAS_NUM_THREADS=1
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+        .venv/bin/python bench/bundle.py --loop 0     # then --loop 2000: (b - a) / 2000
 """
 
 from __future__ import annotations
@@ -175,6 +184,14 @@ def open_one(p: Parties, data: bytes, cache: SignerCache) -> object:
 
 
 # --- (a) small bundles --------------------------------------------------------------------
+
+
+def loop_small(p: Parties, n: int) -> None:
+    """``n`` seal+open of a fixed 1 KiB item after a warm-up: work for instruction counting."""
+    items = [Item("chat.message", bytes(range(256)) * 4)]
+    cache = SignerCache(ttl=dt.timedelta(days=1))
+    for _ in range(20 + n):
+        open_one(p, seal_one(p, items), cache)
 
 
 def bench_small(p: Parties, n: int, repeat: int) -> list[tuple[str, float]]:
@@ -398,7 +415,12 @@ def main() -> None:
     parser.add_argument("--large-mib", type=int, nargs="*", default=[16, 64])
     parser.add_argument("--chunk-kib", type=int, default=DEFAULT_CHUNK // 1024)
     parser.add_argument("--repeat", type=int, default=5, help="runs; the best counts")
+    parser.add_argument("--loop", type=int, help="only N 1 KiB seal+open, for instruction counts")
     args = parser.parse_args()
+    if args.loop is not None:
+        with tempfile.TemporaryDirectory(prefix="bundle-bench-") as tmp:
+            loop_small(make_parties(Path(tmp)), args.loop)
+        return
     pinned = pin_one_core()
     print(
         f"{platform.python_implementation()} {platform.python_version()}, cryptography "
