@@ -10,8 +10,10 @@ applications, queueing events and chat into an edge's database the way the web l
 from __future__ import annotations
 
 import datetime as dt
+import http.client
 import json
 import sqlite3
+import ssl
 import subprocess
 import sys
 import time
@@ -22,8 +24,16 @@ from typing import Any
 import pytest
 
 from edge import outbound
+from edge.auth import totp
 from edge.chat import ChatService
-from installer.federation import Layout, build_federation, seed_directory, write_layout
+from installer.demo import demo_accounts
+from installer.federation import (
+    DEMO_USERS,
+    Layout,
+    build_federation,
+    seed_directory,
+    write_layout,
+)
 from installer.supervisor import Supervisor
 from pki.ca import CaPaths, IssuingCA
 from pki.keyfile import KdfCost
@@ -277,3 +287,62 @@ def test_each_edge_reports_its_health_to_the_core(fed: Fed) -> None:
         what="a health event from each plant",
     )
     assert all("outbound_waiting" in e and "at_ms" in e for _, e in reports)
+
+
+class Browser:
+    """An HTTPS client with a cookie jar of one cookie, as a page at the edge's origin."""
+
+    def __init__(self, fed: Fed, site: str) -> None:
+        self.port = fed.layout.edge_ports[site].https
+        roots = fed.layout.node(Role.EDGE, site).directory / "trust" / "roots.pem"
+        self.ctx = ssl.create_default_context(cafile=str(roots))
+        self.cookie: str | None = None
+        self.csrf: str | None = None
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        conn = http.client.HTTPSConnection("localhost", self.port, context=self.ctx, timeout=30)
+        headers = {"Origin": f"https://localhost:{self.port}", "Content-Type": "application/json"}
+        if self.cookie:
+            headers["Cookie"] = self.cookie
+        if self.csrf:
+            headers["X-CSRF-Token"] = self.csrf
+        try:
+            conn.request(method, path, json.dumps(body) if body is not None else None, headers)
+            r = conn.getresponse()
+            data = json.loads(r.read() or b"{}")
+            for value in r.headers.get_all("Set-Cookie") or []:
+                self.cookie = value.split(";", 1)[0]
+            assert r.status == 200, (method, path, r.status, data)
+            return data
+        finally:
+            conn.close()
+
+
+def test_the_edge_keeps_serving_with_relay_and_core_stopped(fed: Fed) -> None:
+    """Issue 6: login, directory and chat keep working at a plant cut off from everything."""
+    users = [u for u in DEMO_USERS if u.site in fed.layout.edges]
+    accounts = {a["login"]: a for a in demo_accounts(fed.layout, users)}
+    eventually(lambda: "sidorov" in fed.edge_users("plant-a"), what="the directory at plant-a")
+    fed.sup.stop("relay")
+    fed.sup.stop("core")
+    try:
+        page = Browser(fed, "plant-a")
+        ivanov = accounts["ivanov"]
+        code = totp.code_at(ivanov["totp_secret"], totp.timecode(now()))
+        page.call(
+            "POST", "/api/login", {"login": "ivanov", "password": ivanov["password"], "code": code}
+        )
+        page.csrf = page.call("GET", "/api/me")["csrf_token"]
+        found = page.call("GET", "/api/directory/users?q=sidorov")
+        assert [u["login"] for u in found["users"]] == ["sidorov"]
+        conv = page.call("POST", "/api/chat/direct", {"with": "sidorov"})  # at plant-b
+        page.call(
+            "POST",
+            f"/api/chat/conversations/{conv['id']}/messages",
+            {"text": "связи нет, работаем"},
+        )
+        history = page.call("GET", f"/api/chat/conversations/{conv['id']}/messages")
+        assert history["messages"][-1]["text"] == "связи нет, работаем"
+    finally:
+        fed.sup.start("relay")
+        fed.sup.start("core")
