@@ -143,7 +143,7 @@ def _poll(probe: Probe, target: Target, running: Running, timeout: float) -> str
                 f"no healthy answer after {timeout:g} s (last: {last}); it printed:\n"
                 f"{_tail(running)}"
             )
-        time.sleep(0.2)
+        time.sleep(0.05)
 
 
 def _tail(running: Running, lines: int = 15) -> str:

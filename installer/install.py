@@ -6,10 +6,14 @@ Theory of operation. Steps, each shown as it starts and each safe to repeat:
    earlier); the manifest's signature verifies (I2); the media are fresh enough (I3, I4,
    overridable and then logged); every file is copied into ``versions/.staging`` while its
    length and SHA-256 are checked against the manifest (I1). Nothing is installed before
-   this step has finished, and later steps read only the checked copy.
+   this step has finished, and later steps read only the checked copy. (A rerun whose
+   version directory is already complete, from the same signed manifest, uses no wheel: it
+   still checks every file, but copies only the Debian packages.)
 2. Debian packages for the role, from the media (``apt-get install --no-download``).
 3. the version's virtualenv ``versions/<v>/venv``: ``venv --without-pip``, then pip run from
-   the media's own pip wheel with ``--no-index --require-hashes``; ``COMPLETE`` last.
+   the media's own pip wheel with ``--no-index --require-hashes``, byte-compiled (unless
+   ``--no-compile``: :func:`build_version`), the installed ``zastava`` run once as a check;
+   ``COMPLETE`` last.
 4. the role's configuration (kept if it exists); 5. the service user and the unit;
 6. the databases, created by the new version's own code; 7. the node's keys and its
    certificate request (generated into ``node.partial``, renamed when complete);
@@ -143,13 +147,37 @@ def verify_media(
     staging = paths.versions / ".staging"
     shutil.rmtree(staging, ignore_errors=True)
     staging.parent.mkdir(parents=True, exist_ok=True)
+    # A rerun whose version is already built needs none of the wheels: check them, copy
+    # only the Debian packages (installed again by every run).
+    built = already_built(paths, signed)
     try:
-        copy_verified(media, signed, staging)
+        copy_verified(media, signed, staging, only=_is_deb if built else None)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    progress.note(f"all {len(m.files)} files match the manifest; checked copy in {staging}")
+    if built:
+        progress.note(
+            f"all {len(m.files)} files match the manifest; {paths.version_dir(m.version)} is "
+            f"already built, so only the Debian packages were copied, to {staging}"
+        )
+    else:
+        progress.note(f"all {len(m.files)} files match the manifest; checked copy in {staging}")
     return Verified(signed, staging)
+
+
+def _is_deb(path: str) -> bool:
+    return path.startswith("debs/")
+
+
+def already_built(paths: Paths, signed: SignedManifest) -> bool:
+    """``versions/<v>`` is complete and was built from exactly these (signed) media."""
+    vdir = paths.version_dir(signed.manifest.version)
+    if not paths.is_complete(signed.manifest.version):
+        return False
+    try:
+        return (vdir / MANIFEST_FILE).read_bytes() == signed.data
+    except FileNotFoundError:
+        return False
 
 
 def install_debs(verified: Verified, role: Role, system: bool, media: Path, p: Progress) -> None:
@@ -188,12 +216,22 @@ def _pip_wheel(verified: Verified) -> Path:
     raise InstallError("the media hold no pip wheel (pip is pinned in runtime.lock)")
 
 
-def build_version(paths: Paths, verified: Verified, python: str, p: Progress) -> None:
-    """``versions/<v>/venv`` from the checked copy only; reused if already complete."""
+def build_version(
+    paths: Paths, verified: Verified, python: str, p: Progress, *, byte_compile: bool = True
+) -> None:
+    """``versions/<v>/venv`` from the checked copy only; reused if already complete.
+
+    pip installs without byte-compiling; then, unless ``byte_compile`` is false, ``compileall``
+    compiles the whole virtualenv on every CPU (pip compiles one file after another). The
+    installed ``zastava`` is run once as a check, writing the bytecode of what it imports to
+    start (whatever ``PYTHONDONTWRITEBYTECODE`` says): without ``byte_compile``, that is all
+    is compiled. The service cannot write ``__pycache__`` there (``ProtectSystem=strict``), so
+    it compiles anything else it imports in memory, at every start.
+    """
     m = verified.manifest
     vdir = paths.version_dir(m.version)
     if paths.is_complete(m.version):
-        if (vdir / MANIFEST_FILE).read_bytes() != verified.signed.data:
+        if not already_built(paths, verified.signed):
             raise InstallError(
                 f"{vdir} holds a different build of version {m.version}; remove it (it is not "
                 "current) or use media with a new version"
@@ -210,17 +248,33 @@ def build_version(paths: Paths, verified: Verified, python: str, p: Progress) ->
     _run(
         [str(venv / "bin" / "python"), str(_pip_wheel(verified) / "pip"), "install"]
         + ["--quiet", "--disable-pip-version-check", "--no-index", "--require-hashes"]
-        + ["--find-links", str(verified.staging / "wheels")]
+        + ["--no-compile", "--find-links", str(verified.staging / "wheels")]
         + ["-r", str(verified.staging / "requirements.txt")],
         "pip install from the media",
     )
-    _run([str(venv / "bin" / "zastava"), "--help"], "running the installed zastava")
+    if byte_compile:
+        p.note("byte-compiling the virtualenv (compileall, one process per CPU)")
+        r = subprocess.run(
+            [str(venv / "bin" / "python"), "-m", "compileall", "-q", "-j", "0", str(venv / "lib")],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        if r.returncode != 0:
+            # As pip does: a file that does not compile is left as source (it fails, if it
+            # is ever imported, with its own error); the install goes on.
+            tail = "\n".join((r.stdout + r.stderr).strip().splitlines()[-5:])
+            p.note(f"WARNING: some files did not byte-compile (left as source):\n{tail}")
+    else:
+        p.note("not byte-compiled (--no-compile) but for what 'zastava' imports to start")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    _run([str(venv / "bin" / "zastava"), "--help"], "running the installed zastava", env=env)
     write_public(vdir / MANIFEST_FILE, verified.signed.data)
     write_public(vdir / COMPLETE, f"{m.version}\n".encode())
 
 
-def _run(argv: list[str], what: str) -> str:
-    r = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+def _run(argv: list[str], what: str, env: dict[str, str] | None = None) -> str:
+    r = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env)
     if r.returncode != 0:
         tail = "\n".join((r.stderr or r.stdout).strip().splitlines()[-12:])
         raise InstallError(f"{what} failed (exit {r.returncode}):\n{tail}")
@@ -249,6 +303,7 @@ class InstallRequest:
     release_key: Path | None
     release_fingerprint: str | None
     allow_expired: bool = False
+    byte_compile: bool = True
     crash_at: str = ""
 
 
@@ -320,7 +375,7 @@ def _install_steps(
     p.step(Step.DEBIAN)
     install_debs(verified, s.role, req.system, req.media, p)
     p.step(Step.VENV, str(paths.version_dir(m.version)))
-    build_version(paths, verified, req.python, p)
+    build_version(paths, verified, req.python, p, byte_compile=req.byte_compile)
 
     p.step(Step.CONFIG, str(s.config_file))
     if s.config_file.exists():

@@ -5,9 +5,11 @@ memory, verifies the signature over those exact bytes with a trusted release key
 (:mod:`installer.release_key`), and only then parses them. :func:`copy_verified` copies every
 listed file into a staging directory while hashing what it copies, so that what is installed
 is exactly what was checked, even if the media change afterwards (a removable disk is not
-trusted to return the same bytes twice). A file whose length or SHA-256 differ, a file that
-is missing, a symlink, and a file under ``wheels/`` or ``debs/`` that the manifest does not
-list all refuse the media (I1); a missing or wrong signature refuses them too (I2).
+trusted to return the same bytes twice); files the caller will not use (the wheels of a
+version that is already installed) are checked in place, never copied. A file whose length
+or SHA-256 differ, a file that is missing, a symlink, and a file under ``wheels/`` or
+``debs/`` that the manifest does not list all refuse the media (I1); a missing or wrong
+signature refuses them too (I2).
 """
 
 from __future__ import annotations
@@ -145,8 +147,14 @@ def copy_verified(
     signed: SignedManifest,
     dest: Path | None,
     progress: Callable[[int, int], None] | None = None,
+    *,
+    only: Callable[[str], bool] | None = None,
 ) -> None:
-    """Check every listed file (I1), copying it to ``dest`` if given; refuse extra files."""
+    """Check every listed file (I1), copying it to ``dest`` if given; refuse extra files.
+
+    With ``only``, just the files whose path it accepts are copied; the others are checked
+    in place (for files the caller will not use: what is used is always the checked copy).
+    """
     extra = _unlisted(media, signed.manifest)
     if extra:
         raise MediaError(
@@ -156,11 +164,11 @@ def copy_verified(
         )
     total = len(signed.manifest.files)
     for i, entry in enumerate(signed.manifest.files, start=1):
-        _copy_one(
-            _checked_path(media, entry.path), None if dest is None else dest / entry.path, entry
-        )
+        target = None if dest is None or (only and not only(entry.path)) else dest / entry.path
+        _copy_one(_checked_path(media, entry.path), target, entry)
         if progress is not None:
             progress(i, total)
     if dest is not None:
+        dest.mkdir(parents=True, exist_ok=True)
         (dest / MANIFEST_FILE).write_bytes(signed.data)
         (dest / SIGNATURE_FILE).write_bytes(signed.signature)

@@ -24,6 +24,7 @@ import tempfile
 import tomllib
 import zipfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -204,9 +205,13 @@ def build_media(
     wheels = out / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
     progress(f"[1/5] wheels from {lock} for {opts.platform} (hashes checked)")
-    download_wheels(opts, lock, wheels)
-    progress(f"[2/5] Zastava {version}: building its wheel from {opts.source}")
-    wheel = build_zastava_wheel(opts.source, wheels)
+    progress(f"[2/5] Zastava {version}: building its wheel from {opts.source}, meanwhile")
+    # Two independent subprocesses (pip download, pip wheel): run them side by side. If the
+    # download fails, its error is the one reported (after the build has finished).
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        built = pool.submit(build_zastava_wheel, opts.source, wheels)
+        download_wheels(opts, lock, wheels)
+        wheel = built.result()
     (out / "requirements.txt").write_text(requirements_text(lock, wheel), encoding="utf-8")
     debs: dict[str, tuple[str, ...]] | None = None
     if opts.debs:

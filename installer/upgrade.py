@@ -67,6 +67,7 @@ class UpgradeRequest:
     allow_expired: bool = False
     allow_downgrade: bool = False
     health_timeout: float = health.DEFAULT_TIMEOUT
+    byte_compile: bool = True
     crash_at: str = ""
 
 
@@ -106,7 +107,7 @@ def upgrade(req: UpgradeRequest, now: Callable[[], dt.datetime]) -> Version:
         if journal is not None:
             p.note(f"resuming the interrupted upgrade from {old} to {new}")
         p.step(Step.VENV, str(paths.version_dir(new)))
-        build_version(paths, verified, inst.python, p)
+        build_version(paths, verified, inst.python, p, byte_compile=req.byte_compile)
     finally:
         shutil.rmtree(verified.staging, ignore_errors=True)
     if journal is None:

@@ -1,9 +1,12 @@
 """Offline media built from the lock file, and every way of tampering with them (I1-I4).
 
-The media are built once per test run (shared by the xdist workers under a file lock): 0.1.0
-from ``requirements/runtime.lock`` with real ``pip download`` (pip's cache and the index
-answer quickly), then 0.2.0 and a deliberately broken 0.3.0 offline from 0.1.0's wheels.
-Each is built from a copy of this checkout whose version is set in its pyproject.
+The media are built once per test run and shared by the xdist workers, each under its own
+file lock: 0.1.0 from ``requirements/runtime.lock`` with real ``pip download`` (pip's cache
+and the index answer quickly) before any test uses it; 0.2.0 offline from 0.1.0's wheels,
+only when a test asks for it (``MediaSet.building`` starts it in the background meanwhile).
+Each is built from a copy of this checkout whose version is set in its pyproject; 0.2.0's
+relay refuses to start while ``ZASTAVA_TEST_BREAK_RELAY`` is set in its environment, to be
+a new version that fails its health check (``broken_relay``).
 Other installer test modules import the fixture and helpers from here.
 """
 
@@ -12,27 +15,40 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import fcntl
+import io
 import json
 import os
 import shutil
+import signal
+import socket
+import sqlite3
 import subprocess
 import sys
+import threading
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr, redirect_stdout, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from installer import media_cli
 from installer.manifest import Manifest, Version
 from installer.media_build import DEBIAN_LIST, debian_packages, download_debs
 from installer.release_key import SigningKey, VerifyingKey, generate
+from pki.ca import CaPaths, IssuingCA, init_ca
+from pki.enrollment import EnrollmentRequest
 from pki.keyfile import KdfCost
+from pki.names import NodeName, Role
+from pki.trust import fingerprint
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 BASE_PYTHON = getattr(sys, "_base_executable", sys.executable)
 PASSPHRASE = "release passphrase for the tests"
 FAST_KDF = KdfCost(time_cost=1, memory_kib=8 * 1024)
+CA_PASSPHRASE = b"ca passphrase for the tests"
 PACKAGE_DATA = '\n[tool.setuptools.package-data]\n"edge.web" = ["static/*"]\n'
 
 
@@ -42,8 +58,6 @@ class MediaSet:
     key_dir: Path
     fingerprint: str
     v1: Path  # 0.1.0 from the lock
-    v2: Path  # 0.2.0
-    broken: Path  # 0.3.0 whose relay cannot start
 
     @property
     def public_key(self) -> Path:
@@ -52,18 +66,85 @@ class MediaSet:
     def signing_key(self) -> SigningKey:
         return SigningKey.load(self.key_dir / "release-key.sealed", PASSPHRASE.encode())
 
+    @property
+    def v2(self) -> Path:
+        """0.2.0 (breakable: see ``broken_relay``), built on first use."""
+        return _built(self.base, "media-0.2.0", "0.2.0")
+
+    @contextmanager
+    def building(self, *names: str) -> Iterator[MediaSet]:
+        """Build the media ``names`` (``"v2"``) in the background meanwhile; their
+        properties wait for them, and a failed build fails again, with its message, there."""
+
+        def build(name: str) -> None:
+            with suppress(Exception):
+                getattr(self, name)
+
+        threads = [threading.Thread(target=build, args=(n,)) for n in names]
+        for t in threads:
+            t.start()
+        try:
+            yield self
+        finally:
+            for t in threads:
+                t.join()
+
+
+# Commands run by calling main() in the test process: the same code as 'python -m
+# installer.media_cli', less the 0.3-0.4 s a new interpreter spends importing it (they run
+# dozens of times). Everything they start (pip, the node, ...) still runs as a process.
+IN_PROCESS = frozenset({"install", "upgrade", "rollback", "health"})
+
 
 def zastava(
     *args: str, netns: str | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:
-    """``zastava ARGS`` with the installer's commands registered (python -m installer.media_cli)."""
+    """``zastava ARGS`` with the installer's commands registered (python -m installer.media_cli).
+
+    ``IN_PROCESS`` commands run in this process, unless in a network namespace or told to
+    kill themselves (``--crash-at``); the others (``media``, also run from background
+    threads) in a process of their own.
+    """
+    if netns is None and args[0] in IN_PROCESS and "--crash-at" not in args:
+        out, err = io.StringIO(), io.StringIO()
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                code = media_cli.main(list(args))
+            except SystemExit as e:  # argparse
+                code = e.code if isinstance(e.code, int) else 2
+        return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
     argv = [PYTHON, "-m", "installer.media_cli", *args]
     if netns:
         argv = ["ip", "netns", "exec", netns, *argv]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    return run(argv, timeout=timeout, cwd=ROOT)
 
 
-def _source_copy(dst: Path, version: str, *, broken: bool = False) -> Path:
+def run(
+    argv: list[str],
+    *,
+    timeout: float = 600,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run``, but a command that times out is killed with all it started (its
+    process group: pip, say)."""
+    with subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True, cwd=cwd, env=env,
+    ) as proc:  # fmt: skip
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+BREAK_RELAY = "ZASTAVA_TEST_BREAK_RELAY"
+
+
+def _source_copy(dst: Path, version: str, *, breakable: bool = False) -> Path:
     shutil.copytree(
         ROOT,
         dst,
@@ -77,22 +158,36 @@ def _source_copy(dst: Path, version: str, *, broken: bool = False) -> Path:
         # Until pyproject.toml ships the web client as package data (see the report).
         text += PACKAGE_DATA
     pyproject.write_text(text)
-    if broken:
+    if breakable:
         server = dst / "sync" / "relay" / "server.py"
         code = server.read_text()
-        assert "    def start(self) -> None:\n" in code
+        start = "    def start(self) -> None:\n"
+        assert start in code and "\nimport queue\n" in code
+        code = code.replace("\nimport queue\n", "\nimport os\nimport queue\n", 1)
         server.write_text(
             code.replace(
-                "    def start(self) -> None:\n",
-                "    def start(self) -> None:\n"
-                '        raise RuntimeError("this release is broken on purpose (test)")\n',
+                start,
+                f"{start}        if os.environ.get({BREAK_RELAY!r}):\n"
+                '            raise RuntimeError("this release is broken on purpose (test)")\n',
             )
         )
     return dst
 
 
-def _build(base: Path, name: str, version: str, *extra: str, broken: bool = False) -> Path:
-    src = _source_copy(base / f"src-{name}", version, broken=broken)
+@contextmanager
+def broken_relay() -> Iterator[None]:
+    """Meanwhile, 0.2.0's relay cannot start: the version fails its health check.
+
+    For this process and what it starts (the commands run in it: see ``zastava``)."""
+    os.environ[BREAK_RELAY] = "1"
+    try:
+        yield
+    finally:
+        del os.environ[BREAK_RELAY]
+
+
+def _build(base: Path, name: str, version: str, *extra: str, breakable: bool = False) -> Path:
+    src = _source_copy(base / f"src-{name}", version, breakable=breakable)
     out = base / name
     r = zastava(
         "media", "build", "--out", str(out), "--source", str(src), "--no-debs",
@@ -104,6 +199,29 @@ def _build(base: Path, name: str, version: str, *extra: str, broken: bool = Fals
     return out
 
 
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock shared by the xdist workers (and the threads of one of them)."""
+    with path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _built(base: Path, name: str, version: str) -> Path:
+    """Media ``name`` of this test run, built offline from 0.1.0's wheels by the first asker."""
+    with _locked(base / f".{name}.lock"):
+        if not (base / f"{name}.done").exists():
+            shutil.rmtree(base / name, ignore_errors=True)
+            shutil.rmtree(base / f"src-{name}", ignore_errors=True)
+            wheels = str(base / "media-0.1.0" / "wheels")
+            _build(base, name, version, "--wheels-from", wheels, breakable=True)
+            (base / f"{name}.done").touch()
+    return base / name
+
+
 def _shared_dir(factory: pytest.TempPathFactory) -> Path:
     run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
     base = factory.getbasetemp()
@@ -111,11 +229,10 @@ def _shared_dir(factory: pytest.TempPathFactory) -> Path:
 
 
 def media_set(factory: pytest.TempPathFactory) -> MediaSet:
-    """The media of this test run, built by whichever worker comes first."""
+    """The media of this test run: the key and 0.1.0 built by whichever worker comes first."""
     base = _shared_dir(factory)
     base.mkdir(parents=True, exist_ok=True)
-    with (base / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _locked(base / ".lock"):
         if not (base / "done").exists():
             (base / "passphrase").write_text(PASSPHRASE + "\n")
             r = zastava(
@@ -124,20 +241,9 @@ def media_set(factory: pytest.TempPathFactory) -> MediaSet:
             )  # fmt: skip
             assert r.returncode == 0, r.stderr
             _build(base, "media-0.1.0", "0.1.0")
-            wheels = str(base / "media-0.1.0" / "wheels")
-            _build(base, "media-0.2.0", "0.2.0", "--wheels-from", wheels)
-            _build(base, "media-0.3.0", "0.3.0", "--wheels-from", wheels, broken=True)
             (base / "done").touch()
-        fcntl.flock(lock, fcntl.LOCK_UN)
     vk = VerifyingKey.load(base / "key" / "release-key.pem")
-    return MediaSet(
-        base,
-        base / "key",
-        vk.grouped,
-        base / "media-0.1.0",
-        base / "media-0.2.0",
-        base / "media-0.3.0",
-    )
+    return MediaSet(base, base / "key", vk.grouped, base / "media-0.1.0")
 
 
 @pytest.fixture(scope="session")
@@ -171,16 +277,95 @@ def resign(media_dir: Path, key: SigningKey, **changes: object) -> Manifest:
     return m
 
 
-def node_args(root: Path, media_dir: Path, ms: MediaSet, *extra: str) -> list[str]:
-    """``zastava install`` arguments for a relay under ``root`` (no system changes)."""
+def node_args(
+    root: Path, media_dir: Path, ms: MediaSet, *extra: str, compile: bool = False
+) -> list[str]:
+    """``zastava install`` arguments for a relay under ``root`` (no system changes).
+
+    Not byte-compiled unless ``compile``: what compiling costs, and that the default
+    compiles, is the business of the one test that installs the admin's way (I6).
+    """
     return [
         "install", "--media", str(media_dir), "--role", "relay", "--site", "dmz",
         "--prefix", str(root / "opt"), "--config-dir", str(root / "etc"),
         "--data-dir", str(root / "var"), "--unit-dir", str(root / "units"),
         "--system", "no", "--python", BASE_PYTHON, "--dns", "relay.test",
+        *([] if compile else ["--no-compile"]),
         "--release-key", str(ms.public_key), "--release-fingerprint", ms.fingerprint,
         *extra,
     ]  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def enroll(ca_dir: Path, node_dir: Path, role: Role, site: str, out: Path) -> str:
+    """The CA's half of the file round trip; returns the root fingerprint for 'pki import'."""
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    paths = CaPaths.of(ca_dir)
+    if not paths.issuing_key.exists():
+        init_ca(
+            paths,
+            organization="Installer Test",
+            root_passphrase=CA_PASSPHRASE,
+            issuing_passphrase=CA_PASSPHRASE,
+            now=now,
+            cost=FAST_KDF,
+        )
+    ca = IssuingCA.open(paths, CA_PASSPHRASE)
+    request = EnrollmentRequest.parse((node_dir / "request.pem").read_bytes())
+    out.write_bytes(bytes(ca.sign_request(request, expect=NodeName(role, site), now=now)))
+    return fingerprint(ca.root)
+
+
+def enroll_relay(root: Path, netns: str | None = None) -> None:
+    """Relay dmz under ``root`` through the CA and back: the installed zastava imports it."""
+    bundle = root / "dmz-relay.certs.pem"
+    root_fp = enroll(root / "ca", root / "var" / "node", Role.RELAY, "dmz", bundle)
+    argv = [str(root / "opt" / "current" / "venv" / "bin" / "zastava"), "pki", "import"]
+    argv += [str(bundle), "--node-dir", str(root / "var" / "node"), "--root-fingerprint", root_fp]
+    if netns:
+        argv = ["ip", "netns", "exec", netns, *argv]
+    r = run(argv)
+    assert r.returncode == 0, r.stderr
+
+
+def health(root: Path, version: str, netns: str | None = None) -> str:
+    """``zastava health``: the current version's relay starts and answers SSH."""
+    r = zastava("health", "--prefix", str(root / "opt"), netns=netns)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.startswith(f"{version}: relay answers SSH on 127.0.0.1:"), r.stdout
+    return r.stdout
+
+
+def upgrade(root: Path, media_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return zastava(
+        "upgrade", "--media", str(media_dir), "--prefix", str(root / "opt"), "--no-compile", *extra
+    )
+
+
+def mark(root: Path, value: str) -> None:
+    """A row in the relay's audit database, to see which data a rollback restores."""
+    with sqlite3.connect(root / "var" / "relay" / "audit.db") as db:
+        db.execute("CREATE TABLE IF NOT EXISTS installer_test (x TEXT)")
+        db.execute("INSERT INTO installer_test VALUES (?)", (value,))
+    db.close()
+
+
+def marks(root: Path) -> list[str]:
+    db = sqlite3.connect(root / "var" / "relay" / "audit.db")
+    try:
+        return [x for (x,) in db.execute("SELECT x FROM installer_test ORDER BY rowid")]
+    finally:
+        db.close()
+
+
+def events(root: Path) -> list[str]:
+    log = (root / "opt" / "install.log").read_text()
+    return [json.loads(line)["event"] for line in log.splitlines()]
 
 
 def assert_nothing_installed(root: Path) -> None:
