@@ -48,6 +48,8 @@ from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import Final
 
+from pki.keyfile import fsync_dir
+
 # The component schemas of this build: modules with COMPONENT and MIGRATIONS.
 SCHEMA_MODULES: Final = (
     "edge.auth.schema",
@@ -283,14 +285,6 @@ def _private_file(path: Path) -> None:
     os.close(fd)
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def backup(db: Path, out: Path, progress: Progress | None = None) -> BackupResult:
     """A consistent copy of ``db`` at ``out`` (mode 0600), while the server may be running."""
     if not db.exists():
@@ -325,7 +319,7 @@ def backup(db: Path, out: Path, progress: Progress | None = None) -> BackupResul
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, out)
-        _fsync_dir(out.parent)
+        fsync_dir(out.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -429,7 +423,7 @@ def restore(db: Path, source: Path, *, site: str, now: dt.datetime) -> RestoreRe
                 os.replace(live, aside)
                 kept.append(aside)
         os.replace(staged, db)
-        _fsync_dir(db.parent)
+        fsync_dir(db.parent)
     finally:
         for suffix in _SIDE_FILES:
             Path(f"{staged}{suffix}").unlink(missing_ok=True)

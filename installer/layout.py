@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from installer.manifest import Version, format_time
-from pki.keyfile import write_atomic
+from pki.keyfile import fsync_dir, write_atomic
 from pki.names import Role, check_site
 
 COMPLETE = "COMPLETE"
@@ -98,15 +98,7 @@ class Paths:
         tmp.unlink(missing_ok=True)
         os.symlink(f"versions/{version}", tmp)
         os.replace(tmp, link)
-        _fsync_dir(link.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_dir(link.parent)
 
 
 @dataclass(frozen=True)

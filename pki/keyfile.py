@@ -73,6 +73,15 @@ def write_atomic(path: Path, data: bytes, mode: int) -> None:
         raise
 
 
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or a new file in ``directory`` durable (fsync of the directory itself)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_private(path: Path, data: bytes) -> None:
     """A secret: mode 0600 in a directory created 0700."""
     write_atomic(path, data, 0o600)

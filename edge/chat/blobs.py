@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import BinaryIO, Final
 
 from edge.chat.errors import InvalidInputError, TooLargeError
+from pki.keyfile import fsync_dir
 
 _SHA256_HEX: Final = re.compile(r"[0-9a-f]{64}")
 
@@ -123,7 +124,7 @@ class BlobStore:
             return sha256
         final.parent.mkdir(mode=0o700, exist_ok=True)
         os.replace(upload.path, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         return sha256
 
     def open(self, sha256: str) -> BinaryIO:
@@ -149,11 +150,3 @@ class BlobStore:
                     f.unlink()
                     removed += 1
         return removed
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from pki.keyfile import fsync_dir
 from sync.relay.audit import CERTIFICATE_META_KEY, AuditEntry
 from sync.relay.auditstore import SqliteAuditStore
 from sync.relay.checkpoint import Checkpoint, SignedNote, VerifierKey, open_checkpoint
@@ -81,14 +82,6 @@ class VerifyReport:
     since: Checkpoint | None
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def export_log(
     store: SqliteAuditStore,
     directory: Path,
@@ -110,7 +103,7 @@ def export_log(
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    _fsync_dir(directory.parent)
+    fsync_dir(directory.parent)
     return summary
 
 

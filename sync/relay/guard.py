@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from pki.keyfile import fsync_dir
 from pki.names import Role
 from pki.trust import TrustStore
 from sync.bundle.codec import BundleError, SignerCache, read_header, verify_envelope
@@ -238,7 +239,7 @@ class Guard:
         if not moved:
             return
         for recipient in sorted({r for r, _ in moved}):
-            _fsync_dir(self.paths.inbox(recipient))
+            fsync_dir(self.paths.inbox(recipient))
         self.failpoint("moved")
         self.db.executemany("UPDATE released SET moved=1 WHERE recipient=? AND inbox_name=?", moved)
         for recipient, inbox_name in moved:
@@ -488,11 +489,3 @@ class Guard:
 
 def _ms(t: dt.datetime) -> int:
     return int(t.timestamp() * 1000)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
