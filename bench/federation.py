@@ -43,9 +43,9 @@ from installer.federation import (  # noqa: E402
     Layout,
     build_federation,
     seed_directory,
+    supervise,
     write_layout,
 )
-from installer.supervisor import Supervisor  # noqa: E402
 from pki.keyfile import KdfCost  # noqa: E402
 from pki.node import NodeCredentials  # noqa: E402
 from sync.bundle.store import connect  # noqa: E402
@@ -73,13 +73,7 @@ class Federation:
         root, nodes = build_federation(base, now(), KdfCost(time_cost=1, memory_kib=8 * 1024))
         self.layout: Layout = write_layout(base, root, nodes, interval=interval)
         seed_directory(self.layout, now)
-        self.sup = Supervisor(base / "logs")
-        self.sup.add(
-            "relay", ["relay", "serve", "--config", str(self.layout.relay_toml)], ready="serving on"
-        )
-        self.sup.add(
-            "core", ["core", "serve", "--config", str(self.layout.core_toml)], ready="serving;"
-        )
+        self.sup = supervise(self.layout)  # only relay and core are started
         self.edges: dict[str, EdgeFederation] = {}
 
     def start(self) -> None:

@@ -31,7 +31,14 @@ from edge.auth.store import AccountRole, AuthStore
 from edge.config import EdgeConfig
 from edge.db import open_database
 from edge.web.state import SEALER_KEY_FILE, auth_config
-from installer.federation import Layout, build_federation, seed_directory, write_layout
+from installer.federation import (
+    Layout,
+    build_federation,
+    edge_child,
+    seed_directory,
+    supervise,
+    write_layout,
+)
 from installer.supervisor import ChildFailedError, Supervisor
 from pki.enrollment import grouped
 from pki.keyfile import KdfCost, write_private, write_public
@@ -80,19 +87,6 @@ def demo_accounts(layout: Layout, users: list[User]) -> list[dict[str, Any]]:
     return accounts
 
 
-def supervisor(layout: Layout) -> Supervisor:
-    sup = Supervisor(layout.base / "logs")
-    sup.add("relay", ["relay", "serve", "--config", str(layout.relay_toml)], ready="serving on")
-    sup.add("core", ["core", "serve", "--config", str(layout.core_toml)], ready="serving;")
-    for site in layout.edges:
-        sup.add(
-            f"edge-{site}",
-            ["edge", "serve", "--config", str(layout.edge_toml(site))],
-            ready="federation: running",
-        )
-    return sup
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     base: Path = args.dir.resolve()
     cost = KdfCost(time_cost=1, memory_kib=8 * 1024) if args.insecure_fast_kdf else None
@@ -103,7 +97,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     accounts = demo_accounts(layout, users)
     print(f"\nZastava demo federation in {base}")
     print(f"  root CA fingerprint: {grouped(root_fp)}")
-    sup = supervisor(layout)
+    sup = supervise(layout)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -158,7 +152,7 @@ def state(layout: Layout, sup: Supervisor, accounts: list[dict[str, Any]]) -> di
     ]
     services += [
         {
-            "name": f"edge-{site}",
+            "name": edge_child(site),
             "site": site,
             "url": layout.url(site),
             "config": str(layout.edge_toml(site)),

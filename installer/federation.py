@@ -5,8 +5,9 @@ The demo and the multi-process tests build the same thing: a CA; core, relay and
 performs, each key checked by the verification API every node uses; then one configuration
 file per node (``relay.toml``, ``core.toml``, ``edge-<site>.toml``) with free loopback ports,
 and the public certificates each node pins copied beside them (the relay's TLS and signing
-certificates, the core's receiving certificate). Nothing here runs a node: the supervisor
-starts each one as its own ``zastava ... serve`` process.
+certificates, the core's receiving certificate). Nothing here runs a node:
+:func:`supervise` registers each one with the supervisor, which starts it as its own
+``zastava ... serve`` process.
 
 Layout under ``base``::
 
@@ -33,6 +34,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from core.directory import Directory
+from installer.supervisor import Supervisor
 from pki.ca import CaPaths, IssuingCA, init_ca
 from pki.keyfile import KdfCost, write_private, write_public
 from pki.names import NodeName, Purpose, Role
@@ -246,6 +248,26 @@ device_listen = "127.0.0.1:{ports.device}"
 """,
         )
     return layout
+
+
+def supervise(layout: Layout) -> Supervisor:
+    """Every node of ``layout`` as a child process, registered, none started: ``relay``,
+    ``core`` and ``edge-<site>``, each ready when its ``serve`` command says so."""
+    sup = Supervisor(layout.base / "logs")
+    sup.add("relay", ["relay", "serve", "--config", str(layout.relay_toml)], ready="serving on")
+    sup.add("core", ["core", "serve", "--config", str(layout.core_toml)], ready="serving;")
+    for site in layout.edges:
+        sup.add(
+            edge_child(site),
+            ["edge", "serve", "--config", str(layout.edge_toml(site))],
+            ready="federation: running",
+        )
+    return sup
+
+
+def edge_child(site: str) -> str:
+    """The supervisor's name for ``site``'s edge process."""
+    return f"edge-{site}"
 
 
 def _pem(cert: x509.Certificate) -> bytes:

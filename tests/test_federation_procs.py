@@ -1,7 +1,7 @@
 """Core, relay and two edges as separate processes with real SSH (issue 5, "Done when").
 
 Each node is its own ``zastava ... serve`` process, laid out and enrolled as the demo does
-(installer.federation) and supervised like the demo's (installer.supervisor). The test
+(installer.federation) and supervised as the demo's are (``supervise``). The test
 process acts as the admin (``zastava core user ...`` commands) and as the plants'
 applications, queueing events and chat into an edge's database the way the web layer does
 (edge.outbound, its own connection and transaction); it reads results from the databases.
@@ -31,10 +31,11 @@ from installer.federation import (
     DEMO_USERS,
     Layout,
     build_federation,
+    edge_child,
     seed_directory,
+    supervise,
     write_layout,
 )
-from installer.supervisor import Supervisor
 from pki.ca import CaPaths, IssuingCA
 from pki.keyfile import KdfCost
 from pki.names import DeviceName, Role
@@ -76,19 +77,7 @@ class Fed:
         root, nodes = build_federation(base, now(), KdfCost(time_cost=1, memory_kib=8 * 1024))
         self.layout: Layout = write_layout(base, root, nodes, interval=0.5)
         seed_directory(self.layout, now)
-        self.sup = Supervisor(base / "logs")
-        self.sup.add(
-            "relay", ["relay", "serve", "--config", str(self.layout.relay_toml)], ready="serving on"
-        )
-        self.sup.add(
-            "core", ["core", "serve", "--config", str(self.layout.core_toml)], ready="serving;"
-        )
-        for site in self.layout.edges:
-            self.sup.add(
-                site,
-                ["edge", "serve", "--config", str(self.layout.edge_toml(site))],
-                ready=EDGE_READY,
-            )
+        self.sup = supervise(self.layout)
 
     def core(self, *args: str) -> str:
         out = subprocess.run(
@@ -137,14 +126,11 @@ class Fed:
             conn.close()
 
 
-EDGE_READY = "federation: running"
-
-
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fed]:
     f = Fed(tmp_path_factory.mktemp("federation"))
     try:
-        for name in ("relay", "core", *f.layout.edges):
+        for name in f.sup.children:
             f.sup.start(name)
         yield f
     finally:
@@ -238,7 +224,7 @@ def test_a_plant_offline_for_many_bundles_catches_up_in_order(fed: Fed) -> None:
     eventually(lambda: all("kuznetsova" in fed.edge_users(s) for s in fed.layout.edges))
     chat = chat_at(fed, "plant-a")
     conv = chat.open_direct("petrova", "kuznetsova", now=now())
-    fed.sup.stop("plant-b")
+    fed.sup.stop(edge_child("plant-b"))
     try:
         for i in range(8):  # each in its own pass at plant-a and at the core: many bundles
             fed.core("user", "add", f"late{i}", "--name", f"Поздний {i}", "--site", "plant-a")
@@ -252,7 +238,7 @@ def test_a_plant_offline_for_many_bundles_catches_up_in_order(fed: Fed) -> None:
         "WHERE recipient='plant-b' AND stream IN ('chat', 'directory')",
     )[0][0]
     assert queued >= 8  # the core holds them for plant-b: it is really behind by many bundles
-    fed.sup.start("plant-b")
+    fed.sup.start(edge_child("plant-b"))
     want = [f"сообщение {i}" for i in range(8)]
     eventually(lambda: texts(fed, "plant-b", conv.id) == want, what="all messages, in order")
     eventually(  # the directory stream is ordered on its own, beside the chat stream
