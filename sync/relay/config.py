@@ -22,12 +22,12 @@ Example::
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pki.names import Role
+from sync import tomlconf
 
 
 @dataclass(frozen=True)
@@ -65,11 +65,7 @@ class RelayConfig:
 
     @classmethod
     def from_toml(cls, path: Path) -> RelayConfig:
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as e:
-            raise ValueError(f"{path}: not valid TOML: {e}") from None
-        return cls.from_dict(raw, base=path.parent, source=str(path))
+        return cls.from_dict(tomlconf.load(path), base=path.parent, source=str(path))
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], *, base: Path, source: str) -> RelayConfig:
