@@ -135,9 +135,11 @@ class CoreFederation:
             "INSERT INTO core_forward (site, stream, kind, data) VALUES (?, ?, ?, ?)", rows
         )
 
-    def distribute(self, now: dt.datetime) -> list[tuple[str, int]]:
-        """Seal what each known edge lacks of the directory; returns (site, version) sent."""
-        sent = []
+    def distribute(self, now: dt.datetime) -> int:
+        """Seal what each known edge lacks: the directory, the forwarding queue, the CRL.
+
+        Returns how many bundles were sealed."""
+        sealed = 0
         version = self.directory.version
         known = {s.id for s in self.directory.sites()}
         for site in self.agent.peers():
@@ -161,13 +163,11 @@ class CoreFederation:
                     "INSERT OR REPLACE INTO core_directory_sent VALUES (?, ?, ?)",
                     (site, v, to_ms(now)),
                 )
-            sent.append((site, v))
-        self._forward(now)
-        self._send_crl(now)
-        return sent
+            sealed += 1
+        return sealed + self._forward(now) + self._send_crl(now)
 
     def _forward(self, now: dt.datetime) -> int:
-        """Seal the forwarding queue for every edge that said hello; returns rows sent."""
+        """Seal the forwarding queue for every edge that said hello; returns bundles sealed."""
         done = 0
         for site in self.agent.peers():
             while True:
@@ -184,13 +184,14 @@ class CoreFederation:
                 with transaction(self.conn) as c:
                     self.agent.send(site, stream, [Item(k, d) for _, _, k, d in batch], now=now)
                     c.executemany("DELETE FROM core_forward WHERE id=?", [(r[0],) for r in batch])
-                done += len(batch)
+                done += 1
         return done
 
-    def _send_crl(self, now: dt.datetime) -> None:
+    def _send_crl(self, now: dt.datetime) -> int:
         der = self.crl()
         if der is None:
-            return
+            return 0
+        sent = 0
         digest = hashlib.sha256(der).digest()
         for site in self.agent.peers():
             row = self.conn.execute(
@@ -202,18 +203,15 @@ class CoreFederation:
                 self.agent.send(site, POLICY_STREAM, [Item(CRL_ITEM, der)], now=now)
                 c.execute("INSERT OR REPLACE INTO core_crl_sent VALUES (?, ?)", (site, digest))
             log.info("sent the CA's revocation list to %s", site)
+            sent += 1
+        return sent
 
     def sync_once(self) -> SyncReport:
         """One pass: receive (hellos, events), then seal and send directory updates."""
         report = self.agent.sync_once()
-        before = self._outbox_size()
-        self.distribute(self.clock())
-        if self._outbox_size() != before:
+        if self.distribute(self.clock()):
             report.uploaded += self.agent.sync_once().uploaded
         return report
-
-    def _outbox_size(self) -> int:
-        return int(self.conn.execute("SELECT count(*) FROM zs_outbox").fetchone()[0])
 
     def events(self) -> list[tuple[str, int, str, bytes]]:
         return [

@@ -45,6 +45,7 @@ class CoreService:
         )
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
+        self._crl_cache: tuple[tuple[int, int], bytes] | None = None
 
     def start(self) -> None:
         if not self.config.db.exists():
@@ -63,15 +64,19 @@ class CoreService:
             self._watcher.join(timeout=5)
 
     def _read_crl(self) -> bytes | None:
-        """The CA's current CRL as DER, or None when none is configured or readable yet."""
+        """The CA's current CRL as DER, or None when none is configured or readable yet.
+
+        Read again only when the file's stamp changed (every pass asks)."""
         if self.config.crl is None:
             return None
-        try:
-            pem = self.config.crl.read_bytes()
-        except FileNotFoundError:
+        stamp = self._crl_stamp()
+        if stamp is None:
             log.warning("%s: no CRL file yet; edges keep the one they have", self.config.crl)
             return None
-        return x509.load_pem_x509_crl(pem).public_bytes(Encoding.DER)
+        if self._crl_cache is None or self._crl_cache[0] != stamp:
+            pem = self.config.crl.read_bytes()
+            self._crl_cache = (stamp, x509.load_pem_x509_crl(pem).public_bytes(Encoding.DER))
+        return self._crl_cache[1]
 
     def _crl_stamp(self) -> tuple[int, int] | None:
         try:
