@@ -6,22 +6,19 @@ that keep a browser from rendering it (W1)."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
-from edge.auth.passwords import TEST_PARAMETERS
 from edge.config import ChatSettings, EdgeConfig, WebSettings
-from edge.web.server import Serving, serve
 from pki.names import Role
 from tests.conftest import enroll_node, make_ca
+from tests.edgeserver import serving_edge
 from tests.test_edge_api import Clock, Edge
 from tests.test_edge_chat_api import load_people
 from tests.test_edge_server import REAL_NOW, Live, Reply, WsClient
@@ -51,34 +48,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     )
     clock = Clock(REAL_NOW + dt.timedelta(minutes=2))
     state = Live(tmp, ca, creds, config, clock, accounts.phones)
-    ready = threading.Event()
-
-    def ready_cb(serving: Serving) -> None:
+    with serving_edge(config, state.clock) as serving:
         state.serving = serving
-        ready.set()
-
-    async def run() -> None:
-        state.loop = asyncio.get_running_loop()
-        state.stop = asyncio.Event()
-        await serve(
-            config, stop=state.stop, clock=state.clock, on_ready=ready_cb, hashing=TEST_PARAMETERS
-        )
-
-    def thread_main() -> None:
-        try:
-            asyncio.run(run())
-        except BaseException as e:
-            state.errors.append(e)
-            ready.set()
-
-    thread = threading.Thread(target=thread_main, name="edge-server")
-    thread.start()
-    assert ready.wait(30) and not state.errors, state.errors
-    yield state
-    assert state.loop is not None and state.stop is not None
-    state.loop.call_soon_threadsafe(state.stop.set)
-    thread.join(30)
-    assert not thread.is_alive() and not state.errors, state.errors
+        yield state
 
 
 class User:

@@ -9,7 +9,6 @@ server's own clock is injected, which is how an expired certificate is shown ref
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import http.client
 import json
@@ -19,10 +18,9 @@ import socket
 import ssl
 import subprocess
 import sys
-import threading
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,19 +34,19 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from wsproto import ConnectionType, WSConnection
 
-from edge.auth.passwords import TEST_PARAMETERS
 from edge.auth.results import PUBLIC_FAILURE
 from edge.auth.store import AccountRole
 from edge.config import EdgeConfig, WebSettings
 from edge.web.api import COOKIE
 from edge.web.frames import CLOSE_INVALID, CLOSE_TOO_BIG
-from edge.web.server import Serving, serve
+from edge.web.server import Serving
 from installer.cli import main
 from pki.ca import IssuingCA
 from pki.names import DeviceName, Role
 from pki.node import NodeCredentials
 from pki.trust import fingerprint
 from tests.conftest import enroll_node, make_ca
+from tests.edgeserver import serving_edge
 from tests.test_edge_api import PASSWORD, Clock, Edge
 
 REAL_NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -81,9 +79,6 @@ class Live:
     clock: Clock
     phones: dict[str, str]
     serving: Serving | None = None
-    loop: asyncio.AbstractEventLoop | None = None
-    stop: asyncio.Event | None = None
-    errors: list[BaseException] = field(default_factory=list)
 
     @property
     def port(self) -> int:
@@ -190,34 +185,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         f'[edge]\nsite = "plant-a"\ndata_dir = "{tmp / "data"}"\nnode_dir = "{tmp / "node"}"\n'
     )
     state = Live(tmp, ca, creds, config, Clock(REAL_NOW + dt.timedelta(minutes=2)), accounts.phones)
-    ready = threading.Event()
-
-    def ready_cb(serving: Serving) -> None:
+    with serving_edge(config, state.clock) as serving:
         state.serving = serving
-        ready.set()
-
-    async def run() -> None:
-        state.loop = asyncio.get_running_loop()
-        state.stop = asyncio.Event()
-        await serve(
-            config, stop=state.stop, clock=state.clock, on_ready=ready_cb, hashing=TEST_PARAMETERS
-        )
-
-    def thread_main() -> None:
-        try:
-            asyncio.run(run())
-        except BaseException as e:  # shown by the fixture's teardown
-            state.errors.append(e)
-            ready.set()
-
-    thread = threading.Thread(target=thread_main, name="edge-server")
-    thread.start()
-    assert ready.wait(30) and not state.errors, state.errors
-    yield state
-    assert state.loop is not None and state.stop is not None
-    state.loop.call_soon_threadsafe(state.stop.set)
-    thread.join(30)
-    assert not thread.is_alive() and not state.errors, state.errors
+        yield state
 
 
 # HTTPS and the API

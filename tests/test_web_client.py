@@ -32,13 +32,11 @@ nothing in them turns a string into markup, script or style.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime as dt
 import hashlib
 import os
 import re
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,16 +57,16 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
-from edge.auth.passwords import TEST_PARAMETERS
 from edge.auth.store import AccountRole
 from edge.config import ChatSettings, EdgeConfig, WebSettings
 from edge.web.client import STATIC_DIR
-from edge.web.server import Serving, serve
+from edge.web.server import Serving
 from pki.names import Role
 from pki.node import NodeCredentials
 from sync.directory import Payload, PayloadKind, apply_snapshot
 from sync.directory.records import Department, Record, Site, User
 from tests.conftest import enroll_node, make_ca
+from tests.edgeserver import serving_edge
 from tests.test_edge_api import Edge
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -78,16 +76,11 @@ NAMES = {"ivanov": "Иванов Иван Петрович", "petrov": "Петр
 EVIL = "<img src=x onerror=alert(1)>"
 ATTACHMENT_CAP = 256 * 1024
 
-needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is missing")
-
 
 @dataclass
 class LiveEdge:
     creds: NodeCredentials
     serving: Serving | None = None
-    loop: asyncio.AbstractEventLoop | None = None
-    stop: asyncio.Event | None = None
-    errors: list[BaseException] = field(default_factory=list)
     shift: dt.timedelta = dt.timedelta(0)  # the edge's clock runs this far ahead
 
     def now(self) -> dt.datetime:
@@ -162,38 +155,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveEdge]:
         chat=ChatSettings(attachment_bytes=ATTACHMENT_CAP),
     )
     state = LiveEdge(creds)
-    ready = threading.Event()
-
-    def on_ready(serving: Serving) -> None:
+    with serving_edge(config, state.now) as serving:
         state.serving = serving
-        ready.set()
-
-    async def run() -> None:
-        state.loop = asyncio.get_running_loop()
-        state.stop = asyncio.Event()
-        await serve(
-            config,
-            stop=state.stop,
-            clock=state.now,
-            on_ready=on_ready,
-            hashing=TEST_PARAMETERS,
-        )
-
-    def thread_main() -> None:
-        try:
-            asyncio.run(run())
-        except BaseException as e:  # shown by the fixture's teardown
-            state.errors.append(e)
-            ready.set()
-
-    thread = threading.Thread(target=thread_main, name="edge-server")
-    thread.start()
-    assert ready.wait(30) and not state.errors, state.errors
-    yield state
-    assert state.loop is not None and state.stop is not None
-    state.loop.call_soon_threadsafe(state.stop.set)
-    thread.join(30)
-    assert not thread.is_alive() and not state.errors, state.errors
+        yield state
 
 
 # The browser
@@ -315,8 +279,9 @@ def last_message(page: Page) -> Locator:
     return page.locator("#messages .message").last
 
 
-@needs_chromium
 def test_two_people_chat_in_real_browsers(live: LiveEdge) -> None:
+    # Not a skip: scripts/bootstrap.sh installs chromium (scripts/debian-packages.txt).
+    assert CHROMIUM.exists(), "Debian's chromium is missing: run scripts/bootstrap.sh"
     expect.set_options(timeout=10_000)
     watches = {"ivanov": Watch(), "petrov": Watch()}
     with sync_playwright() as p:
