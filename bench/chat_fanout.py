@@ -106,6 +106,7 @@ class Spec:
     seconds: float
     warmup: float
     connections: int
+    via: str = "ws"  # how messages are posted: "ws" (a post frame) or "http" (POST)
     seed: int = 7
 
 
@@ -283,18 +284,21 @@ def bare_main(node_dir: Path, groups_file: Path) -> None:
     queues: dict[str, asyncio.Queue[str]] = {}
     seq = [0]
 
-    @app.post("/post/<gid>")
-    async def post(gid: str) -> Response:
-        body = await request.get_json()
+    def publish(gid: str, text_in: str) -> str:
         seq[0] += 1
-        message = {"id": f"m{seq[0]}", "conversation": gid, "text": body["text"], "seq": seq[0]}
+        message = {"id": f"m{seq[0]}", "conversation": gid, "text": text_in, "seq": seq[0]}
         text = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
         frame = f'{{"type":"message","conversation":{json.dumps(gid)},"message":{text}}}'
         for member in groups[gid]:
             q = queues.get(member)
             if q is not None:
                 q.put_nowait(frame[:-1] + f',"topic":"user:{member}"}}')
-        return Response(text, content_type="application/json")
+        return text
+
+    @app.post("/post/<gid>")
+    async def post(gid: str) -> Response:
+        body = await request.get_json()
+        return Response(publish(gid, body["text"]), content_type="application/json")
 
     @app.websocket("/ws")
     async def ws() -> None:
@@ -302,10 +306,19 @@ def bare_main(node_dir: Path, groups_file: Path) -> None:
         q: asyncio.Queue[str] = asyncio.Queue(256)
         queues[user] = q
         await websocket.accept()
+
+        async def receive() -> None:
+            while True:
+                frame = json.loads(await websocket.receive())
+                text = publish(frame["conversation"], frame["text"])
+                q.put_nowait(f'{{"type":"posted","id":{json.dumps(frame["id"])},"message":{text}}}')
+
+        receiver = asyncio.ensure_future(receive())
         try:
             while True:
                 await websocket.send(await q.get())
         finally:
+            receiver.cancel()
             queues.pop(user, None)
 
     hc = Config()
@@ -336,6 +349,7 @@ class Stats:
     answered: dict[int, float] = field(default_factory=dict)  # seq -> POST latency (s)
     answered_at: dict[int, float] = field(default_factory=dict)  # seq -> when answered
     failed: dict[int, str] = field(default_factory=dict)
+    waiting: dict[int, asyncio.Future[None]] = field(default_factory=dict)  # ws posts
     latencies: dict[int, list[float]] = field(default_factory=dict)
     frames: int = 0
     other_frames: int = 0
@@ -376,6 +390,22 @@ class Ws:
                 if isinstance(event, ev.RejectConnection):
                     raise RuntimeError(f"WebSocket refused: {event.status_code}")
 
+    def send(self, text: str) -> None:
+        self.writer.write(self.conn.send(self.ev.TextMessage(text)))
+
+    def answered(self, text: str, stats: Stats) -> None:
+        """A ``posted`` or ``post_failed`` frame: the answer to this client's post."""
+        frame = json.loads(text)
+        seq = int(frame["id"])
+        if frame["type"] == "posted":
+            stats.answered_at[seq] = time.perf_counter()
+            stats.answered[seq] = stats.answered_at[seq] - stats.sent[seq]
+        else:
+            stats.failed[seq] = f"{frame.get('status')} {frame.get('error', '')[:200]!r}"
+        waiter = stats.waiting.pop(seq, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     async def run(self) -> None:
         ev = self.ev
         while True:
@@ -395,6 +425,9 @@ class Ws:
                         continue
                     text = "".join(self.buffer)
                     self.buffer.clear()
+                    if text.startswith('{"type":"post'):
+                        self.answered(text, stats)
+                        continue
                     i = text.find('"text":"m')
                     if not text.startswith('{"type":"message"') or i < 0:
                         stats.other_frames += 1
@@ -421,11 +454,16 @@ async def post_loop(
     t0: float,
     stop_at: float,
     rng: random.Random,
+    sockets: dict[str, Ws],
 ) -> None:
+    """One sender: takes the next due message, posts it (over its own HTTPS connection, or as
+    a ``post`` frame on the author's WebSocket) and waits for the answer before the next."""
     users = {u["login"]: u for u in spec.users}
-    reader, writer = await asyncio.open_connection(
-        "localhost", spec.port, ssl=ctx, server_hostname="localhost"
-    )
+    http = spec.via == "http"
+    if http:
+        reader, writer = await asyncio.open_connection(
+            "localhost", spec.port, ssl=ctx, server_hostname="localhost"
+        )
     host = f"localhost:{spec.port}"
     origin = f"https://{host}"
     try:
@@ -437,8 +475,20 @@ async def post_loop(
             if delay > 0:
                 await asyncio.sleep(delay)
             group = spec.groups[n % len(spec.groups)]
-            author = users[rng.choice(group["members"])]
-            body = json.dumps({"text": f"m{n}. load {n % 97}"}).encode()
+            login = rng.choice(group["members"])
+            text = f"m{n}. load {n % 97}"
+            stats.due[n] = due
+            stats.expected[n] = len(group["members"])
+            if not http:
+                frame = {"type": "post", "id": str(n), "conversation": group["id"], "text": text}
+                waiter = asyncio.get_running_loop().create_future()
+                stats.waiting[n] = waiter
+                stats.sent[n] = time.perf_counter()
+                sockets[login].send(json.dumps(frame))
+                await waiter
+                continue
+            author = users[login]
+            body = json.dumps({"text": text}).encode()
             if spec.mode == "edge":
                 path = f"/api/chat/conversations/{group['id']}/messages"
                 auth = (
@@ -452,8 +502,6 @@ async def post_loop(
                 f"POST {path} HTTP/1.1\r\nHost: {host}\r\nOrigin: {origin}\r\n{auth}"
                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
             ).encode()
-            stats.due[n] = due
-            stats.expected[n] = len(group["members"])
             start = time.perf_counter()
             stats.sent[n] = start
             writer.write(head + body)
@@ -470,17 +518,18 @@ async def post_loop(
             else:
                 stats.failed[n] = f"{status} {payload[:200]!r}"
     finally:
-        writer.close()
-        with contextlib.suppress(Exception):
-            await writer.wait_closed()
+        if http:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
 
 
 async def measure(
-    spec: Spec, rate: float, ctx: ssl.SSLContext, clients: list[Ws], seed: int
+    spec: Spec, rate: float, ctx: ssl.SSLContext, clients: dict[str, Ws], seed: int
 ) -> dict[str, Any]:
     """One window at ``rate``: warm-up, then ``spec.seconds`` measured."""
     stats = Stats()
-    for c in clients:
+    for c in clients.values():
         c.stats = stats
     rng = random.Random(seed)
     counter = iter(range(10**9))
@@ -497,7 +546,9 @@ async def measure(
     watcher = asyncio.ensure_future(window())
     await asyncio.gather(
         *(
-            post_loop(spec, rate, ctx, stats, counter, t0, stop_at, random.Random(rng.random()))
+            post_loop(
+                spec, rate, ctx, stats, counter, t0, stop_at, random.Random(rng.random()), clients
+            )
             for _ in range(spec.connections)
         )
     )
@@ -517,6 +568,7 @@ async def measure(
     post_lat = [stats.answered[n] for n in accepted]
     return {
         "mode": spec.mode,
+        "via": spec.via,
         "clients": len(clients),
         "groups": len(spec.groups),
         "group_size": len(spec.groups[0]["members"]),
@@ -584,8 +636,9 @@ async def load_main(spec: Spec) -> list[dict[str, Any]]:
         "settle_seconds": round(time.perf_counter() - settled - 1.0, 1),
     }
     results = []
+    by_login = dict(zip(members, clients, strict=True))
     for i, rate in enumerate(spec.rates):
-        results.append({**setup, **await measure(spec, rate, ctx, clients, spec.seed + i)})
+        results.append({**setup, **await measure(spec, rate, ctx, by_login, spec.seed + i)})
     for r in readers:
         r.cancel()
     for c in clients:
@@ -599,7 +652,8 @@ async def load_main(spec: Spec) -> list[dict[str, Any]]:
 def show(r: dict[str, Any]) -> None:
     lat = r["latency_ms"]
     print(
-        f"  {r['mode']:>4}: {r['accepted_per_s']:7.0f} msg/s accepted of {r['target_rate']:.0f} "
+        f"  {r['mode']:>4} via {r['via']}: {r['accepted_per_s']:7.0f} msg/s accepted of "
+        f"{r['target_rate']:.0f} "
         f"({r['failed']} failed), {r['deliveries_per_s']:8.0f} deliveries/s "
         f"({r['deliveries']}/{r['deliveries_expected']})"
     )
@@ -608,7 +662,7 @@ def show(r: dict[str, Any]) -> None:
         f"p99.9 {lat['p99.9']}  max {lat['max']}"
     )
     print(
-        f"        POST ms p50 {r['post_ms']['p50']} p99 {r['post_ms']['p99']}; schedule lag "
+        f"        post answered ms p50 {r['post_ms']['p50']} p99 {r['post_ms']['p99']}; lag "
         f"p99 {r['schedule_lag_ms_p99']} ms; CPU server {r['server_cpu']:.0%} generator "
         f"{r['generator_cpu']:.0%}; WebSockets closed {r['closed_websockets']}"
     )
@@ -641,7 +695,16 @@ def main() -> None:
     )
     p.add_argument("--seconds", type=float, default=10)
     p.add_argument("--warmup", type=float, default=3)
-    p.add_argument("--connections", type=int, default=32)
+    p.add_argument(
+        "--connections", type=int, default=32, help="senders, each waiting for its answer"
+    )
+    p.add_argument(
+        "--via",
+        default="ws",
+        choices=("ws", "http"),
+        help="post as a frame on the author's WebSocket (what the web client does) or as "
+        "POST over HTTPS keep-alive connections",
+    )
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.add_argument("--durable", action="store_true", help="[chat] durable_commits = true")
     p.add_argument("--only", choices=("edge", "bare"))
@@ -662,7 +725,8 @@ def main() -> None:
         print(
             f"chat fan-out: {len(users)} users/WebSockets in {len(groups)} groups of "
             f"{args.group_size}, {args.rate} msg/s for {args.seconds:.0f} s "
-            f"(+{args.warmup:.0f} s warm-up), {args.connections} HTTPS connections; "
+            f"(+{args.warmup:.0f} s warm-up), {args.connections} senders posting over "
+            f"{'their WebSockets' if args.via == 'ws' else 'HTTPS'}; "
             "server on CPU 0, generator on CPU 1; "
             f"setup {time.perf_counter() - started:.0f} s; load average {os.getloadavg()[0]:.1f}",
             flush=True,
@@ -688,6 +752,7 @@ def main() -> None:
                     args.seconds,
                     args.warmup,
                     args.connections,
+                    args.via,
                 )
                 measured = run_load(spec, tmp / f"{mode}-spec.json")
             finally:

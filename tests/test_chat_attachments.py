@@ -18,8 +18,11 @@ from edge.chat import (
     AttachmentNotFoundError,
     ChatLimits,
     ChatService,
+    ConversationNotFoundError,
     InvalidInputError,
     NewAttachment,
+    NewPost,
+    PostedMessage,
     TooLargeError,
     TooManyUploadsError,
 )
@@ -291,3 +294,31 @@ def test_prune_forgets_expired_uploads_and_leftovers(chat: ChatService) -> None:
         chat.post_message(
             "alice", d.id, "", now=t(day + 2), attachments=[NewAttachment(r.token, "x")]
         )
+
+
+def test_group_commit_keeps_the_others_and_undoes_a_refused_post(chat: ChatService) -> None:
+    """``post_many`` posts several messages in one transaction: a post refused half-way
+    (its first upload token already taken when the second turns out unknown) leaves nothing,
+    its token included; the posts around it stand, in order."""
+    d = chat.open_direct("alice", "bob", now=t(0))
+    r = chat.upload("alice", [b"data"], now=t(1))
+    broken = (NewAttachment(r.token, "a"), NewAttachment("no-such-token", "b"))
+    results = chat.post_many(
+        [
+            NewPost("alice", d.id, "first"),
+            NewPost("alice", d.id, "refused", attachments=broken),
+            NewPost("bob", "no-such-conversation", "lost"),
+            NewPost("bob", d.id, "second"),
+        ],
+        now=t(2),
+    )
+    first, refused, lost, second = results
+    assert isinstance(refused, InvalidInputError) and "attachment 2" in str(refused)
+    assert isinstance(lost, ConversationNotFoundError)
+    assert isinstance(first, PostedMessage) and isinstance(second, PostedMessage)
+    assert {m.login for m in second.conversation.members} == {"alice", "bob"}
+    history = chat.history("bob", d.id)
+    assert [m.text for m in history] == ["first", "second"]
+    assert [m.id for m in history] == [first.message.id, second.message.id]
+    m = chat.post_message("alice", d.id, "x", now=t(3), attachments=[NewAttachment(r.token, "a")])
+    assert read(chat, "bob", m.attachments[0].id) == b"data"  # the token was given back

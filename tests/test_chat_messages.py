@@ -57,6 +57,19 @@ def test_post_and_read_back(chat: ChatService) -> None:
     assert chat.history("bob", d.id) == [m]
 
 
+def test_the_posted_message_is_what_is_stored(chat: ChatService) -> None:
+    """Posting answers with the message it wrote without reading it back: it must be the
+    stored one to the last field (mentions sorted and once each, the reply, no attachments)."""
+    g = chat.create_group("alice", "shift", ["bob", "carol"], now=t(0))
+    first = chat.post_message("alice", g.id, "start", now=t(1))
+    m = chat.post_message(
+        "bob", g.id, "@Carol @alice @carol @bob @nobody see", now=t(2), reply_to=first.id
+    )
+    assert m.mentions == ("alice", "carol") and m.reply_to == first.id
+    assert chat.message("carol", m.id) == m
+    assert chat.history("alice", g.id) == [first, m]
+
+
 def test_w2_oversized_text_is_refused_and_nothing_stored(small: ChatService) -> None:
     d = small.open_direct("alice", "bob", now=t(0))
     small.post_message("alice", d.id, "x" * 16, now=t(1))  # exactly the limit

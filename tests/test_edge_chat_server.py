@@ -128,3 +128,53 @@ def test_a_message_with_an_attachment_end_to_end_over_tls(live: Live) -> None:
         assert got.headers["Content-Security-Policy"] == "default-src 'none'; sandbox"
     finally:
         ws.close()
+
+
+def test_posting_over_the_websocket(live: Live) -> None:
+    """A ``post`` frame is the POST without the HTTP request: the author's connection gets
+    ``posted`` with the message exactly as the POST answers it, the members get the same
+    ``message`` frame, history has it once. A refusal is ``post_failed`` with the POST's
+    status and the connection serves on; only a frame without an ``id`` closes it (1007)."""
+    alice, bob = User(live, "alice"), User(live, "bob")
+    origin = f"https://localhost:{live.port}"
+    cid = alice.call("POST", "/api/chat/direct", {"with": "bob"}).json()["id"]
+    a_ws, b_ws = WsClient(live, alice.cookie, origin), WsClient(live, bob.cookie, origin)
+    try:
+        assert a_ws.receive()["type"] == "hello" and b_ws.receive()["type"] == "hello"
+        a_ws.send(json.dumps({"type": "post", "id": "r1", "conversation": cid, "text": "по WS"}))
+        frames = [a_ws.receive(), a_ws.receive()]
+        pushed = next(f for f in frames if f["type"] == "message")
+        answered = next(f for f in frames if f["type"] == "posted")
+        assert answered["id"] == "r1" and answered["message"] == pushed["message"]
+        message = answered["message"]
+        assert message["text"] == "по WS" and message["author"] == "alice"
+        assert b_ws.receive() == {
+            "type": "message",
+            "conversation": cid,
+            "message": message,
+            "topic": "user:bob",
+        }
+        history = bob.call("GET", f"/api/chat/conversations/{cid}/messages").json()["messages"]
+        assert [m["id"] for m in history].count(message["id"]) == 1
+
+        refusals = [
+            ({"conversation": "no-such-conversation", "text": "x"}, 404, "no conversation"),
+            ({"conversation": cid, "text": "я" * 8193}, 413, "16384"),  # 16,386 UTF-8 bytes
+            ({"conversation": cid, "text": 7}, 400, "text"),
+            ({"conversation": cid, "text": "x", "bogus": 1}, 400, "unknown field 'bogus'"),
+        ]
+        for i, (fields, status, words) in enumerate(refusals):
+            a_ws.send(json.dumps({"type": "post", "id": f"bad{i}", **fields}))
+            failed = a_ws.receive()
+            assert failed["type"] == "post_failed" and failed["id"] == f"bad{i}", failed
+            assert failed["status"] == status and words in failed["error"], failed
+        a_ws.send(json.dumps({"type": "ping", "id": "still-there"}))
+        assert a_ws.receive() == {"type": "pong", "id": "still-there"}
+        after = bob.call("GET", f"/api/chat/conversations/{cid}/messages").json()["messages"]
+        assert len(after) == len(history)  # nothing refused was stored
+
+        a_ws.send(json.dumps({"type": "post", "conversation": cid, "text": "no id"}))
+        assert a_ws.closed_with() == 1007
+    finally:
+        a_ws.close()
+        b_ws.close()

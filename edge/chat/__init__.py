@@ -57,6 +57,8 @@ from edge.chat.model import (
     MemberRole,
     Message,
     NewAttachment,
+    NewPost,
+    PostedMessage,
     Unread,
     UploadReceipt,
 )
@@ -91,7 +93,9 @@ __all__ = [
     "Message",
     "MessageNotFoundError",
     "NewAttachment",
+    "NewPost",
     "NotFoundError",
+    "PostedMessage",
     "PruneReport",
     "RemoteOutcome",
     "RemoteResult",

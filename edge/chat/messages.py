@@ -51,12 +51,15 @@ def insert(
     )
     seq = cur.lastrowid
     assert seq is not None
-    _put_mentions(conn, seq, mentions(text, members, author))
-    conn.executemany(
-        "INSERT INTO chat_attachments (seq, position, sha256, name, media_type, size) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        [(seq, i, a.sha256, a.name, a.media_type, a.size) for i, a in enumerate(attachments)],
-    )
+    mentioned = mentions(text, members, author)
+    if mentioned:  # a new seq has none to replace
+        conn.executemany("INSERT INTO chat_mentions VALUES (?, ?)", [(m, seq) for m in mentioned])
+    if attachments:
+        conn.executemany(
+            "INSERT INTO chat_attachments (seq, position, sha256, name, media_type, size) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [(seq, i, a.sha256, a.name, a.media_type, a.size) for i, a in enumerate(attachments)],
+        )
     conn.execute(
         "UPDATE chat_conversations SET last_seq = ?, last_ms = max(last_ms, ?) WHERE id = ?",
         (seq, now_ms, conversation_id),
@@ -65,9 +68,25 @@ def insert(
         "UPDATE chat_members SET archived = 0 WHERE conv = ? AND login != ? AND archived",
         (conversation_id, author),
     )
-    stored = by_seq(conn, seq)
-    assert stored is not None
-    return stored
+    if attachments:  # their ids and whether their bytes are here come from the database
+        stored = by_seq(conn, seq)
+        assert stored is not None
+        return stored
+    # Nothing else to read back: the message is what was just written (the hot path).
+    return Message(
+        id=message_id,
+        conversation_id=conversation_id,
+        seq=seq,
+        author=author,
+        text=text,
+        sent_ms=sent_ms,
+        edited_ms=None,
+        deleted_ms=None,
+        deleted_by=None,
+        reply_to=reply_to,
+        mentions=mentioned,
+        attachments=(),
+    )
 
 
 def _put_mentions(conn: sqlite3.Connection, seq: int, logins: Iterable[str]) -> None:

@@ -203,3 +203,22 @@ class NewAttachment:
     upload_token: str = field(repr=False)
     name: str
     media_type: str = "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class NewPost:
+    """A message to post (:meth:`~edge.chat.ChatService.post_many`)."""
+
+    login: str
+    conversation_id: str
+    text: str
+    reply_to: str | None = None
+    attachments: tuple[NewAttachment, ...] = ()
+
+
+@dataclass(frozen=True)
+class PostedMessage:
+    """A posted message and its conversation as it was when posting (members: the fan-out)."""
+
+    message: Message
+    conversation: Conversation

@@ -42,6 +42,7 @@ from dataclasses import replace
 from edge.chat import content, conversations, messages, remote
 from edge.chat.attachments import AttachmentsAPI
 from edge.chat.errors import (
+    ChatError,
     ConflictError,
     ConversationNotFoundError,
     ForbiddenError,
@@ -57,6 +58,8 @@ from edge.chat.model import (
     Member,
     Message,
     NewAttachment,
+    NewPost,
+    PostedMessage,
     to_ms,
 )
 from edge.chat.personal import PersonalAPI
@@ -231,44 +234,65 @@ class ChatService(MembershipAPI, AttachmentsAPI, PersonalAPI):
         attachments: Sequence[NewAttachment] = (),
     ) -> Message:
         """Post ``text`` (UTF-8 at most ``limits.text_bytes``; empty only with attachments)."""
-        text = content.check_message_text(
-            text, self.limits.text_bytes, allow_empty=bool(attachments)
-        )
+        post = NewPost(login, conversation_id, text, reply_to, tuple(attachments))
+        result = self.post_many([post], now=now)[0]
+        if isinstance(result, ChatError):
+            raise result
+        return result.message
+
+    def post_many(
+        self, posts: Sequence[NewPost], *, now: dt.datetime
+    ) -> list[PostedMessage | ChatError]:
+        """Post each of ``posts`` in one transaction (a group commit): for each, in order, the
+        message and its conversation, or the refusal :meth:`post_message` would raise. A
+        refused post leaves nothing (its own savepoint is rolled back); the others stand."""
         now_ms = to_ms(now)
+        results: list[PostedMessage | ChatError] = []
         with self._write() as conn:
-            conversations.require_member(conn, conversation_id, login)
-            if reply_to is not None and messages.seq_in(conn, conversation_id, reply_to) is None:
-                raise InvalidInputError(f"reply_to: no message {reply_to!r} in this conversation")
-            files = self._take_uploads(conn, login, attachments, now_ms)
-            conv = self._load(conn, conversation_id)
-            posted = messages.insert(
-                conn,
-                message_id=content.new_id(self.site, self._rand),
-                conversation_id=conversation_id,
-                author=login,
-                text=text,
-                sent_ms=now_ms,
-                now_ms=now_ms,
-                reply_to=reply_to,
-                attachments=files,
-                members=[x.login for x in conv.members],
-            )
-            conn.execute(
-                "UPDATE chat_members SET read_seq = ? WHERE conv = ? AND login = ?",
-                (posted.seq, conversation_id, login),
-            )
-            msg = MessageMsg(
-                conversations.to_wire(conv),
-                posted.id,
-                login,
-                text,
-                now_ms,
-                reply_to,
-                tuple(files),
-            )
-            remote.send(conn, conv, self.site, msg, now_ms)
-        self.typing_indicators.stopped(conversation_id, login, now)
-        return posted
+            for post in posts:
+                conn.execute("SAVEPOINT post")
+                try:
+                    results.append(self._post(conn, post, now_ms))
+                except ChatError as e:
+                    conn.execute("ROLLBACK TO post")
+                    results.append(e)
+                conn.execute("RELEASE post")
+        for post, result in zip(posts, results, strict=True):
+            if not isinstance(result, ChatError):
+                self.typing_indicators.stopped(post.conversation_id, post.login, now)
+        return results
+
+    def _post(self, conn: sqlite3.Connection, post: NewPost, now_ms: int) -> PostedMessage:
+        login, conversation_id, reply_to = post.login, post.conversation_id, post.reply_to
+        text = content.check_message_text(
+            post.text, self.limits.text_bytes, allow_empty=bool(post.attachments)
+        )
+        conversations.require_member(conn, conversation_id, login)
+        if reply_to is not None and messages.seq_in(conn, conversation_id, reply_to) is None:
+            raise InvalidInputError(f"reply_to: no message {reply_to!r} in this conversation")
+        files = self._take_uploads(conn, login, post.attachments, now_ms)
+        conv = self._load(conn, conversation_id)
+        posted = messages.insert(
+            conn,
+            message_id=content.new_id(self.site, self._rand),
+            conversation_id=conversation_id,
+            author=login,
+            text=text,
+            sent_ms=now_ms,
+            now_ms=now_ms,
+            reply_to=reply_to,
+            attachments=files,
+            members=[x.login for x in conv.members],
+        )
+        conn.execute(
+            "UPDATE chat_members SET read_seq = ? WHERE conv = ? AND login = ?",
+            (posted.seq, conversation_id, login),
+        )
+        msg = MessageMsg(
+            conversations.to_wire(conv), posted.id, login, text, now_ms, reply_to, tuple(files)
+        )
+        remote.send(conn, conv, self.site, msg, now_ms)
+        return PostedMessage(posted, conv)
 
     def _visible_message(self, conn: sqlite3.Connection, login: str, message_id: str) -> Message:
         found = messages.by_id(conn, message_id) if isinstance(message_id, str) else None

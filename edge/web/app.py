@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Iterable
@@ -167,10 +168,13 @@ def create_app(
     described: Iterable[Component] = (),
 ) -> Quart:
     app = base_app("zastava.edge", state)
+    components = tuple(components)
     for component in components:
         register(app, component)
     for component in described:
         describe(app, component)
+    if chat_messages.component in components:
+        state.hub.frame_handlers["post"] = functools.partial(chat_messages.post_frame, state)
     maintenance: list[asyncio.Task[None]] = []
 
     @app.before_serving

@@ -78,10 +78,6 @@ def no_folder(raw: str) -> Exception:
     return ApiError(404, f"no folder {raw!r}")
 
 
-def spans_plants(conv: Conversation, site: str) -> bool:
-    return any(m.site != site for m in conv.members)
-
-
 def outsider_json(state: WebState, conv: Conversation) -> Json:
     """The conversation for someone no longer in it (who just left, or an administrator
     moderating a channel): members and details, no personal state."""

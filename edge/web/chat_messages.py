@@ -8,12 +8,12 @@ thread, the contract's JSON out, refusals mapped to statuses (W4: 404 for anythi
 conversation the user is not in, however it is reached — history, posting, a message id, a
 read marker, a typing report, a search narrowed to it).
 
-Posting is the hot path. One worker-thread hop does the post (one ``BEGIN IMMEDIATE``
-transaction, which also queues the copy for other plants), reads the conversation's members
-(the fan-out list and whether it spans plants) and the author's display name; then, on the
-loop, the message is encoded *once* and the same text is the HTTP answer and, spliced into a
-``message`` frame, what every local member's WebSockets get. The federation is woken only
-for a conversation that spans plants.
+Posting is the hot path: over HTTP or as a ``post`` frame on the WebSocket (what the web
+client uses: no HTTP request per message), it goes through the group commit of
+:mod:`edge.web.posting` — the posts waiting at a moment written in one transaction (which
+also queues the copies for other plants), then each message encoded *once* and the same
+text is the answer and, spliced into a ``message`` frame, what every local member's
+WebSockets get. The federation is woken only for a conversation that spans plants.
 
 Message text is checked by the service (UTF-8 bytes against ``[chat] text_bytes``: 413 over
 it, W2) and otherwise kept byte for byte (W1, W3); the JSON shape allows up to the wire
@@ -23,21 +23,24 @@ ceiling in characters so that an oversized text is the service's 413, not a shap
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from quart import Response
 
 from edge.chat import (
+    ChatError,
     Conversation,
     ConversationNotFoundError,
     Message,
+    NewPost,
     NotFoundError,
     SearchSyntax,
     TypingChange,
 )
 from edge.chat.model import MAX_TEXT_BYTES
+from edge.web import shapes
 from edge.web.api import Access, Call, Component
-from edge.web.chat import Nothing, answer, is_admin, spans_plants
+from edge.web.chat import Nothing, answer, is_admin
 from edge.web.chat_views import (
     MessageJson,
     MessageList,
@@ -48,12 +51,17 @@ from edge.web.chat_views import (
     message_json,
     unread_json,
 )
+from edge.web.errors import chat_status
+from edge.web.frames import CLOSE_INVALID, FrameError
+from edge.web.hub import WsClient
+from edge.web.posting import local_members, publish
 from edge.web.state import WebState
 from edge.web.uploads import MAX_TOKEN, attachment_of
 
 component = Component("chat-messages", tag="chat")
 
 MAX_ID: Final = 200
+MAX_REQUEST_ID: Final = 64
 
 
 @dataclass(frozen=True)
@@ -125,34 +133,16 @@ async def history(call: Call, query: HistoryQuery, conversation_id: str) -> Resp
     return await state.run(work)
 
 
-@dataclass(frozen=True)
-class _Posted:
-    message: Message
-    conversation: Conversation
-    names: Names
-    was_typing: bool
-
-
-def _fan_out(state: WebState, conv: Conversation) -> list[str]:
-    return [m.login for m in conv.members if m.site == state.config.site]
-
-
-async def _publish(
-    call: Call,
-    kind: str,
-    message: Message,
-    conv: Conversation | None,
-    members: list[str],
-    names: Names,
-) -> Response:
-    """Encode once; answer with it and push it to the members; wake the federation if the
-    conversation spans plants."""
-    state = call.state
-    text = dumps(message_json(message, names))
-    state.push.message(kind, message.conversation_id, text, members)
-    if conv is not None and spans_plants(conv, state.config.site):
-        state.wake_federation()
+def _json(text: str) -> Response:
     return Response(text, content_type="application/json")
+
+
+async def post_message(state: WebState, login: str, conversation_id: str, body: NewMessage) -> str:
+    """Post ``body`` as ``login`` (over HTTP or a WebSocket ``post`` frame) through the group
+    commit (:mod:`edge.web.posting`); the encoded message. Raises the chat's refusals."""
+    files = tuple(attachment_of(token, i) for i, token in enumerate(body.attachments))
+    post = NewPost(login, conversation_id, body.text, body.reply_to, files)
+    return await state.posts.post(post)
 
 
 @component.route(
@@ -165,26 +155,56 @@ async def _publish(
     errors=(404, 413),
 )
 async def post(call: Call, body: NewMessage, conversation_id: str) -> Response:
-    state, login, now = call.state, call.login, call.now
-    files = [attachment_of(token, i) for i, token in enumerate(body.attachments)]
+    return _json(await post_message(call.state, call.login, conversation_id, body))
 
-    def work() -> _Posted:
-        chat = state.chat
-        was_typing = login in chat.typing_indicators.typing(conversation_id, now)
-        message = chat.post_message(
-            login, conversation_id, body.text, now=now, reply_to=body.reply_to, attachments=files
+
+@dataclass(frozen=True)
+class PostFrame:
+    """A ``post`` frame over ``/api/ws``: the same message as the POST's body, plus where it
+    goes and the client's id for the answer."""
+
+    id: str = field(metadata={"max_length": MAX_REQUEST_ID})
+    conversation: str = field(metadata={"max_length": MAX_ID})
+    text: str = field(metadata={"max_length": MAX_TEXT_BYTES})
+    reply_to: str | None = field(default=None, metadata={"max_length": MAX_ID})
+    attachments: list[str] = field(default_factory=list, metadata={"max_items": 64})
+
+
+def posted_frame(request_id: str, message_text: str) -> str:
+    return f'{{"type":"posted","id":{dumps(request_id)},"message":{message_text}}}'
+
+
+def post_failed_frame(request_id: str, status: int, error: str) -> str:
+    return dumps({"type": "post_failed", "id": request_id, "status": status, "error": error})
+
+
+async def post_frame(state: WebState, client: WsClient, fields: dict[str, Any]) -> None:
+    """A message posted over the push channel (``docs/web-api-chat.md``, "Posting over the
+    WebSocket"): answered on this connection with ``posted`` (the message, as the POST
+    answers it) or ``post_failed`` (the status and error the POST would give). Only a frame
+    without a usable ``id`` is a protocol error (it closes the connection, 1007): anything
+    else wrong is that post's refusal and the connection serves on."""
+    request_id = fields.get("id")
+    if not isinstance(request_id, str) or not 0 < len(request_id) <= MAX_REQUEST_ID:
+        raise FrameError(
+            CLOSE_INVALID, f"a post frame needs an 'id' of 1 to {MAX_REQUEST_ID} characters"
         )
-        conv = chat.conversation(login, conversation_id)
-        names = state.names.lookup(state.db.get(), (login,))
-        return _Posted(message, conv, names, was_typing)
-
-    posted = await state.run(work)
-    members = _fan_out(state, posted.conversation)
-    if posted.was_typing:  # posting ended the indicator
-        state.push.typing(TypingChange(conversation_id, login, False, now), members)
-    return await _publish(
-        call, "message", posted.message, posted.conversation, members, posted.names
-    )
+    if client.closing is not None:  # its session or account ended: nothing more from it
+        return
+    status = 200
+    try:
+        frame = shapes.parse(PostFrame, fields, "post frame")
+        body = NewMessage(frame.text, frame.reply_to, frame.attachments)
+        text = await post_message(state, client.login, frame.conversation, body)
+    except shapes.ShapeError as e:
+        status = 400
+        client.push(post_failed_frame(request_id, status, str(e)))
+    except ChatError as e:
+        status, _ = chat_status(e)
+        client.push(post_failed_frame(request_id, status, str(e)))
+    else:
+        client.push(posted_frame(request_id, text))
+    state.metrics.frames.labels("post", str(status)).inc()
 
 
 @component.route(
@@ -205,7 +225,7 @@ async def edit(call: Call, body: EditBody, message_id: str) -> Response:
         return edited, conv, state.names.lookup(state.db.get(), (edited.author,))
 
     edited, conv, names = await state.run(work)
-    return await _publish(call, "message_edited", edited, conv, _fan_out(state, conv), names)
+    return _json(publish(state, "message_edited", edited, conv, local_members(state, conv), names))
 
 
 @component.route(
@@ -226,11 +246,13 @@ async def delete(call: Call, message_id: str) -> Response:
             conv: Conversation | None = state.chat.conversation(login, cid)
         except NotFoundError:  # an administrator moderating a channel (never cross-site)
             conv = None
-        members = _fan_out(state, conv) if conv is not None else list(state.chat.local_members(cid))
+        members = (
+            local_members(state, conv) if conv is not None else list(state.chat.local_members(cid))
+        )
         return dead, conv, members, state.names.lookup(state.db.get(), (dead.author,))
 
     dead, conv, members, names = await state.run(work)
-    return await _publish(call, "message_deleted", dead, conv, members, names)
+    return _json(publish(state, "message_deleted", dead, conv, members, names))
 
 
 @component.route(

@@ -45,6 +45,12 @@ class Metrics:
             ["code"],
             registry=self.registry,
         )
+        self.frames = Counter(
+            "zastava_websocket_frames",
+            "Client WebSocket frames that ask for work (a chat post), by type and status.",
+            ["type", "status"],
+            registry=self.registry,
+        )
         self.hash_waiting = Gauge(
             "zastava_password_hash_waiting",
             "Requests waiting for a password-hashing slot.",

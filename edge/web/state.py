@@ -52,6 +52,7 @@ from edge.web.directory import DirectoryIndex
 from edge.web.errors import ApiError
 from edge.web.hub import Hub
 from edge.web.metrics import Metrics
+from edge.web.posting import PostBatcher
 from edge.web.presence_live import LivePresence
 from edge.web.workers import Workers
 
@@ -121,6 +122,7 @@ class WebState:
     main_port: int | None = None  # the main listener's bound port (the configured one may be 0)
     workers: Workers = field(default_factory=Workers)
     push: ChatPush = field(init=False)
+    posts: PostBatcher = field(init=False)
     presence: LivePresence = field(init=False)
     checkpointer: Checkpointer = field(init=False)
     _slots: asyncio.Semaphore | None = None
@@ -129,6 +131,7 @@ class WebState:
     def __post_init__(self) -> None:
         self.checkpointer = Checkpointer(self.config.db)
         self.push = ChatPush(self)
+        self.posts = PostBatcher(self)
         self.presence = LivePresence(self, dt.timedelta(minutes=self.config.chat.away_minutes))
         self.presence.attach()
 
