@@ -312,6 +312,8 @@ def test_two_people_chat_in_real_browsers(live: LiveEdge) -> None:
         # nothing left the edge's origin: every request and every WebSocket went to it
         assert watch.requests and watch.sockets
         assert '{"type":"activity"}' in watch.sent  # presence: the user is active
+        # messages are posted over the open WebSocket, not one HTTP request each
+        assert any(isinstance(m, str) and m.startswith('{"type":"post"') for m in watch.sent)
         for url in watch.requests:
             parts = urlsplit(url)
             assert f"{parts.scheme}://{parts.netloc}" == live.origin, url

@@ -115,7 +115,9 @@ async def _watchdog(call: Call, token: str) -> Close:
     "/api/ws",
     summary="Push channel (WebSocket): messages for this user and the topics it joins",
     access=Access.USER,
-    description="Client frames: {type: ping|subscribe|unsubscribe, topic?}. A malformed "
+    description="Client frames: {type: ping|subscribe|unsubscribe, topic?}, {type: activity}, "
+    "{type: post, id, conversation, text, reply_to?, attachments?} (answered by posted or "
+    "post_failed; docs/web-api-chat.md). A malformed "
     "frame closes the connection (1003 binary, 1007 not a JSON object, 1008 unknown type or "
     "flood, 1009 too big); 4401 when the session or account ends.",
 )

@@ -289,7 +289,7 @@ async function start(notice = null) {
       .catch((e) => window.alert(e.message));
   };
   const dialogs = createDialogs({ onCreated: (id) => openConversation(id) });
-  views.conversation = createConversationView({ openDialog: dialogs.open });
+  views.conversation = createConversationView({ openDialog: dialogs.open, push });
   views.list = createConversationList({ onOpen: openConversation, openDialog: dialogs.open });
   views.directory = createDirectory({
     onMessage: async (login) => {

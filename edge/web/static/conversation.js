@@ -32,7 +32,7 @@ import {
 const PAGE = 50;
 const TYPING_SHOWN_MS = 7000;
 
-export function createConversationView({ openDialog }) {
+export function createConversationView({ openDialog, push = null }) {
   let current = null; // conversation id
   let messages = new Map(); // id -> message
   let hasOlder = false;
@@ -62,11 +62,15 @@ export function createConversationView({ openDialog }) {
 
   const composer = createComposer({
     send: async (body) => {
-      const sent = await post(path("/api/chat/conversations/", current, "/messages"), {
+      const message = {
         text: body.text,
         ...(body.reply_to ? { reply_to: body.reply_to } : {}),
         ...(body.attachments.length ? { attachments: body.attachments } : {}),
-      });
+      };
+      // over the WebSocket when it is open (no HTTP request per message), else over HTTP
+      const sent =
+        (push && (await push.postMessage(current, message))) ||
+        (await post(path("/api/chat/conversations/", current, "/messages"), message));
       upsertMessage(sent, true);
       return sent;
     },

@@ -7,12 +7,26 @@
 // visible. Close code 4401 means the session ended: no reconnection, an "ended" event.
 // A ping every 25 s keeps idle connections open through firewalls and finds dead ones.
 // activity() sends {"type":"activity"} at most every ACTIVITY_MS (presence: not away).
+// postMessage() posts a chat message as a "post" frame (no HTTP request per message): the
+// edge answers on this connection with "posted" (the message) or "post_failed" (the status
+// and error the POST would give).
+
+import { ApiError } from "./api.js";
 
 const PING_MS = 25_000;
 const PONG_TIMEOUT_MS = 10_000;
 const ACTIVITY_MS = 20_000;
 const MAX_DELAY_MS = 30_000;
+const POST_TIMEOUT_MS = 15_000;
 export const CLOSE_SESSION_ENDED = 4401;
+
+/** The connection ended before the edge answered a post: it may or may not have been written. */
+export class PostUnsure extends Error {
+  constructor() {
+    super("the connection to the edge was lost while sending; check whether the message arrived");
+    this.unsure = true;
+  }
+}
 
 export class Push extends EventTarget {
   constructor(url) {
@@ -28,6 +42,8 @@ export class Push extends EventTarget {
     this.lastActivity = 0;
     this.opened = 0;
     this.activitySupported = true;
+    this.posts = new Map(); // request id -> {resolve, reject, timer}
+    this.postCounter = 0;
     this.wake = () => {
       if (!this.stopped && (!this.ws || this.ws.readyState === WebSocket.CLOSED)) {
         clearTimeout(this.timer);
@@ -102,12 +118,17 @@ export class Push extends EventTarget {
         clearTimeout(this.pongTimer);
         return;
       }
+      if (frame.type === "posted" || frame.type === "post_failed") {
+        this.answered(frame);
+        return;
+      }
       this.emit("frame", frame);
     });
     ws.addEventListener("close", (event) => {
       if (this.ws !== ws) return;
       this.stopPing();
       this.ws = null;
+      this.dropPosts();
       if (
         event.code === 1008 &&
         /unknown frame type/.test(event.reason) &&
@@ -136,6 +157,44 @@ export class Push extends EventTarget {
     if (!this.connected) return false;
     this.ws.send(JSON.stringify(frame));
     return true;
+  }
+
+  /**
+   * Post a chat message ({text, reply_to?, attachments?}) to a conversation over the socket.
+   * Resolves with the message; rejects with an ApiError (the status the POST would give),
+   * or with a PostUnsure error when the connection ended before the answer (the message may
+   * or may not have been written: the history fetched after reconnecting shows which).
+   * Not connected: resolves with null at once, nothing sent (post over HTTP instead).
+   */
+  postMessage(conversation, body) {
+    if (!this.connected) return Promise.resolve(null);
+    this.postCounter += 1;
+    const id = `p${this.postCounter}`;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.posts.delete(id);
+        reject(new PostUnsure());
+      }, POST_TIMEOUT_MS);
+      this.posts.set(id, { resolve, reject, timer });
+      this.send({ type: "post", id, conversation, ...body });
+    });
+  }
+
+  answered(frame) {
+    const waiting = this.posts.get(frame.id);
+    if (!waiting) return;
+    this.posts.delete(frame.id);
+    clearTimeout(waiting.timer);
+    if (frame.type === "posted") waiting.resolve(frame.message);
+    else waiting.reject(new ApiError(frame.status, frame.error));
+  }
+
+  dropPosts() {
+    for (const waiting of this.posts.values()) {
+      clearTimeout(waiting.timer);
+      waiting.reject(new PostUnsure());
+    }
+    this.posts.clear();
   }
 
   subscribe(topic) {
