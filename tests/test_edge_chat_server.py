@@ -131,8 +131,9 @@ def test_a_message_with_an_attachment_end_to_end_over_tls(live: Live) -> None:
 
 
 def test_posting_over_the_websocket(live: Live) -> None:
-    """A ``post`` frame is the POST without the HTTP request: the author's connection gets
-    ``posted`` with the message exactly as the POST answers it, the members get the same
+    """A ``post`` frame is the POST without the HTTP request: the posting connection gets
+    ``posted`` with the message exactly as the POST answers it (and no ``message`` frame of
+    its own), every other connection of the members — the author's other tabs too — gets the
     ``message`` frame, history has it once. A refusal is ``post_failed`` with the POST's
     status and the connection serves on; only a frame without an ``id`` closes it (1007)."""
     alice, bob = User(live, "alice"), User(live, "bob")
@@ -142,10 +143,8 @@ def test_posting_over_the_websocket(live: Live) -> None:
     try:
         assert a_ws.receive()["type"] == "hello" and b_ws.receive()["type"] == "hello"
         a_ws.send(json.dumps({"type": "post", "id": "r1", "conversation": cid, "text": "по WS"}))
-        frames = [a_ws.receive(), a_ws.receive()]
-        pushed = next(f for f in frames if f["type"] == "message")
-        answered = next(f for f in frames if f["type"] == "posted")
-        assert answered["id"] == "r1" and answered["message"] == pushed["message"]
+        answered = a_ws.receive()
+        assert answered["type"] == "posted" and answered["id"] == "r1", answered
         message = answered["message"]
         assert message["text"] == "по WS" and message["author"] == "alice"
         assert b_ws.receive() == {
@@ -154,6 +153,21 @@ def test_posting_over_the_websocket(live: Live) -> None:
             "message": message,
             "topic": "user:bob",
         }
+        alice_tab = WsClient(live, alice.cookie, origin)  # the author's other tab
+        assert alice_tab.receive()["type"] == "hello"
+        a_ws.send(json.dumps({"type": "post", "id": "r2", "conversation": cid, "text": "2"}))
+        second = a_ws.receive()
+        assert second["type"] == "posted" and second["id"] == "r2"
+        assert alice_tab.receive() == {
+            "type": "message",
+            "conversation": cid,
+            "message": second["message"],
+            "topic": "user:alice",
+        }
+        alice_tab.close()
+        assert b_ws.receive()["message"] == second["message"]
+        a_ws.send(json.dumps({"type": "ping", "id": "no message frame for the poster"}))
+        assert a_ws.receive() == {"type": "pong", "id": "no message frame for the poster"}
         history = bob.call("GET", f"/api/chat/conversations/{cid}/messages").json()["messages"]
         assert [m["id"] for m in history].count(message["id"]) == 1
 

@@ -54,7 +54,7 @@ from edge.web.chat_views import (
 from edge.web.errors import chat_status
 from edge.web.frames import CLOSE_INVALID, FrameError
 from edge.web.hub import WsClient
-from edge.web.posting import local_members, publish
+from edge.web.posting import Answer, local_members, publish
 from edge.web.state import WebState
 from edge.web.uploads import MAX_TOKEN, attachment_of
 
@@ -137,12 +137,19 @@ def _json(text: str) -> Response:
     return Response(text, content_type="application/json")
 
 
-async def post_message(state: WebState, login: str, conversation_id: str, body: NewMessage) -> str:
-    """Post ``body`` as ``login`` (over HTTP or a WebSocket ``post`` frame) through the group
-    commit (:mod:`edge.web.posting`); the encoded message. Raises the chat's refusals."""
+async def post_message(
+    state: WebState,
+    login: str,
+    conversation_id: str,
+    body: NewMessage,
+    answer: Answer | None = None,
+) -> str:
+    """Post ``body`` as ``login`` (over HTTP, or a WebSocket ``post`` frame to be answered
+    with ``answer``) through the group commit (:mod:`edge.web.posting`); the encoded
+    message. Raises the chat's refusals."""
     files = tuple(attachment_of(token, i) for i, token in enumerate(body.attachments))
     post = NewPost(login, conversation_id, body.text, body.reply_to, files)
-    return await state.posts.post(post)
+    return await state.posts.post(post, answer)
 
 
 @component.route(
@@ -170,10 +177,6 @@ class PostFrame:
     attachments: list[str] = field(default_factory=list, metadata={"max_items": 64})
 
 
-def posted_frame(request_id: str, message_text: str) -> str:
-    return f'{{"type":"posted","id":{dumps(request_id)},"message":{message_text}}}'
-
-
 def post_failed_frame(request_id: str, status: int, error: str) -> str:
     return dumps({"type": "post_failed", "id": request_id, "status": status, "error": error})
 
@@ -195,15 +198,14 @@ async def post_frame(state: WebState, client: WsClient, fields: dict[str, Any]) 
     try:
         frame = shapes.parse(PostFrame, fields, "post frame")
         body = NewMessage(frame.text, frame.reply_to, frame.attachments)
-        text = await post_message(state, client.login, frame.conversation, body)
+        answer = Answer(client, request_id)  # "posted" is sent with the members' frames
+        await post_message(state, client.login, frame.conversation, body, answer)
     except shapes.ShapeError as e:
         status = 400
         client.push(post_failed_frame(request_id, status, str(e)))
     except ChatError as e:
         status, _ = chat_status(e)
         client.push(post_failed_frame(request_id, status, str(e)))
-    else:
-        client.push(posted_frame(request_id, text))
     state.metrics.frames.labels("post", str(status)).inc()
 
 

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from edge.chat import ConversationView, TypingChange, Unread
 from edge.web import chat_views as views
-from edge.web.hub import user_topic
+from edge.web.hub import WsClient, user_topic
 
 if TYPE_CHECKING:
     from edge.web.state import WebState
@@ -71,11 +71,17 @@ class ChatPush:
     # Frames (on the event loop)
 
     def message(
-        self, kind: str, conversation_id: str, message_text: str, members: Iterable[str]
+        self,
+        kind: str,
+        conversation_id: str,
+        message_text: str,
+        members: Iterable[str],
+        skip: WsClient | None = None,
     ) -> int:
-        """A new, edited or deleted message (``message_text``: its encoded JSON)."""
+        """A new, edited or deleted message (``message_text``: its encoded JSON), to every
+        connection of the members but ``skip`` (the one that posted it gets its answer)."""
         body = views.message_frame(kind, conversation_id, message_text)
-        return self.state.hub.publish_encoded([user_topic(m) for m in members], body)
+        return self.state.hub.publish_encoded([user_topic(m) for m in members], body, skip=skip)
 
     def conversations(self, rendered: Iterable[RenderedView]) -> None:
         hub = self.state.hub

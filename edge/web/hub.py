@@ -206,10 +206,12 @@ class Hub:
             topics, json.dumps(message, ensure_ascii=False, separators=(",", ":"))
         )
 
-    def publish_encoded(self, topics: Iterable[str], body: str) -> int:
+    def publish_encoded(
+        self, topics: Iterable[str], body: str, *, skip: WsClient | None = None
+    ) -> int:
         """Send ``body`` (the text of a non-empty JSON object) to the subscribers of each of
-        ``topics``, each copy with its ``"topic"`` added: one encoding per message, not per
-        recipient (a chat message reaches every member's ``user:`` topic)."""
+        ``topics`` but ``skip``, each copy with its ``"topic"`` added: one encoding per
+        message, not per recipient (a chat message reaches every member's ``user:`` topic)."""
         if not body.startswith("{") or not body.endswith("}") or body == "{}":
             raise ValueError("publish_encoded needs the text of a non-empty JSON object")
         head = body[:-1]
@@ -220,7 +222,8 @@ class Hub:
                 continue
             text = f'{head},"topic":{json.dumps(topic, ensure_ascii=False)}}}'
             for client in list(subscribers):
-                sent += client.push(text)
+                if client is not skip:
+                    sent += client.push(text)
         return sent
 
     # Ending access

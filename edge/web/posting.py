@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Final
 
 from edge.chat import ChatError, Conversation, Message, NewPost, PostedMessage, TypingChange
 from edge.web.chat_views import Names, dumps, message_json
+from edge.web.hub import WsClient
 
 if TYPE_CHECKING:
     from edge.web.state import WebState
@@ -57,14 +58,27 @@ def publish(
     conv: Conversation | None,
     members: Iterable[str],
     names: Names,
+    skip: WsClient | None = None,
 ) -> str:
-    """Encode once; push it to ``members``; wake the federation if the conversation spans
-    plants. The encoded message (the HTTP answer)."""
+    """Encode once; push it to ``members`` (but the connection ``skip``); wake the federation
+    if the conversation spans plants. The encoded message (the HTTP answer)."""
     text = dumps(message_json(message, names))
-    state.push.message(kind, message.conversation_id, text, members)
+    state.push.message(kind, message.conversation_id, text, members, skip)
     if conv is not None and spans_plants(conv, state.config.site):
         state.wake_federation()
     return text
+
+
+def posted_frame(request_id: str, message_text: str) -> str:
+    return f'{{"type":"posted","id":{dumps(request_id)},"message":{message_text}}}'
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Where a post made over a WebSocket is answered: that connection, the frame's id."""
+
+    client: WsClient
+    request_id: str
 
 
 @dataclass(frozen=True)
@@ -79,13 +93,15 @@ class PostBatcher:
     def __init__(self, state: WebState, max_batch: int = MAX_BATCH) -> None:
         self.state = state
         self.max_batch = max_batch
-        self._waiting: list[tuple[NewPost, asyncio.Future[str]]] = []
+        self._waiting: list[tuple[NewPost, Answer | None, asyncio.Future[str]]] = []
         self._writer: asyncio.Task[None] | None = None
 
-    async def post(self, post: NewPost) -> str:
-        """Post it; the encoded message once committed and pushed, or the chat's refusal."""
+    async def post(self, post: NewPost, answer: Answer | None = None) -> str:
+        """Post it; the encoded message once committed and pushed, or the chat's refusal.
+        With ``answer``, that connection gets the ``posted`` frame in place of the
+        ``message`` frame, in the same order as every other connection gets the latter."""
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._waiting.append((post, future))
+        self._waiting.append((post, answer, future))
         if self._writer is None:
             self._writer = asyncio.ensure_future(self._write_all())
         return await future
@@ -93,31 +109,31 @@ class PostBatcher:
     async def _write_all(self) -> None:
         try:
             while self._waiting:
-                taken = [(p, f) for p, f in self._waiting[: self.max_batch] if not f.cancelled()]
+                taken = [w for w in self._waiting[: self.max_batch] if not w[2].cancelled()]
                 del self._waiting[: self.max_batch]
                 if taken:
-                    await self._write([p for p, _ in taken], [f for _, f in taken])
+                    await self._write(taken)
         finally:
             self._writer = None
 
-    async def _write(self, posts: list[NewPost], futures: list[asyncio.Future[str]]) -> None:
+    async def _write(self, taken: list[tuple[NewPost, Answer | None, asyncio.Future[str]]]) -> None:
         state = self.state
         try:
-            written = await state.run(self._commit, posts)
+            written = await state.run(self._commit, [post for post, _, _ in taken])
         except Exception as e:  # the database failed: every caller of the batch gets it
-            for future in futures:
+            for _, _, future in taken:
                 if not future.done():
                     future.set_exception(e)
             return
-        for post, result, was_typing, future in zip(
-            posts, written.results, written.was_typing, futures, strict=True
+        for (post, answer, future), result, was_typing in zip(
+            taken, written.results, written.was_typing, strict=True
         ):
             if isinstance(result, ChatError):
                 if not future.done():
                     future.set_exception(result)
                 continue
             try:
-                text = self._announce(post, result, was_typing, written)
+                text = self._announce(post, answer, result, was_typing, written)
             except Exception as e:
                 log.exception("a posted message could not be pushed")
                 if not future.done():
@@ -142,13 +158,21 @@ class PostBatcher:
         return _Written(results, was_typing, names, now)
 
     def _announce(
-        self, post: NewPost, posted: PostedMessage, was_typing: bool, written: _Written
+        self,
+        post: NewPost,
+        answer: Answer | None,
+        posted: PostedMessage,
+        was_typing: bool,
+        written: _Written,
     ) -> str:
         state = self.state
         members = local_members(state, posted.conversation)
         if was_typing:  # posting ended the indicator
             change = TypingChange(post.conversation_id, post.login, False, written.now)
             state.push.typing(change, members)
-        return publish(
-            state, "message", posted.message, posted.conversation, members, written.names
-        )
+        skip = answer.client if answer is not None else None
+        conv, names = posted.conversation, written.names
+        text = publish(state, "message", posted.message, conv, members, names, skip)
+        if answer is not None:
+            answer.client.push(posted_frame(answer.request_id, text))
+        return text
