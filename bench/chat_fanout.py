@@ -84,9 +84,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def pin(cpu: int) -> None:
-    if hasattr(os, "sched_setaffinity") and cpu < (os.cpu_count() or 1):
-        os.sched_setaffinity(0, {cpu})
+def pin(*cpus: int) -> None:
+    have = os.cpu_count() or 1
+    if hasattr(os, "sched_setaffinity") and all(c < have for c in cpus):
+        os.sched_setaffinity(0, set(cpus))
+
+
+SERVER_CPUS: tuple[int, ...] = (0,)  # --server-cpus
 
 
 # Setup (the main process): node, accounts with live sessions, directory, groups
@@ -211,7 +215,7 @@ def start_edge(toml: Path, log: Path) -> tuple[subprocess.Popen[str], int]:
         stdout=subprocess.PIPE,
         stderr=log.open("w"),
         text=True,
-        preexec_fn=lambda: pin(0),
+        preexec_fn=lambda: pin(*SERVER_CPUS),
     )
     assert proc.stdout is not None
     first = proc.stdout.readline()
@@ -231,7 +235,7 @@ def start_bare(
         stdout=subprocess.PIPE,
         stderr=log.open("w"),
         text=True,
-        preexec_fn=lambda: pin(0),
+        preexec_fn=lambda: pin(*SERVER_CPUS),
     )
     assert proc.stdout is not None
     first = proc.stdout.readline()
@@ -269,7 +273,6 @@ def stop(proc: subprocess.Popen[str]) -> None:
 
 
 def bare_main(node_dir: Path, groups_file: Path) -> None:
-    pin(0)
     from hypercorn.app_wrappers import ASGIWrapper
     from hypercorn.asyncio.run import worker_serve
     from hypercorn.config import Config, Sockets
@@ -705,11 +708,19 @@ def main() -> None:
         help="post as a frame on the author's WebSocket (what the web client does) or as "
         "POST over HTTPS keep-alive connections",
     )
+    p.add_argument(
+        "--server-cpus",
+        default="0",
+        help="CPUs the server may run on (the generator is always on CPU 1): 0 = one core "
+        "to itself; 0,1 = the whole machine, shared with the generator, as an edge would run",
+    )
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.add_argument("--durable", action="store_true", help="[chat] durable_commits = true")
     p.add_argument("--only", choices=("edge", "bare"))
     p.add_argument("--dir", type=Path, help="keep the files here (default: a temporary dir)")
     args = p.parse_args()
+    global SERVER_CPUS
+    SERVER_CPUS = tuple(int(c) for c in args.server_cpus.split(","))
 
     with contextlib.ExitStack() as stack:
         if args.dir:
@@ -727,7 +738,7 @@ def main() -> None:
             f"{args.group_size}, {args.rate} msg/s for {args.seconds:.0f} s "
             f"(+{args.warmup:.0f} s warm-up), {args.connections} senders posting over "
             f"{'their WebSockets' if args.via == 'ws' else 'HTTPS'}; "
-            "server on CPU 0, generator on CPU 1; "
+            f"server on CPU {args.server_cpus}, generator on CPU 1; "
             f"setup {time.perf_counter() - started:.0f} s; load average {os.getloadavg()[0]:.1f}",
             flush=True,
         )
