@@ -18,6 +18,20 @@ per destination and stream, deleting the rows in that transaction, so a message 
 forwarded exactly once and in the order it arrived; rows for an edge that has not said
 hello yet wait for it. The CA's CRL (``crl`` in ``core.toml``) goes to every edge on the
 ``policy`` stream whenever its bytes change.
+
+Attachment bytes (``files`` stream, :class:`~sync.events.FilePart`) go only where a message
+naming them went: when the core forwards a chat ``message`` from an edge, it records a route
+(origin, file SHA-256, destination) for each attachment and destination; a part from that
+origin is forwarded to each site of its ``to`` that has a route, and a request for the bytes
+(:class:`~sync.events.FileWant`) only from a site that has one. A part that arrives before its
+message (the streams are independent) waits in ``core_file_held`` until the route appears
+(then it is forwarded, in order) or :data:`HOLD_FILES` passes; a part for a site without a
+route is refused and logged. The core keeps no file: it records each part's header in the
+event store (who sent which bytes of which file to whom) and forwards the bytes, each to a
+destination only as ``to = [that site]``. Forwarding per edge and stream is capped at
+:data:`FORWARD_BYTES` per bundle, and an edge's unacknowledged ``files`` bundles at
+:data:`FILES_WINDOW`, so a large transfer neither overflows a bundle nor fills the outbox
+(and the memory of each pass) of an edge that is offline; chat to that edge is not held up.
 """
 
 from __future__ import annotations
@@ -39,11 +53,17 @@ from sync.events import (
     CHAT_STREAM,
     CRL_ITEM,
     EVENTS_STREAM,
+    FILE_PART_ITEM,
+    FILE_WANT_ITEM,
+    FILES_STREAM,
     FORWARDED_EVENTS,
     POLICY_STREAM,
     PRESENCE_STREAM,
     ChatEnvelope,
     EventError,
+    FilePart,
+    FileWant,
+    attachment_hashes,
     decode_json,
     encode_json,
     event_name,
@@ -57,18 +77,61 @@ DIRECTORY_STREAM = "directory"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS core_events (
     origin TEXT NOT NULL, seq INTEGER NOT NULL, n INTEGER NOT NULL, kind TEXT NOT NULL,
-    data BLOB NOT NULL, received_ms INTEGER NOT NULL, PRIMARY KEY (origin, seq, n));
+    data BLOB NOT NULL, received_ms INTEGER NOT NULL, stream TEXT NOT NULL,
+    PRIMARY KEY (origin, stream, seq, n));
 CREATE TABLE IF NOT EXISTS core_directory_sent (
     site TEXT PRIMARY KEY, version INTEGER NOT NULL, sent_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS core_forward (
     id INTEGER PRIMARY KEY AUTOINCREMENT, site TEXT NOT NULL, stream TEXT NOT NULL,
     kind TEXT NOT NULL, data BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS core_forward_site ON core_forward (site, id);
+CREATE INDEX IF NOT EXISTS core_forward_stream ON core_forward (site, stream, id);
 CREATE TABLE IF NOT EXISTS core_crl_sent (site TEXT PRIMARY KEY, sha256 BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS core_file_routes (
+    origin TEXT NOT NULL, sha256 TEXT NOT NULL, site TEXT NOT NULL, routed_ms INTEGER NOT NULL,
+    PRIMARY KEY (origin, sha256, site)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS core_file_held (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, origin TEXT NOT NULL, sha256 TEXT NOT NULL,
+    site TEXT NOT NULL, data BLOB NOT NULL, received_ms INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS core_file_held_route ON core_file_held (origin, sha256, site, id);
 """
 
-# Forwarded rows sealed into one bundle at most.
+# core_events was first keyed by (origin, seq, n) without the stream, so an item of one stream
+# was dropped when another stream's bundle had the same seq: add the stream to the key.
+_EVENTS_WITH_STREAM = """
+ALTER TABLE core_events RENAME TO core_events_v1;
+CREATE TABLE core_events (
+    origin TEXT NOT NULL, seq INTEGER NOT NULL, n INTEGER NOT NULL, kind TEXT NOT NULL,
+    data BLOB NOT NULL, received_ms INTEGER NOT NULL, stream TEXT NOT NULL,
+    PRIMARY KEY (origin, stream, seq, n));
+INSERT INTO core_events SELECT origin, seq, n, kind, data, received_ms,
+    CASE WHEN kind = 'zastava.chat' THEN 'chat' ELSE 'events' END FROM core_events_v1;
+DROP TABLE core_events_v1;
+"""
+
+
+def ensure_schema(conn: sqlite3.Connection) -> None:
+    """The core's federation tables, created or brought up to date (one transaction)."""
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(core_events)")}
+    with transaction(conn):
+        if columns and "stream" not in columns:
+            for statement in _EVENTS_WITH_STREAM.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+
+
+# Forwarded rows sealed into one bundle at most, and bytes of item data (at least one row).
 FORWARD_ROWS = 2000
+FORWARD_BYTES = 4 * 1024 * 1024
+# Unacknowledged bundles of the files stream per edge: no more is sealed until acks come.
+FILES_WINDOW = 32 * 1024 * 1024
+# A file part whose message has not come through the core after this long is dropped.
+HOLD_FILES = dt.timedelta(days=1)
+# Bytes of parts held for want of a route, per origin, at most (more are refused).
+HELD_BYTES = 256 * 1024 * 1024
 
 
 class CoreFederation:
@@ -87,12 +150,12 @@ class CoreFederation:
         self.conn = conn
         self.clock = clock
         self.crl = crl
-        conn.executescript(SCHEMA)
+        ensure_schema(conn)
         self.agent = SyncAgent(
             conn,
             creds,
             link,
-            {EVENTS_STREAM: self._events, CHAT_STREAM: self._chat},
+            {EVENTS_STREAM: self._events, CHAT_STREAM: self._chat, FILES_STREAM: self._files},
             clock=clock,
             relay_log_key=relay_log_key,
         )
@@ -101,8 +164,11 @@ class CoreFederation:
         h = opened.header
         now = to_ms(self.clock())
         conn.executemany(
-            "INSERT OR IGNORE INTO core_events VALUES (?, ?, ?, ?, ?, ?)",
-            [(h.origin, h.seq, n, i.kind, i.data, now) for n, i in enumerate(opened.items)],
+            "INSERT OR IGNORE INTO core_events VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (h.origin, h.seq, n, i.kind, i.data, now, h.stream)
+                for n, i in enumerate(opened.items)
+            ],
         )
 
     def _events(self, conn: sqlite3.Connection, opened: OpenedBundle) -> None:
@@ -123,17 +189,137 @@ class CoreFederation:
 
     def _chat(self, conn: sqlite3.Connection, opened: OpenedBundle) -> None:
         origin = opened.header.origin
+        now = to_ms(self.clock())
         rows = []
+        routes: list[tuple[str, str, str, int]] = []
         for item in opened.items:
             if item.kind != CHAT_ITEM:
                 raise EventError(f"unexpected item {item.kind!r} on the chat stream")
             envelope = ChatEnvelope.decode(item.data)
             routed = ChatEnvelope(envelope.to, envelope.msg, origin).encode()
-            rows += [(s, CHAT_STREAM, CHAT_ITEM, routed) for s in envelope.to if s != origin]
+            sites = [s for s in envelope.to if s != origin]
+            rows += [(s, CHAT_STREAM, CHAT_ITEM, routed) for s in sites]
+            routes += [(origin, h, s, now) for h in attachment_hashes(envelope.msg) for s in sites]
         self._store(conn, opened)
         conn.executemany(
             "INSERT INTO core_forward (site, stream, kind, data) VALUES (?, ?, ?, ?)", rows
         )
+        conn.executemany("INSERT OR IGNORE INTO core_file_routes VALUES (?, ?, ?, ?)", routes)
+        for route in dict.fromkeys(r[:3] for r in routes):  # parts that came first go now
+            self._release_held(conn, *route)
+
+    def _release_held(self, conn: sqlite3.Connection, origin: str, sha256: str, site: str) -> None:
+        held = conn.execute(
+            "SELECT id, data FROM core_file_held WHERE origin=? AND sha256=? AND site=? "
+            "ORDER BY id",
+            (origin, sha256, site),
+        ).fetchall()
+        conn.executemany(
+            "INSERT INTO core_forward (site, stream, kind, data) VALUES (?, ?, ?, ?)",
+            [(site, FILES_STREAM, FILE_PART_ITEM, data) for _, data in held],
+        )
+        conn.executemany("DELETE FROM core_file_held WHERE id=?", [(i,) for i, _ in held])
+
+    def _routed(self, conn: sqlite3.Connection, origin: str, sha256: str, site: str) -> bool:
+        return (
+            conn.execute(
+                "SELECT 1 FROM core_file_routes WHERE origin=? AND sha256=? AND site=?",
+                (origin, sha256, site),
+            ).fetchone()
+            is not None
+        )
+
+    def _files(self, conn: sqlite3.Connection, opened: OpenedBundle) -> None:
+        """Attachment bytes and requests for them: forwarded where a message took the file.
+
+        Never raises for an item's content (the edge's stream must not stall on one bad
+        item): a malformed or unroutable item is logged and recorded, and dropped."""
+        h = opened.header
+        now = to_ms(self.clock())
+        records: list[tuple[str, int, int, str, bytes, int, str]] = []
+        for n, item in enumerate(opened.items):
+            try:
+                if item.kind == FILE_PART_ITEM:
+                    record = self._file_part(conn, h.origin, FilePart.decode(item.data), now)
+                elif item.kind == FILE_WANT_ITEM:
+                    record = self._file_want(conn, h.origin, FileWant.decode(item.data))
+                else:
+                    raise EventError(f"unexpected item {item.kind!r} on the files stream")
+            except EventError as e:
+                log.warning("file item from %s refused: %s", h.origin, e)
+                record = {"refused": str(e)}
+            records.append((h.origin, h.seq, n, item.kind, encode_json(record), now, h.stream))
+        conn.executemany("INSERT OR IGNORE INTO core_events VALUES (?, ?, ?, ?, ?, ?, ?)", records)
+
+    def _file_part(
+        self, conn: sqlite3.Connection, origin: str, part: FilePart, now: int
+    ) -> dict[str, object]:
+        """Forward (or hold) one part; returns what the event store records of it."""
+        record: dict[str, object] = part.header()
+        held, refused = [], []
+        for site in part.to:
+            if site == origin:
+                continue
+            data = FilePart((site,), part.sha256, part.size, part.offset, part.data, origin)
+            if self._routed(conn, origin, part.sha256, site):
+                conn.execute(
+                    "INSERT INTO core_forward (site, stream, kind, data) VALUES (?, ?, ?, ?)",
+                    (site, FILES_STREAM, FILE_PART_ITEM, data.encode()),
+                )
+                continue
+            waiting = conn.execute(
+                "SELECT coalesce(sum(length(data)), 0) FROM core_file_held WHERE origin=?",
+                (origin,),
+            ).fetchone()[0]
+            if waiting + len(part.data) > HELD_BYTES:
+                refused.append(site)
+                continue
+            conn.execute(
+                "INSERT INTO core_file_held (origin, sha256, site, data, received_ms) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (origin, part.sha256, site, data.encode(), now),
+            )
+            held.append(site)
+        if held:
+            record["held"] = held
+        if refused:
+            log.warning(
+                "file %s from %s not forwarded to %s: no message took it there, and %s has "
+                "%d bytes of such parts waiting already",
+                part.sha256,
+                origin,
+                ", ".join(refused),
+                origin,
+                HELD_BYTES,
+            )
+            record["refused"] = refused
+        return record
+
+    def _file_want(
+        self, conn: sqlite3.Connection, origin: str, want: FileWant
+    ) -> dict[str, object]:
+        """``origin`` asks ``want.to`` for a file: forwarded only if a message of
+        ``want.to`` took that file to ``origin``."""
+        record: dict[str, object] = {"to": [want.to], "sha256": want.sha256}
+        if want.to == origin or not self._routed(conn, want.to, want.sha256, origin):
+            log.warning(
+                "request from %s to %s for file %s refused: no message took it there",
+                origin,
+                want.to,
+                want.sha256,
+            )
+            record["refused"] = [want.to]
+            return record
+        conn.execute(
+            "INSERT INTO core_forward (site, stream, kind, data) VALUES (?, ?, ?, ?)",
+            (
+                want.to,
+                FILES_STREAM,
+                FILE_WANT_ITEM,
+                FileWant(want.to, want.sha256, origin).encode(),
+            ),
+        )
+        return record
 
     def distribute(self, now: dt.datetime) -> int:
         """Seal what each known edge lacks: the directory, the forwarding queue, the CRL.
@@ -167,25 +353,75 @@ class CoreFederation:
         return sealed + self._forward(now) + self._send_crl(now)
 
     def _forward(self, now: dt.datetime) -> int:
-        """Seal the forwarding queue for every edge that said hello; returns bundles sealed."""
+        """Seal the forwarding queue for every edge that said hello; returns bundles sealed.
+
+        Per edge and stream, in queue order: at most FORWARD_ROWS rows and FORWARD_BYTES of
+        data per bundle; the files stream only while the edge's unacknowledged files bundles
+        stay under FILES_WINDOW (the rest waits here, not in the outbox)."""
+        self._expire_held(now)
         done = 0
         for site in self.agent.peers():
-            while True:
-                rows = self.conn.execute(
-                    "SELECT id, stream, kind, data FROM core_forward WHERE site=? "
-                    "ORDER BY id LIMIT ?",
-                    (site, FORWARD_ROWS),
-                ).fetchall()
-                if not rows:
-                    break
-                stream = rows[0][1]  # one stream per bundle: stop at the first other one
-                n = next((i for i, r in enumerate(rows) if r[1] != stream), len(rows))
-                batch = rows[:n]
-                with transaction(self.conn) as c:
-                    self.agent.send(site, stream, [Item(k, d) for _, _, k, d in batch], now=now)
-                    c.executemany("DELETE FROM core_forward WHERE id=?", [(r[0],) for r in batch])
-                done += 1
+            streams = [
+                r[0]
+                for r in self.conn.execute(
+                    "SELECT stream FROM core_forward WHERE site=? GROUP BY stream ORDER BY min(id)",
+                    (site,),
+                )
+            ]
+            for stream in streams:
+                while stream != FILES_STREAM or self._unacknowledged(site, stream) < FILES_WINDOW:
+                    sizes = self.conn.execute(
+                        "SELECT id, length(data) FROM core_forward WHERE site=? AND stream=? "
+                        "ORDER BY id LIMIT ?",
+                        (site, stream, FORWARD_ROWS),
+                    ).fetchall()
+                    if not sizes:
+                        break
+                    ids: list[int] = []
+                    total = 0
+                    for i, size in sizes:
+                        if ids and total + size > FORWARD_BYTES:
+                            break
+                        ids.append(i)
+                        total += size
+                    marks = ",".join("?" * len(ids))
+                    batch = self.conn.execute(
+                        f"SELECT kind, data FROM core_forward WHERE id IN ({marks}) ORDER BY id",
+                        ids,
+                    ).fetchall()
+                    with transaction(self.conn) as c:
+                        self.agent.send(site, stream, [Item(k, d) for k, d in batch], now=now)
+                        c.executemany("DELETE FROM core_forward WHERE id=?", [(i,) for i in ids])
+                    done += 1
         return done
+
+    def _unacknowledged(self, site: str, stream: str) -> int:
+        row = self.conn.execute(
+            "SELECT coalesce(sum(length(data)), 0) FROM zs_outbox WHERE recipient=? AND stream=?",
+            (site, stream),
+        ).fetchone()
+        return int(row[0])
+
+    def _expire_held(self, now: dt.datetime) -> None:
+        """Drop file parts that waited HOLD_FILES for a message that never came."""
+        cutoff = to_ms(now - HOLD_FILES)
+        expired = self.conn.execute(
+            "SELECT origin, sha256, site, count(*) FROM core_file_held WHERE received_ms < ? "
+            "GROUP BY origin, sha256, site",
+            (cutoff,),
+        ).fetchall()
+        if not expired:
+            return
+        with transaction(self.conn) as c:
+            c.execute("DELETE FROM core_file_held WHERE received_ms < ?", (cutoff,))
+        for origin, sha256, site, n in expired:
+            log.warning(
+                "file %s from %s: %d parts for %s dropped; no message took the file there",
+                sha256,
+                origin,
+                n,
+                site,
+            )
 
     def _send_crl(self, now: dt.datetime) -> int:
         der = self.crl()

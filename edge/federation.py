@@ -11,8 +11,20 @@ Theory of operation. One :class:`~sync.nodesync.NodeSync` thread owns the edge's
    acknowledge. Incoming streams: ``directory`` (snapshot, then change sets; a disabled user's
    sessions end in the same transaction, THREATS A7), ``chat`` (cross-site messages routed by
    the core), ``presence`` (other plants' presence), ``policy`` (the CA's CRL, adopted only if
-   a CA of the trust store signed it and it is newer);
+   a CA of the trust store signed it and it is newer), ``files`` (attachment bytes and
+   requests for them, below);
 3. tells the web layer which streams changed (``after_pass``), after the commits.
+
+Attachment bytes travel on the ``files`` stream, in pieces read from the blob store as they
+are sealed (:mod:`edge.chat.files_out`): after the queued rows, each pass seals up to
+BUNDLE_BYTES of pieces per bundle while this plant's unacknowledged ``files`` bundles stay
+under FILES_WINDOW, so a large file streams out at the pace the core acknowledges it, never
+fills the outbox, and never holds up chat (a stream of its own). Incoming pieces are
+assembled, verified by SHA-256 and stored by :class:`edge.chat.files_in.FileReceiver`, in the
+bundle's transaction; a message naming files that are not here makes the receiver ask for
+them again if they do not come (``zastava.file.want``, queued like events), and the plant
+that posted them answers such requests (:func:`edge.chat.files_out.answer_want`). The web
+layer hears of files that became available (``files`` handler) to update open pages.
 
 Every five minutes (and at start) it also queues a ``health`` event for the core: passes,
 the last error, whether the doorbell is connected, what waits to be sent or acknowledged.
@@ -27,15 +39,20 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import secrets
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from edge import outbound
+from edge.chat import files_out
+from edge.chat.blobs import BlobStore
+from edge.chat.files_in import FileReceiver, PartOutcome
 from edge.config import EdgeConfig
 from edge.directory import DIRECTORY_STREAM, EdgeDirectory
 from pki.node import NodeCredentials
@@ -46,10 +63,16 @@ from sync.events import (
     CHAT_ITEM,
     CHAT_STREAM,
     CRL_ITEM,
+    FILE_PART_ITEM,
+    FILE_WANT_ITEM,
+    FILES_STREAM,
     POLICY_STREAM,
     PRESENCE_STREAM,
     ChatEnvelope,
     EventError,
+    FilePart,
+    FileWant,
+    attachment_hashes,
     decode_json,
     event_name,
 )
@@ -63,6 +86,10 @@ BUNDLE_ROWS = 2000
 BUNDLE_BYTES = 4 * 1024 * 1024
 # How often the edge reports its health to the core (an ``edge health`` event).
 HEALTH_EVERY = dt.timedelta(minutes=5)
+# Unacknowledged bundles of attachment bytes for the core: no more is sealed until acks come.
+FILES_WINDOW = 16 * 1024 * 1024
+# How often incoming files are tidied (complete ones stored, stalled ones forgotten).
+SETTLE_EVERY = dt.timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -74,6 +101,8 @@ class FederationHandlers:
     chat: Callable[[sqlite3.Connection, ChatEnvelope], None] | None = None
     presence: Callable[[sqlite3.Connection, str, dict[str, Any]], None] | None = None
     after_pass: Callable[[frozenset[str]], None] | None = None
+    # Attachment bytes from other plants now stored here (their SHA-256): pages may update.
+    files: Callable[[sqlite3.Connection, list[str]], None] | None = None
 
 
 class EdgeFederation:
@@ -84,7 +113,11 @@ class EdgeFederation:
         handlers: FederationHandlers,
         *,
         clock: Callable[[], dt.datetime],
+        attachments_dir: Path | None = None,
     ) -> None:
+        """``attachments_dir``: the chat's blob store (default ``data_dir/attachments``, where
+        ``zastava edge serve`` keeps it). Attachment bytes travel only when ``handlers.chat``
+        is given: an edge without chat has no attachments to send or store."""
         if config.relay is None or config.relay.peer_certificate is None:
             raise ValueError("the edge configuration has no [relay] section")
         self.config = config
@@ -97,7 +130,12 @@ class EdgeFederation:
         self.core_site: str | None = None
         self.sent_rows = 0
         self._last_health: dt.datetime | None = None
+        self._last_settle: dt.datetime | None = None
         self._trust_changed = False
+        self.attachments_dir = attachments_dir or config.data_dir / "attachments"
+        self._blobs: BlobStore | None = None
+        self._receiver: FileReceiver | None = None
+        self._stored: list[str] = []  # hashes stored in this pass, for after_pass
         self._agent: SyncAgent | None = None
         self.sync = NodeSync(creds, config.relay, self._make_pass, clock=clock, name="edge-sync")
 
@@ -122,6 +160,9 @@ class EdgeFederation:
         conn = connect(self.config.db)
         outbound.ensure_schema(conn)
         directory = EdgeDirectory(self.config.site, on_disabled=self.handlers.on_disabled)
+        if self.handlers.chat is not None:
+            self._blobs = BlobStore(self.attachments_dir, secrets.token_bytes)
+            self._receiver = FileReceiver(self._blobs, self.config.chat.attachment_bytes)
 
         def build() -> SyncAgent:
             agent = SyncAgent(
@@ -133,6 +174,7 @@ class EdgeFederation:
                     CHAT_STREAM: self._chat,
                     PRESENCE_STREAM: self._presence,
                     POLICY_STREAM: self._policy,
+                    FILES_STREAM: self._files,
                 },
                 clock=self.clock,
                 relay_log_key=self.sync.relay_log_key,
@@ -152,11 +194,17 @@ class EdgeFederation:
                 self._trust_changed = False
                 agent = build()
             self._health(agent)
+            self._ask_again(agent)
             self._drain(agent)
+            self._send_files(agent)
             report = agent.sync_once()
+            self._settle(agent)
             streams = frozenset(
                 r.header.stream for r in report.received if r.header is not None and r.applied
             )
+            if self._stored:
+                streams |= {FILES_STREAM}
+                self._stored = []
             if streams and self.handlers.after_pass is not None:
                 self.handlers.after_pass(streams)
             return report
@@ -191,6 +239,7 @@ class EdgeFederation:
                     "last_error": st.last_error,
                     "doorbell": st.doorbell,
                     "outbound_waiting": outbound.pending(c),
+                    "files_waiting": files_out.waiting(c),
                     "outbox_unacknowledged": int(
                         c.execute("SELECT count(*) FROM zs_outbox").fetchone()[0]
                     ),
@@ -222,6 +271,7 @@ class EdgeFederation:
             self.sent_rows += len(batch)
 
     def _chat(self, conn: sqlite3.Connection, opened: OpenedBundle) -> None:
+        now_ms = to_ms(self.clock())
         for item in opened.items:
             if item.kind != CHAT_ITEM:
                 raise EventError(f"unexpected item {item.kind!r} on the chat stream")
@@ -230,6 +280,96 @@ class EdgeFederation:
                 raise EventError("chat item without its origin, or not addressed to this plant")
             if self.handlers.chat is not None:
                 self.handlers.chat(conn, envelope)
+            hashes = attachment_hashes(envelope.msg)
+            if hashes and self._receiver is not None:  # store what came first, wait for the rest
+                self._now_stored(conn, self._receiver.expect(conn, envelope.origin, hashes, now_ms))
+
+    # -- attachment bytes ---------------------------------------------------------------
+
+    def _files(self, conn: sqlite3.Connection, opened: OpenedBundle) -> None:
+        """Pieces of files and requests for files, from the core. Never raises for an item's
+        content: a bad item is logged and dropped, the ordered stream goes on."""
+        now_ms = to_ms(self.clock())
+        stored = []
+        for item in opened.items:
+            try:
+                if item.kind == FILE_PART_ITEM:
+                    part = FilePart.decode(item.data)
+                    if part.origin is None or self.config.site not in part.to:
+                        raise EventError("file part without its origin, or not for this plant")
+                    if self._receiver is None:
+                        raise EventError("this edge runs without chat: no attachments here")
+                    result = self._receiver.receive(conn, part, part.origin, now_ms)
+                    if result.outcome is PartOutcome.STORED:
+                        stored.append(result.sha256)
+                elif item.kind == FILE_WANT_ITEM:
+                    want = FileWant.decode(item.data)
+                    if want.origin is None or want.to != self.config.site:
+                        raise EventError("file request without its origin, or not for this plant")
+                    if self._blobs is None:
+                        raise EventError("this edge runs without chat: no attachments here")
+                    files_out.answer_want(conn, self._blobs, want, now_ms)
+                else:
+                    raise EventError(f"unexpected item {item.kind!r} on the files stream")
+            except EventError as e:
+                log.warning("file item from the core refused: %s", e)
+        self._now_stored(conn, stored)
+
+    def _now_stored(self, conn: sqlite3.Connection, hashes: list[str]) -> None:
+        if not hashes:
+            return
+        self._stored += hashes
+        if self.handlers.files is not None:
+            self.handlers.files(conn, hashes)
+
+    def _send_files(self, agent: SyncAgent) -> None:
+        """Seal the next pieces of queued files while the files window has room."""
+        if self._blobs is None:
+            return
+        assert self.core_site is not None
+        while True:
+            row = agent.conn.execute(
+                "SELECT coalesce(sum(length(data)), 0) FROM zs_outbox "
+                "WHERE recipient=? AND stream=?",
+                (self.core_site, FILES_STREAM),
+            ).fetchone()
+            if row[0] >= FILES_WINDOW:
+                return
+            planned = files_out.plan(agent.conn, self._blobs, BUNDLE_BYTES)
+            if planned.empty:
+                return
+            now = self.clock()
+            with transaction(agent.conn) as c:
+                if planned.parts:
+                    items = [Item(FILE_PART_ITEM, p.encode()) for p in planned.parts]
+                    agent.send(self.core_site, FILES_STREAM, items, now=now)
+                for sha256, site in files_out.commit(c, planned, to_ms(now)):
+                    log.info("file %s sealed for %s", sha256, site)
+
+    def _ask_again(self, agent: SyncAgent) -> None:
+        """Queue a request for each file a message named that has not come in time."""
+        if self._receiver is None:
+            return
+        now_ms = to_ms(self.clock())
+        due = agent.conn.execute(
+            "SELECT 1 FROM fed_file_wanted WHERE next_ms <= ? LIMIT 1", (now_ms,)
+        ).fetchone()
+        if due is None:  # the usual case: no write transaction for nothing
+            return
+        with transaction(agent.conn) as c:
+            for want in self._receiver.due_wants(c, now_ms):
+                outbound.queue(c, FILES_STREAM, FILE_WANT_ITEM, want.encode(), now_ms)
+
+    def _settle(self, agent: SyncAgent) -> None:
+        """Every SETTLE_EVERY: store complete files now named, forget stalled ones."""
+        now = self.clock()
+        if self._receiver is None or (
+            self._last_settle is not None and now - self._last_settle < SETTLE_EVERY
+        ):
+            return
+        self._last_settle = now
+        with transaction(agent.conn) as c:
+            self._now_stored(c, self._receiver.settle(c, to_ms(now)))
 
     def _presence(self, conn: sqlite3.Connection, opened: OpenedBundle) -> None:
         for item in opened.items:

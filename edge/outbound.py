@@ -7,11 +7,19 @@ chat message and its outbound copy commit together or not at all — and the fed
 drains the queue in order, seals many rows into one bundle per stream, and deletes them in the
 transaction that puts the bundle into the sync outbox (:mod:`edge.federation`). Nothing is lost
 or sent twice across a crash; a busy plant sends hundreds of events per bundle, not one each.
+
+Attachment bytes are not copied into this queue: :func:`queue_files` records *which* file goes
+to *which* plant (``fed_file_jobs``), in the transaction that posts the message, unless that
+plant already has it from us or it is on its way (``fed_file_sent``, ``fed_file_sending``).
+The federation thread reads the bytes from the blob store piece by piece when it seals them
+(:mod:`edge.chat.files_out`). The other ``fed_file_*`` tables are the receiving side's
+(:mod:`edge.chat.files_in`): transfers in progress and files asked for again.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sync.events import CHAT_ITEM, CHAT_STREAM, EVENTS_STREAM, ChatEnvelope, encode_json
@@ -21,6 +29,22 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS fed_outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT, stream TEXT NOT NULL, kind TEXT NOT NULL,
     data BLOB NOT NULL, created_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS fed_file_jobs (
+    sha256 TEXT NOT NULL, site TEXT NOT NULL, queued_ms INTEGER NOT NULL,
+    PRIMARY KEY (sha256, site)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS fed_file_sending (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, sha256 TEXT NOT NULL, sites TEXT NOT NULL,
+    size INTEGER NOT NULL, done INTEGER NOT NULL, started_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS fed_file_sent (
+    sha256 TEXT NOT NULL, site TEXT NOT NULL, sent_ms INTEGER NOT NULL,
+    PRIMARY KEY (sha256, site)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS fed_file_in (
+    origin TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
+    received INTEGER NOT NULL, updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (origin, sha256)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS fed_file_wanted (
+    sha256 TEXT NOT NULL, origin TEXT NOT NULL, next_ms INTEGER NOT NULL,
+    asked INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (sha256, origin)) WITHOUT ROWID;
 """
 
 
@@ -60,6 +84,47 @@ def queue_chat(
     data = ChatEnvelope(tuple(to_sites), dict(msg)).encode()
     ChatEnvelope.decode(data)  # refuse here what the core would refuse later
     return queue(conn, CHAT_STREAM, CHAT_ITEM, data, now_ms)
+
+
+def queue_files(
+    conn: sqlite3.Connection, to_sites: Iterable[str], hashes: Iterable[str], now_ms: int
+) -> int:
+    """Send the bytes of each of ``hashes`` to each of ``to_sites`` (through the core), unless
+    that plant already has them from us or they are on their way; returns deliveries queued.
+
+    Call it in the transaction that posts the message naming the files, after
+    :func:`queue_chat`: the message leaves first, on its own stream."""
+    queued = 0
+    for sha256 in dict.fromkeys(hashes):
+        for site in sorted(set(to_sites)):
+            if _has_or_gets(conn, sha256, site):
+                continue
+            conn.execute(
+                "INSERT OR IGNORE INTO fed_file_jobs VALUES (?, ?, ?)", (sha256, site, now_ms)
+            )
+            queued += 1
+    return queued
+
+
+def resend_file(conn: sqlite3.Connection, sha256: str, site: str, now_ms: int) -> bool:
+    """``site`` asked again for ``sha256``: send it again unless it is already on its way."""
+    if _has_or_gets(conn, sha256, site, sent_counts=False):
+        return False
+    conn.execute("INSERT OR IGNORE INTO fed_file_jobs VALUES (?, ?, ?)", (sha256, site, now_ms))
+    return True
+
+
+def _has_or_gets(
+    conn: sqlite3.Connection, sha256: str, site: str, *, sent_counts: bool = True
+) -> bool:
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM fed_file_jobs WHERE sha256 = ?1 AND site = ?2) "
+        "OR EXISTS (SELECT 1 FROM fed_file_sending s, json_each(s.sites) j "
+        "           WHERE s.sha256 = ?1 AND j.value = ?2) "
+        "OR (?3 AND EXISTS (SELECT 1 FROM fed_file_sent WHERE sha256 = ?1 AND site = ?2))",
+        (sha256, site, sent_counts),
+    ).fetchone()
+    return bool(row[0])
 
 
 def take(conn: sqlite3.Connection, limit: int) -> list[Queued]:

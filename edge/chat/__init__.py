@@ -18,6 +18,8 @@ module                    holds
 ``wire``                  the cross-site ``msg`` JSON (sans-IO)
 ``content``               rules for text, names, media types, mentions, ids (sans-IO)
 ``blobs``                 attachment bytes by SHA-256 on disk
+``files_out``             attachment bytes to other plants, piece by piece (federation)
+``files_in``              attachment bytes from other plants: checked, stored (federation)
 ``typing_indicator``      who is typing (sans-IO, in memory)
 ``directory``             ``site_of`` backed by the directory cache
 ``schema``                tables, FTS5 index, migrations (component ``chat``)

@@ -127,6 +127,18 @@ class BlobStore:
         fsync_dir(final.parent)
         return sha256
 
+    def adopt(self, path: Path, sha256: str) -> None:
+        """Move a file the caller has hashed to ``sha256`` (flushed to disk) into place, or
+        drop it if that content is already stored. For bytes from other plants, which arrive
+        piece by piece (:mod:`edge.chat.files_in`) rather than through an :class:`Upload`."""
+        final = self.path(sha256)
+        if final.is_file():
+            path.unlink(missing_ok=True)
+            return
+        final.parent.mkdir(mode=0o700, exist_ok=True)
+        os.replace(path, final)
+        fsync_dir(final.parent)
+
     def open(self, sha256: str) -> BinaryIO:
         return open(self.path(sha256), "rb")  # noqa: SIM115 - the caller closes it
 

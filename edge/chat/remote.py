@@ -5,8 +5,9 @@ Theory of operation
 **Out.** Every change to a conversation with members at other plants is queued for those
 plants with :func:`edge.outbound.queue_chat` *in the transaction that makes the change*
 (:func:`send`), so the local change and its copy for the others commit together or not at
-all. A membership change goes to the plants of the old and the new members alike, so a plant
-whose last member was removed hears of it.
+all; a message's attachment bytes are queued with it (:func:`edge.outbound.queue_files`,
+sent by :mod:`edge.chat.files_out`). A membership change goes to the plants of the old and
+the new members alike, so a plant whose last member was removed hears of it.
 
 **In.** :func:`apply_remote` applies one :class:`sync.events.ChatEnvelope` in the caller's
 transaction (the one that records the bundle), inside a savepoint. It is idempotent — a
@@ -71,6 +72,8 @@ def send(
     sites = sorted((conversations.remote_sites(conv, local_site) | also) - {local_site})
     if sites:
         outbound.queue_chat(conn, sites, msg.to_json(), now_ms)
+        if isinstance(msg, MessageMsg) and msg.attachments:  # the bytes follow, once per plant
+            outbound.queue_files(conn, sites, [a.sha256 for a in msg.attachments], now_ms)
     return sites
 
 

@@ -26,7 +26,9 @@ the federation's connection, and only *remember* what to push. The pushes go out
 commit, from :meth:`Inbound.after_pass`: handed to the event loop
 (``hub.call_threadsafe``), rendered from the committed database in a worker thread — a
 message re-read by id, each local member's view of a changed conversation, the stored
-presence — and published like local changes (:mod:`edge.web.chat_push`). Reading back what
+presence — and published like local changes (:mod:`edge.web.chat_push`). When attachment
+bytes from another plant have been stored (:meth:`Inbound.files`), the messages naming them
+are pushed again as ``message_edited``, now available. Reading back what
 was committed means that a bundle which rolled back after its items were applied pushes
 nothing it did not commit.
 """
@@ -44,7 +46,7 @@ from edge import presence_store
 from edge.auth.accounts import AccountAdmin
 from edge.auth.results import UnknownAccountError
 from edge.auth.store import AuthStore, to_ms
-from edge.chat import MessageNotFoundError, RemoteOutcome, apply_remote
+from edge.chat import MessageNotFoundError, RemoteOutcome, apply_remote, files_in
 from edge.directory import DIRECTORY_STREAM
 from edge.web import audit
 from edge.web import chat_views as views
@@ -148,6 +150,17 @@ class Inbound:
             self._chat.append(
                 RemoteChange(frame, result.conversation_id, message_id, result.notify)
             )
+
+    def files(self, conn: sqlite3.Connection, hashes: list[str]) -> None:
+        """Federation thread, in its transaction: attachment bytes from another plant are
+        stored; the messages naming them go to their members again (``message_edited``, now
+        with ``available: true``), so an open page turns "not received yet" into a link."""
+        changes = [
+            RemoteChange("message_edited", a.conversation_id, a.message_id, a.notify)
+            for a in files_in.arrived(conn, hashes, self.state.config.site)
+        ]
+        with self._lock:
+            self._chat.extend(changes)
 
     def presence(self, conn: sqlite3.Connection, site: str, fields: dict[str, Any]) -> None:
         """Federation thread, inside the bundle's transaction: another plant's presence."""

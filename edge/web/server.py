@@ -153,8 +153,11 @@ def start_federation(
         chat=inbound.chat,
         presence=inbound.presence,
         after_pass=inbound.after_pass,
+        files=inbound.files,
     )
-    federation = EdgeFederation(config, creds, handlers, clock=state.clock)
+    federation = EdgeFederation(
+        config, creds, handlers, clock=state.clock, attachments_dir=state.chat.blobs.root
+    )
     federation.start()
     return federation, federation.stop
 

@@ -26,7 +26,11 @@ only renames its own file, which it could do anyway.
 
 **Download** (``GET /api/chat/attachments/{id}``): only for members of the conversation of
 the message that carries it (404 otherwise, the same as for an unknown id: W4), streamed from
-the file in worker-thread reads of :data:`READ_CHUNK` bytes. W1: the media type is the
+the file in worker-thread reads of :data:`READ_CHUNK` bytes. An attachment posted at another
+plant whose bytes have not arrived yet (``available: false`` in the message) is *pending*:
+409 with ``Retry-After``, never a broken stream; the bytes come through the federation
+(``docs/chat.md``, "Attachment bytes across plants") and the message is pushed again when
+they are here. W1: the media type is the
 uploader's, so the answer is never rendered by the browser — ``Content-Disposition:
 attachment`` with the name as RFC 5987 ``filename*`` (never raw), ``X-Content-Type-Options:
 nosniff``, and a ``Content-Security-Policy`` of ``sandbox`` in case anything opens it anyway.
@@ -69,6 +73,7 @@ BODY_IDLE_SECONDS: Final = 30.0
 FILE_NAME_HEADER: Final = "X-File-Name"
 DEFAULT_MEDIA_TYPE: Final = "application/octet-stream"
 DOWNLOAD_CSP: Final = "default-src 'none'; sandbox"
+PENDING_RETRY_SECONDS: Final = 10
 
 
 def upload_token(chat_token: str, name: str, media_type: str) -> str:
@@ -212,6 +217,15 @@ async def _stream(open_file: Callable[[], BinaryIO]) -> AsyncIterator[bytes]:
         file.close()
 
 
+def _pending(attachment_id: int) -> ApiError:
+    return ApiError(
+        409,
+        f"attachment {attachment_id} is pending: it was posted at another plant and its "
+        "bytes have not arrived here yet",
+        {"Retry-After": str(PENDING_RETRY_SECONDS)},
+    )
+
+
 def _no_attachment(raw: str) -> Exception:
     return ApiError(404, f"no attachment {raw!r}")
 
@@ -231,10 +245,13 @@ async def download(call: Call, attachment_id: str) -> Response:
 
     found = await call.state.run(chat.attachment, login, number_id)
     if not found.available:
-        raise AttachmentUnavailableError(number_id)
+        raise _pending(number_id)
 
     def open_file() -> BinaryIO:
-        return chat.open_attachment(login, number_id)[1]
+        try:
+            return chat.open_attachment(login, number_id)[1]
+        except AttachmentUnavailableError:  # its bytes went meanwhile (message deleted)
+            raise _pending(number_id) from None
 
     headers = {
         "Content-Type": found.media_type,
