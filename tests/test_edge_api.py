@@ -574,6 +574,7 @@ def test_administrator_manages_accounts(edge: Edge) -> None:
         new = {"login": "sidorov", "roles": ["user"], "password": "a temporary passphrase"}
         created = await b.json("POST", "/api/admin/accounts", new, status=201)
         assert created == {
+            "display_name": None,  # not in the directory (tests/test_web_client_account.py)
             "enabled": True,
             "failures": 0,
             "locked_until": None,

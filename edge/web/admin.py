@@ -4,6 +4,14 @@ Every change is an :class:`~edge.auth.accounts.AccountAdmin` call, written to th
 with the administrator as ``actor``. A change that takes access away — disable, TOTP reset,
 a new password — ends the user's sessions in the auth layer's transaction and then closes
 their open WebSockets (A7): nothing they hold keeps working after the answer.
+
+An account is shown with the directory's display name for its login (``None`` when the
+directory does not know it), so that an administrator can tell people apart. The list
+searches with ``q``: every word, case-folded in any script, must be found in the login or in
+that name. Accounts are an edge's staff (thousands, not the directory's tens of thousands),
+so a search walks the logins in order, ``SCAN`` at a time, with the names of each batch read
+in one query, until it has a page; keyset paging (``after``) works the same with or without
+``q``.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ import datetime as dt
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from edge.auth.accounts import login_key
 from edge.auth.passwords import PasswordPolicyError
@@ -22,6 +30,7 @@ from edge.auth.throttle import ThrottleKind
 from edge.web import audit
 from edge.web.api import Access, Call, Component
 from edge.web.audit import Action, Entry
+from edge.web.directory import lookup_user
 from edge.web.errors import ApiError
 from edge.web.login import SessionView
 
@@ -29,10 +38,16 @@ component = Component("admin", tag="administration")
 
 T = TypeVar("T")
 
+SCAN: Final = 500  # logins read per batch while searching
+MAX_WORDS: Final = 8
+
 
 @dataclass(frozen=True)
 class AccountView:
     login: str
+    display_name: str | None = field(
+        metadata={"description": "the directory's name for this login, if it has one"}
+    )
     enabled: bool
     roles: list[AccountRole]
     totp_enrolled: bool
@@ -50,6 +65,13 @@ class AccountPage:
 @dataclass(frozen=True)
 class AccountListQuery:
     after: str = field(default="", metadata={"max_length": 80, "description": "last login seen"})
+    q: str = field(
+        default="",
+        metadata={
+            "max_length": 200,
+            "description": "words, each found in the login or the directory's display name",
+        },
+    )
     limit: int = field(default=50, metadata={"minimum": 1, "maximum": 200})
 
 
@@ -110,8 +132,10 @@ def _view(call: Call, login: str) -> AccountView:
     state = auth.store.throttle(ThrottleKind.ACCOUNT, account.login)
     locked = state.blocked_until if state.blocked_until and state.blocked_until > call.now else None
     sessions = auth.list_sessions(account.login, call.now)
+    entry = lookup_user(call.state.db.get(), account.login)
     return AccountView(
         account.login,
+        None if entry is None else entry.display_name,
         account.enabled,
         sorted(account.roles, key=lambda r: r.value),
         account.totp_enrolled,
@@ -141,6 +165,32 @@ async def _act(call: Call, action: Action, login: str, change: Callable[[], T]) 
         raise ApiError(404, f"no account {login!r} at this edge") from None
 
 
+def _matching_logins(call: Call, words: list[str], after: str, wanted: int) -> list[str]:
+    """Blocking: up to ``wanted`` logins after ``after`` in order, those whose login or
+    display name holds every word (all of them without words)."""
+    store = call.state.auth.store
+    if not words:
+        return store.logins(after, wanted)
+    conn = call.state.db.get()
+    found: list[str] = []
+    while len(found) < wanted:
+        batch = store.logins(after, SCAN)
+        if not batch:
+            break
+        marks = ",".join("?" * len(batch))
+        names = dict(
+            conn.execute(
+                f"SELECT login, display_name FROM zd_users WHERE login IN ({marks})", batch
+            ).fetchall()
+        )
+        for login in batch:
+            text = f"{login}\n{names.get(login) or ''}".casefold()
+            if all(word in text for word in words):
+                found.append(login)
+        after = batch[-1]
+    return found[:wanted]
+
+
 @component.route(
     "/api/admin/accounts",
     "GET",
@@ -150,8 +200,12 @@ async def _act(call: Call, action: Action, login: str, change: Callable[[], T]) 
     response=AccountPage,
 )
 async def list_accounts(call: Call, query: AccountListQuery) -> AccountPage:
+    words = query.q.casefold().split()
+    if len(words) > MAX_WORDS:
+        raise ApiError(400, f"q: at most {MAX_WORDS} words")
+
     def work() -> AccountPage:
-        logins = call.state.auth.store.logins(query.after, query.limit + 1)
+        logins = _matching_logins(call, words, query.after, query.limit + 1)
         views = [_view(call, login) for login in logins[: query.limit]]
         more = len(logins) > query.limit
         return AccountPage(views, views[-1].login if more and views else None)

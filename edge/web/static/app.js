@@ -6,8 +6,14 @@
 // the store and the views; after a reconnection the page catches up over HTTP (the
 // conversation list, the open conversation's newer messages, the presence on screen).
 // Key presses, clicks and focus tell the edge the user is active (throttled in push.js).
+// The top bar also opens pages shown in the main area instead of the conversation: the
+// account page (everyone, #account), administration (role admin, #admin) and the audit
+// log (role security-officer, #audit); a page the user's roles do not allow is not built.
 
+import { createAccountPage } from "./account.js";
+import { createAdminPage } from "./admin.js";
 import { ApiError, get, path, post, setCsrf, setUnauthorizedHandler } from "./api.js";
+import { createAuditPage } from "./audit.js";
 import { createConversationView } from "./conversation.js";
 import { createConversationList, loadConversations } from "./conversations.js";
 import { createDialogs } from "./dialogs.js";
@@ -81,7 +87,7 @@ async function logout() {
   loginScreen(null);
 }
 
-function topBar(push) {
+function topBar(push, pageButtons = []) {
   const status = h("span", { class: "connection", id: "connection", role: "status" });
   push.addEventListener("state", (e) => {
     const { state } = e.detail;
@@ -132,6 +138,7 @@ function topBar(push) {
     ),
     select,
     language,
+    pageButtons,
     h("button", { type: "button", id: "logout", text: t("nav.logout"), onclick: logout }),
   );
 }
@@ -283,6 +290,7 @@ async function start(notice = null) {
   session = { push, timers: [], views };
 
   const openConversation = (id, messageId = null) => {
+    showPage(null, false);
     history.replaceState(null, "", `#c=${encodeURIComponent(id)}`);
     return views.conversation
       .open(id, { highlight: messageId })
@@ -304,6 +312,45 @@ async function start(notice = null) {
     },
   });
   views.search = createSearch({ onOpen: openConversation });
+
+  // pages in the main area instead of the conversation; null: the conversation
+  const back = () => showPage(null);
+  const pages = { account: createAccountPage({ onBack: back, onLogout: logout }) };
+  if (me.roles.includes("admin")) pages.admin = createAdminPage({ onBack: back });
+  if (me.roles.includes("security-officer")) pages.audit = createAuditPage({ onBack: back });
+  const pageButtons = Object.fromEntries(
+    Object.keys(pages).map((key) => [
+      key,
+      h("button", {
+        type: "button",
+        id: `nav-${key}`,
+        text: t(`nav.${key}`),
+        onclick: () => showPage(key),
+      }),
+    ]),
+  );
+  let currentPage = null;
+  function showPage(key, focus = true) {
+    const wanted = Object.hasOwn(pages, key ?? "") ? key : null;
+    if (currentPage && currentPage !== wanted) pages[currentPage].hide();
+    currentPage = wanted;
+    for (const [k, page] of Object.entries(pages)) page.root.hidden = k !== wanted;
+    for (const [k, button] of Object.entries(pageButtons)) {
+      if (k === wanted) button.setAttribute("aria-current", "page");
+      else button.removeAttribute("aria-current");
+    }
+    views.conversation.root.hidden = wanted !== null;
+    if (wanted) {
+      history.replaceState(null, "", `#${wanted}`);
+      pages[wanted].show();
+      return;
+    }
+    const open = views.conversation.current;
+    const url = open ? `#c=${encodeURIComponent(open)}` : window.location.pathname;
+    history.replaceState(null, "", url);
+    views.conversation.markRead(); // what arrived while a page was shown, if now seen
+    if (focus) (open ? byId("conversation-title") : byId("tab-chats"))?.focus();
+  }
   views.list.show = () => {};
   const nav = tabs([
     ["chats", t("nav.chats"), views.list],
@@ -316,7 +363,7 @@ async function start(notice = null) {
     h(
       "div",
       { class: "layout" },
-      topBar(push),
+      topBar(push, Object.values(pageButtons)),
       h(
         "aside",
         { class: "sidebar" },
@@ -325,7 +372,13 @@ async function start(notice = null) {
         views.directory.root,
         views.search.root,
       ),
-      h("main", { class: "main", id: "main" }, banner(notice), views.conversation.root),
+      h(
+        "main",
+        { class: "main", id: "main" },
+        banner(notice),
+        views.conversation.root,
+        Object.values(pages).map((page) => page.root),
+      ),
       dialogs.root,
     ),
   );
@@ -352,8 +405,14 @@ async function start(notice = null) {
     (c.members || []).map((m) => m.login),
   );
   presence.load([me.login, ...partners]).catch(() => {});
-  const wanted = /^#c=(.+)$/.exec(window.location.hash);
-  if (wanted) openConversation(decodeURIComponent(wanted[1]));
+  const route = () => {
+    const hash = window.location.hash;
+    const wanted = /^#c=(.+)$/.exec(hash);
+    if (wanted) openConversation(decodeURIComponent(wanted[1]));
+    else if (Object.hasOwn(pages, hash.slice(1))) showPage(hash.slice(1));
+  };
+  route();
+  listen(window, "hashchange", route);
   emit("ready");
 }
 

@@ -122,6 +122,8 @@ export function createConversationView({ openDialog, push = null }) {
   };
 
   function atBottom() {
+    // not rendered (a page such as the account page is shown instead): nothing is seen
+    if (!scroller.getClientRects().length) return false;
     return scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 40;
   }
 

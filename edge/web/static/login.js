@@ -9,7 +9,7 @@
 // so nothing tells a wrong login from a wrong password); 429 adds its Retry-After.
 
 import { ApiError, post, setCsrf } from "./api.js";
-import { byId, field, h, replace, safeSvg } from "./dom.js";
+import { field, h, replace, safeSvg } from "./dom.js";
 import { t } from "./i18n.js";
 
 function errorBox() {
@@ -178,9 +178,17 @@ async function enroll(root, done) {
   code.focus();
 }
 
-/** The recovery codes, once; ``next`` when the user says they are saved. */
-export function showRecoveryCodes(root, codes, next) {
+/**
+ * The recovery codes as a list (``id``) and the buttons that copy them or save them as a
+ * file: ``{list, buttons}``. Also used by the account page (new codes).
+ */
+export function recoveryCodesList(codes, id) {
   const text = `${codes.join("\n")}\n`;
+  const list = h(
+    "ol",
+    { id, class: "codes-list", tabIndex: -1 },
+    codes.map((c) => h("li", {}, h("code", { text: c }))),
+  );
   const copy = h("button", {
     type: "button",
     text: t("codes.copy"),
@@ -189,7 +197,7 @@ export function showRecoveryCodes(root, codes, next) {
         await navigator.clipboard.writeText(text);
         copy.textContent = t("codes.copied");
       } catch {
-        byId("recovery-codes").focus();
+        list.focus(); // the user selects and copies by hand
       }
     },
   });
@@ -205,6 +213,12 @@ export function showRecoveryCodes(root, codes, next) {
       setTimeout(() => URL.revokeObjectURL(url), 1000);
     },
   });
+  return { list, buttons: [copy, download] };
+}
+
+/** The recovery codes, once; ``next`` when the user says they are saved. */
+export function showRecoveryCodes(root, codes, next) {
+  const { list, buttons } = recoveryCodesList(codes, "recovery-codes");
   const ok = h("button", {
     type: "button",
     class: "primary",
@@ -222,12 +236,8 @@ export function showRecoveryCodes(root, codes, next) {
         { class: "card codes" },
         h("h1", { text: t("codes.title") }),
         h("p", { text: t("codes.intro") }),
-        h(
-          "ol",
-          { id: "recovery-codes", class: "codes-list", tabIndex: -1 },
-          codes.map((c) => h("li", {}, h("code", { text: c }))),
-        ),
-        h("div", { class: "actions" }, ok, copy, download),
+        list,
+        h("div", { class: "actions" }, ok, buttons),
       ),
     ),
   );
