@@ -400,9 +400,11 @@ class Ws:
         """A ``posted`` or ``post_failed`` frame: the answer to this client's post."""
         frame = json.loads(text)
         seq = int(frame["id"])
-        if frame["type"] == "posted":
+        if frame["type"] == "posted":  # the author's delivery: it replaces its message frame
             stats.answered_at[seq] = time.perf_counter()
             stats.answered[seq] = stats.answered_at[seq] - stats.sent[seq]
+            stats.frames += 1
+            stats.latencies.setdefault(seq, []).append(stats.answered[seq])
         else:
             stats.failed[seq] = f"{frame.get('status')} {frame.get('error', '')[:200]!r}"
         waiter = stats.waiting.pop(seq, None)
