@@ -23,6 +23,7 @@ COMMANDS: tuple[str, ...] = (
     "edge.cli",
     "installer.demo",
     "installer.media_cli",
+    "installer.turn",
 )
 
 Handler = Callable[[argparse.Namespace], int]

@@ -2,9 +2,11 @@
 
 Theory of operation. A check is a *probe* (:data:`PROBES`, one function per role) polled
 against a running node until it succeeds or a deadline passes. The node runs either as the
-systemd unit (restarted by the caller) or, where the installer does not manage services, as a
-child process ``VERSION/venv/bin/zastava <role> serve --config ...`` that is stopped again
-after the check. Probes:
+systemd unit (restarted by the caller) or, where systemd does not run it (``--system no``, or
+a host without systemd), as a child process ``VERSION/venv/bin/zastava <role> serve --config
+...`` that is stopped again after the check: as the service user when there is one and the
+check runs as root (with the unit's umask), so that it reads and writes what the unit would.
+Probes:
 
 * relay: its SSH port answers with an ``SSH-2.0-`` banner;
 * core: ``core serve`` printed its readiness line and is still running a moment later;
@@ -151,7 +153,7 @@ def _tail(running: Running, lines: int = 15) -> str:
 
 
 class _Child:
-    def __init__(self, argv: list[str], log: Path) -> None:
+    def __init__(self, argv: list[str], log: Path, user: str | None = None) -> None:
         self.log = log
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as out:
@@ -163,6 +165,10 @@ class _Child:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                user=user,
+                group=user,
+                extra_groups=None if user is None else [],
+                umask=-1 if user is None else 0o077,
             )
 
     def alive(self) -> bool:
@@ -212,21 +218,24 @@ def check(
 ) -> str:
     """Start the node of ``zastava``'s version, probe it, and report (or raise HealthError).
 
-    With a managed system the unit is restarted (it runs ``current``, which the caller has
-    switched) and left running; otherwise a child process is started and stopped again.
+    Where systemd runs the node the unit is restarted (it runs ``current``, which the caller
+    has switched) and left running; otherwise a child process is started and stopped again.
     """
     target = Target(inst.role, inst.config, inst.node_dir)
     probe = (probes or PROBES)[inst.role]
-    if inst.system:
+    if systemd.managed(inst):
         unit = _Unit(inst)
         if restart or not systemd.is_active(inst):
             systemd.restart(inst)
         return _poll(probe, target, unit, timeout)
-    child = _Child([str(zastava), inst.role.value, "serve", "--config", str(inst.config)], log)
+    user = inst.user if inst.system and os.geteuid() == 0 else None
+    argv = [str(zastava), inst.role.value, "serve", "--config", str(inst.config)]
+    child = _Child(argv, log, user)
     try:
-        return _poll(probe, target, child, timeout)
+        report = _poll(probe, target, child, timeout)
     finally:
         child.stop()
+    return f"{report} (run as {user})" if user else report
 
 
 def log_name(now: dt.datetime) -> str:

@@ -14,7 +14,8 @@ Theory of operation. Steps, each shown as it starts and each safe to repeat:
    the media's own pip wheel with ``--no-index --require-hashes``, byte-compiled (unless
    ``--no-compile``: :func:`build_version`), the installed ``zastava`` run once as a check;
    ``COMPLETE`` last.
-4. the role's configuration (kept if it exists); 5. the service user and the unit;
+4. the role's configuration (kept if it exists); 5. the service user and the units (and,
+   on a relay host, coturn's files: :mod:`installer.turn`);
 6. the databases, created by the new version's own code; 7. the node's keys and its
    certificate request (generated into ``node.partial``, renamed when complete);
 8. ``installation.json``, the trusted release key, then ``current`` switched by rename.
@@ -36,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from installer import systemd
+from installer import systemd, turn
 from installer.layout import COMPLETE, Installation, InstallError, Paths, log_event
 from installer.manifest import MANIFEST_FILE, Manifest, check_fresh
 from installer.media import SignedManifest, copy_verified, open_media
@@ -45,6 +46,7 @@ from installer.roleconfig import NodeSettings, config_text
 from pki.enrollment import EnrollmentRequest, grouped
 from pki.keyfile import write_public
 from pki.names import Role
+from sync.turn import DEFAULT_PORT
 
 ROLE_NEEDS = {Role.RELAY: "coturn (for TURN)", Role.CORE: "python3", Role.EDGE: "python3"}
 
@@ -54,7 +56,7 @@ class Step(enum.Enum):
     DEBIAN = "Debian packages"
     VENV = "virtualenv"
     CONFIG = "configuration"
-    SERVICE = "service user and unit"
+    SERVICE = "service user and units"
     DATABASE = "databases"
     KEYS = "node keys and certificate request"
     SWITCH = "switch to the new version"
@@ -305,6 +307,8 @@ class InstallRequest:
     allow_expired: bool = False
     byte_compile: bool = True
     crash_at: str = ""
+    turn_listen: tuple[str, ...] = ()
+    turn_port: int = DEFAULT_PORT
 
 
 INSTALL_STEPS = [
@@ -334,6 +338,10 @@ def install(req: InstallRequest, now: Callable[[], dt.datetime]) -> Installation
                 f"an interrupted install of {old.role.value} {old.site} is under "
                 f"{paths.prefix}: rerun it with those values, or remove {paths.prefix}"
             )
+    if s.role is Role.RELAY:
+        # Refuse bad TURN settings now rather than after the virtualenv is built.
+        listen, _ = turn.listen_addresses(s, req.turn_listen, req.ips)
+        turn.initial_config(s, listen, req.turn_port)
     p = Progress(INSTALL_STEPS, paths, now, req.crash_at)
     p.step(Step.VERIFY, str(req.media))
     key = trusted_key(paths, req.release_key, req.release_fingerprint)
@@ -373,6 +381,11 @@ def _install_steps(
 ) -> None:
     paths, s, m = req.paths, req.settings, verified.manifest
     p.step(Step.DEBIAN)
+    if s.role is Role.RELAY and systemd.managed(inst):
+        # Debian's coturn.service starts as the package is installed, with a configuration
+        # that asks for no credentials: masked first, it never starts.
+        systemd.systemctl("mask", systemd.DEBIAN_TURN_UNIT)
+        p.note(f"masked {systemd.DEBIAN_TURN_UNIT} (Debian's, open to anyone) before installing")
     install_debs(verified, s.role, req.system, req.media, p)
     p.step(Step.VENV, str(paths.version_dir(m.version)))
     build_version(paths, verified, req.python, p, byte_compile=req.byte_compile)
@@ -385,14 +398,35 @@ def _install_steps(
     if s.role is Role.RELAY:
         (s.config_dir / "nodes").mkdir(parents=True, exist_ok=True)
 
-    p.step(Step.SERVICE, systemd.unit_name(inst))
-    unit = systemd.write_unit(inst, paths)
-    p.note(f"unit written to {unit}")
+    p.step(Step.SERVICE, ", ".join(systemd.unit_names(inst)))
     if req.system:
         if systemd.ensure_user(inst):
-            p.note(f"created the system user {inst.user}")
+            p.note(
+                f"created the system user {inst.user} (home {inst.data_dir}, shell "
+                f"{systemd.NOLOGIN}, no password)"
+            )
+        else:
+            p.note(f"the service user {inst.user} exists already; kept")
+        systemd.check_runs_as(inst, paths.zastava(m.version))
+        p.note(f"{inst.user} can run {paths.zastava(m.version)}")
     else:
-        p.note("user and systemd left alone (--system no)")
+        p.note("no service user created, nothing given to one (--system no)")
+    turn_files = None
+    if s.role is Role.RELAY:
+        p.note("TURN (coturn) for inter-site call legs:")
+        for line in turn.install(
+            inst,
+            s,
+            turn_listen=req.turn_listen,
+            turn_port=req.turn_port,
+            ips=req.ips,
+            now=now(),
+        ):
+            p.note("  " + line)
+        tc = turn.load(inst)
+        turn_files = (tc.conf_file, tc.state_dir)
+    for unit in systemd.write_units(inst, paths, turn_files):
+        p.note(f"unit written to {unit}")
 
     p.step(Step.DATABASE)
     p.note(migrate(paths, inst, m))
@@ -407,10 +441,27 @@ def _install_steps(
     if not paths.trusted_key.exists() or paths.trusted_key.read_bytes() != key.pem():
         write_public(paths.trusted_key, key.pem())
     paths.switch(paths.current, m.version)
-    if req.system:
-        systemd.enable(inst)
+    _enable(inst, p)
     log_event(paths, now(), "installed", version=str(m.version), role=s.role.value, site=s.site)
-    _next_steps(inst, m, request)
+    _next_steps(inst, m, request, paths.current / "venv" / "bin" / "zastava")
+
+
+def _enable(inst: Installation, p: Progress) -> None:
+    """Enable the units where systemd runs; elsewhere say what was not done."""
+    commands = systemd.enable_commands(inst)
+    if systemd.managed(inst):
+        for command in systemd.enable(inst):
+            p.note(f"ran: {command}")
+        p.note("enabled, not started: the node has no certificate yet")
+        return
+    if inst.system:
+        why = "systemd is not running on this host (no /run/systemd/system)"
+    else:
+        why = "--system no"
+    p.note(f"{why}: the units were written, but none was enabled or started.")
+    p.note("Once systemd runs this host, as root:")
+    for command in commands:
+        p.note(f"  {command}")
 
 
 def _node_keys(
@@ -444,8 +495,10 @@ def _node_keys(
     return request
 
 
-def _next_steps(inst: Installation, m: Manifest, request: EnrollmentRequest) -> None:
+def _next_steps(inst: Installation, m: Manifest, request: EnrollmentRequest, zastava: Path) -> None:
     node = inst.node_dir
+    # With a service user, the import runs as that user: the node's files are its own.
+    as_service = f"runuser -u {inst.user} -- " if inst.system else ""
     print(
         f"""
 Zastava {m.version} is installed as {inst.role.value} {inst.site}. Next:
@@ -454,14 +507,17 @@ Zastava {m.version} is installed as {inst.role.value} {inst.site}. Next:
      there: zastava pki sign request.pem --ca-dir ... --site {inst.site} --role {inst.role.value} \\
                 --out {inst.site}-{inst.role.value}.certs.pem
   2. carry the certificate bundle back and import it, checking the root fingerprint:
-       zastava pki import {inst.site}-{inst.role.value}.certs.pem --node-dir {node} \\
+       {as_service}{zastava} pki import \\
+           {inst.site}-{inst.role.value}.certs.pem --node-dir {node} \\
            --root-fingerprint "<root CA fingerprint>"
   3. review {inst.config}, then start the service:
        systemctl start {systemd.unit_name(inst)}""",
         flush=True,
     )
     if inst.role is Role.RELAY:
-        print(f"     (copy each node's TLS certificate into {inst.config.parent / 'nodes'})")
+        print(f"     (copy each node's TLS certificate into {inst.config.parent / 'nodes'};")
+        print(f"      then '{zastava} turn config' makes the edges TURN peers,")
+        print(f"      and: systemctl start {systemd.TURN_UNIT})")
     elif inst.role is Role.CORE:
         print(f"     (copy the relay's TLS certificate to {inst.config.parent / 'relay-tls.pem'})")
     sys.stdout.flush()

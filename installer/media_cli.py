@@ -32,6 +32,7 @@ from installer.upgrade import UpgradeFailedError, UpgradeRequest, rollback, upgr
 from pki.cli import now_utc, read_secret
 from pki.keyfile import KdfCost
 from pki.names import Role, check_site
+from sync.turn import DEFAULT_PORT
 
 USER_ERRORS = (
     MediaError,
@@ -140,6 +141,8 @@ def cmd_install(args: argparse.Namespace) -> int:
         allow_expired=args.allow_expired,
         byte_compile=not args.no_compile,
         crash_at=args.crash_at,
+        turn_listen=tuple(args.turn_listen),
+        turn_port=args.turn_port,
     )
     install(req, now_utc)
     return 0
@@ -321,10 +324,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q.add_argument("--dns", action="append", help="DNS name for the TLS certificate (repeat)")
     q.add_argument("--ip", action="append", default=[], help="IP address for the certificate")
     q.add_argument(
+        "--turn-listen",
+        action="append",
+        default=[],
+        metavar="IP",
+        help="relay: a plant-facing address for TURN (repeat; default: the --ip addresses, "
+        "else the --listen address)",
+    )
+    q.add_argument(
+        "--turn-port", type=int, default=DEFAULT_PORT, help="relay: the TURN port (3478)"
+    )
+    q.add_argument(
         "--system",
         choices=["auto", "yes", "no"],
         default="auto",
-        help="create the user and enable the unit (auto: as root on a systemd host)",
+        help="create the service user, give it the data, and enable the units where systemd "
+        "runs (auto: when run as root)",
     )
     _key_args(q)
     _fresh_args(q, downgrade=False)

@@ -117,8 +117,10 @@ def upgrade(req: UpgradeRequest, now: Callable[[], dt.datetime]) -> Version:
         log_event(paths, now(), "upgrade-started", old=str(old), new=str(new))
 
     p.step(Step.BACKUP, str(journal.backup))
-    if inst.system:
+    if systemd.managed(inst):
         systemd.stop(inst)
+    else:
+        p.note("not a systemd unit here: if you started the node by hand, it must be stopped")
     if journal.backup.is_dir():
         p.note("the backup of this upgrade is already complete; kept")
     else:
@@ -173,7 +175,7 @@ def _return_to(
     now: Callable[[], dt.datetime],
 ) -> None:
     """Make ``target`` current again with the data of ``backup`` (if given)."""
-    if inst.system:
+    if systemd.managed(inst):
         systemd.stop(inst)
     if backup is not None and backup.is_dir():
         restored = nodedata.restore(backup, inst.role_dir)
@@ -184,7 +186,7 @@ def _return_to(
     paths.previous.unlink(missing_ok=True)
     paths.journal.unlink(missing_ok=True)
     log_event(paths, now(), "rolled-back", to=str(target), backup=str(backup))
-    if inst.system:
+    if systemd.managed(inst):
         systemd.restart(inst)
 
 

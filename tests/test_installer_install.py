@@ -102,6 +102,12 @@ def test_install_on_a_host_without_network(tmp_path: Path, media: MediaSet) -> N
         assert f"ExecStart={root}/opt/current/venv/bin/zastava relay serve --config" in unit
         assert (root / "var" / "relay" / "audit.db").is_file()
         assert (root / "var" / "node" / "private" / "tls.key").stat().st_mode & 0o777 == 0o600
+        # coturn's files (the secret inline: 0600) and unit; with --system no, nothing enabled.
+        for secret_file in ("turn-secret", "turnserver.conf"):
+            assert (root / "etc" / secret_file).stat().st_mode & 0o777 == 0o600
+        assert "listening-ip=127.0.0.1\n" in (root / "etc" / "turnserver.conf").read_text()
+        assert (root / "units" / "zastava-turn.service").is_file()
+        assert "--system no: the units were written, but none was enabled or started" in r.stdout
 
         # Before enrollment the health check says what is missing.
         r = zastava("health", "--prefix", str(root / "opt"), netns=ns)

@@ -16,6 +16,7 @@ import dataclasses
 import datetime as dt
 import fcntl
 import io
+import ipaddress
 import json
 import os
 import shutil
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from installer import media_cli
 from installer.manifest import Manifest, Version
@@ -41,6 +43,7 @@ from pki.ca import CaPaths, IssuingCA, init_ca
 from pki.enrollment import EnrollmentRequest
 from pki.keyfile import KdfCost
 from pki.names import NodeName, Role
+from pki.node import create_request
 from pki.trust import fingerprint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -321,6 +324,18 @@ def enroll(ca_dir: Path, node_dir: Path, role: Role, site: str, out: Path) -> st
     return fingerprint(ca.root)
 
 
+def node_certificate(ca_dir: Path, work: Path, role: Role, site: str, ip: str | None) -> bytes:
+    """The TLS certificate (PEM) of another node enrolled at the CA in ``ca_dir`` (made by
+    :func:`enroll`), with keys under ``work``: what a relay's nodes/ or a core's
+    relay-tls.pem holds."""
+    ca = IssuingCA.open(CaPaths.of(ca_dir), CA_PASSPHRASE)
+    name = NodeName(role, site)
+    ips = (ipaddress.ip_address(ip),) if ip else ()
+    request = create_request(work / f"{role.value}-{site}", name, ip_addresses=ips)
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    return ca.sign_request(request, expect=name, now=now).tls.public_bytes(Encoding.PEM)
+
+
 def enroll_relay(root: Path, netns: str | None = None) -> None:
     """Relay dmz under ``root`` through the CA and back: the installed zastava imports it."""
     bundle = root / "dmz-relay.certs.pem"
@@ -514,12 +529,12 @@ def test_debian_package_list_parses() -> None:
 
 @pytest.mark.slow
 def test_apt_download_of_the_relay_package(tmp_path: Path) -> None:
-    """The Debian part of the build, for real, on one package (skipped, visibly, without apt)."""
-    if shutil.which("apt-get") is None:
-        pytest.skip("apt-get is not available: media would be built with --no-debs")
+    """The Debian part of the build, for real, on one package (needs apt and its lists)."""
+    assert shutil.which("apt-get"), "apt-get is missing: the media's Debian part needs Debian"
     policy = subprocess.run(["apt-cache", "policy", "coturn"], capture_output=True, text=True)
-    if "Candidate: (none)" in policy.stdout or "Candidate" not in policy.stdout:
-        pytest.skip("apt has no package lists with coturn (run apt-get update)")
+    assert "Candidate" in policy.stdout and "Candidate: (none)" not in policy.stdout, (
+        "apt has no package lists with coturn: run apt-get update"
+    )
     debs = download_debs({"relay": ["coturn"]}, tmp_path)
     assert len(debs["relay"]) == 1 and debs["relay"][0].startswith("debs/relay/coturn_")
     assert (tmp_path / "relay" / Path(debs["relay"][0]).name).stat().st_size > 10_000
