@@ -33,7 +33,7 @@ if [ -z "$FP" ]; then
 fi
 if ! command -v "$PYTHON" >/dev/null 2>&1; then
     say "this host has no python3; install it from the media first, as root:"
-    say "  apt-get install --no-download -y $MEDIA/debs/all/*.deb"
+    say "  for n in 1 2 3 4; do dpkg -i --skip-same-version $MEDIA/debs/all/*.deb && break; done"
     exit 1
 fi
 want=$(printf '%s' "$FP" | tr -d ' :' | tr 'A-F' 'a-f')

@@ -9,7 +9,7 @@ Theory of operation. Steps, each shown as it starts and each safe to repeat:
    this step has finished, and later steps read only the checked copy. (A rerun whose
    version directory is already complete, from the same signed manifest, uses no wheel: it
    still checks every file, but copies only the Debian packages.)
-2. Debian packages for the role, from the media (``apt-get install --no-download``).
+2. Debian packages for the role, from the media (``dpkg --install``, in passes: never a download).
 3. the version's virtualenv ``versions/<v>/venv``: ``venv --without-pip``, then pip run from
    the media's own pip wheel with ``--no-index --require-hashes``, byte-compiled (unless
    ``--no-compile``: :func:`build_version`), the installed ``zastava`` run once as a check;
@@ -36,6 +36,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from installer import systemd, turn
 from installer.layout import COMPLETE, Installation, InstallError, Paths, log_event
@@ -193,21 +194,43 @@ def install_debs(verified: Verified, role: Role, system: bool, media: Path, p: P
     debs = m.debs_for(role)
     if not system:
         p.note(f"not installing {len(debs)} Debian packages (--system no); as root, run:")
-        p.note("apt-get install --no-download -y " + " ".join(str(media / d) for d in debs))
+        p.note(DPKG_HINT.format(debs=" ".join(str(media / d) for d in debs)))
         return
-    r = subprocess.run(
-        ["apt-get", "install", "--no-download", "-y", "-q", "--no-install-recommends"]
-        + [str(verified.staging / d) for d in debs],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-    )
-    if r.returncode != 0:
-        raise InstallError(
-            "apt-get could not install the media's Debian packages (nothing was downloaded); "
-            f"a dependency may be missing from installer/debian-media.txt:\n{r.stderr.strip()}"
-        )
+    dpkg_install([verified.staging / d for d in debs])
     p.note(f"{len(debs)} Debian packages installed")
+
+
+# dpkg --install orders the packages as given: one whose pre-dependency comes later on the
+# line is refused in that pass and installed in the next; three passes cover python3's chain.
+DPKG_PASSES: Final = 4
+DPKG_HINT: Final = "for n in 1 2 3 4; do dpkg -i --skip-same-version {debs} && break; done"
+
+
+def dpkg_install(debs: list[Path], root: Path | None = None) -> None:
+    """Install ``debs`` with dpkg alone: it never downloads and never consults a repository,
+    which is what an air-gapped host needs. (``apt-get install --no-download`` of the same
+    files failed on a minimal Debian 12 with "Internal Error, Pathname to install is not
+    absolute" for readline-common, and on a host with apt lists it wanted that package from
+    the network: see docs/installing.md.) A dependency missing from the media fails every
+    pass and is reported with dpkg's words. ``root``: another dpkg root (tests)."""
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    where = [] if root is None else [f"--root={root}"]
+    command = ["dpkg", *where, "--install", "--skip-same-version", *map(str, debs)]
+    errors: list[str] = []
+    for _ in range(DPKG_PASSES):
+        r = subprocess.run(command, capture_output=True, text=True, env=env)
+        if r.returncode == 0:
+            break
+        errors.append(r.stderr.strip())
+    audit = subprocess.run(["dpkg", *where, "--audit"], capture_output=True, text=True, env=env)
+    if r.returncode != 0 or audit.stdout.strip():
+        # a package whose dependency is missing is unpacked, refused configuration, and
+        # skipped by the next pass (same version): the first pass's words say why
+        said = errors[0] if errors else audit.stdout.strip()
+        raise InstallError(
+            "dpkg could not install the media's Debian packages (nothing was downloaded); "
+            f"a dependency may be missing from installer/debian-media.txt:\n{said}"
+        )
 
 
 def _pip_wheel(verified: Verified) -> Path:
