@@ -56,6 +56,7 @@ SCHEMA_MODULES: Final = (
     "edge.chat.schema",
     "edge.presence_store",
     "edge.web.schema",
+    "edge.calls.schema",
 )
 
 BUSY_TIMEOUT_MS: Final = 30_000

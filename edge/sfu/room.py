@@ -10,12 +10,13 @@ re-pointed at another publication of the same kind (:meth:`Room.switch`) and the
 subscriber's stream stays continuous. Media never passes through a decoder or encoder:
 see :mod:`edge.sfu.worker`.
 
-Signalling is not here: the web layer carries the SDP. ICE uses the host's own addresses
-only (``iceServers=[]``: no STUN, no TURN, nothing outside the plant). A malformed offer or
-answer closes that participant's connection with ``ValueError`` and the room serves on
-(THREATS W5). A participant who leaves, or whose connection fails, has its publications
-ended; every slot they fed goes idle and a :class:`SlotIdle` event tells the signalling
-layer to renegotiate or re-point it.
+Signalling is not here: the web layer carries the SDP (``edge.calls``). ICE uses the host's
+own addresses only (``iceServers=[]``: no STUN, no TURN, nothing outside the plant), every
+m-line of a connection on one transport (max-bundle). A malformed offer or answer closes
+that participant's connection with ``ValueError`` and the room serves on (THREATS W5). A
+participant who leaves, or whose connection fails or is closed by the peer, has its
+publications ended; every slot they fed goes idle and a :class:`SlotIdle` event tells the
+signalling layer to renegotiate or re-point it.
 """
 
 from __future__ import annotations
@@ -24,10 +25,17 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
+from aiortc.rtp import RtpPacket
 
 from edge.sfu import forwarder as core
 from edge.sfu import hooks
@@ -94,8 +102,10 @@ class Room:
         *,
         clock: Clock = time.monotonic,
         rng: random.Random | None = None,
+        on_audio_level: Callable[[str, int], None] | None = None,
     ) -> None:
         self.id = room_id
+        self._on_audio_level = on_audio_level
         self.config = config or RoomConfig()
         self.events: asyncio.Queue[RoomEvent] = asyncio.Queue()
         self._participants: dict[str, _Participant] = {}
@@ -193,6 +203,8 @@ class Room:
         for transceiver in pc.getTransceivers():
             key = f"{participant}/{transceiver.mid}"
             self._worker.attach_publisher(key, transceiver, self._mime(transceiver.kind))
+            if transceiver.kind == "audio" and self._on_audio_level is not None:
+                self._meter(key, transceiver.receiver, self._on_audio_level)
             member.publications[key] = transceiver.kind
             self._publications[key] = (participant, transceiver.kind)
             await self.events.put(TrackPublished(key, participant, transceiver.kind))
@@ -230,8 +242,14 @@ class Room:
         await pc.setLocalDescription(await pc.createOffer())
         return pc.localDescription
 
-    async def answer(self, participant: str, answer: RTCSessionDescription) -> None:
-        """The participant's answer to :meth:`subscribe`: its slots start forwarding."""
+    async def answer(
+        self, participant: str, answer: RTCSessionDescription
+    ) -> dict[str, tuple[str, str | None]]:
+        """The participant's answer to :meth:`subscribe`: its slots start forwarding.
+
+        Returns the new slots: mid -> (kind, the publication feeding it, or ``None`` if that
+        publication ended before the answer came). A refused answer closes the whole
+        subscribe connection, its earlier slots included."""
         member = self._member(participant)
         pc = member.subscriber
         if pc is None:
@@ -241,9 +259,14 @@ class Room:
         except Exception as exc:
             member.subscriber = None
             member.pending.clear()
+            for slot in member.slots.values():
+                self._worker.detach_slot(slot)
+                self._slot_owner.pop(slot, None)
+            member.slots.clear()
             await pc.close()
             raise ValueError(f"{participant}'s subscribe answer was refused: {exc}") from exc
         pending, member.pending = member.pending, []
+        added: dict[str, tuple[str, str | None]] = {}
         for transceiver, key in pending:
             mid = transceiver.mid  # type: ignore[attr-defined]
             slot = f"{participant}#{mid}"
@@ -251,8 +274,11 @@ class Room:
             self._worker.attach_slot(slot, transceiver, self._mime(kind))
             member.slots[mid] = slot
             self._slot_owner[slot] = (participant, mid)
+            added[mid] = (kind, None)
             if key in self._publications:
                 await self._worker.assign(slot, key)
+                added[mid] = (kind, key)
+        return added
 
     async def switch(self, participant: str, mid: str, publication: str | None) -> None:
         """Feed the participant's slot ``mid`` from another publication (``None``: nothing)."""
@@ -275,15 +301,40 @@ class Room:
     def _mime(self, kind: str) -> str:
         return self.config.video_codec if kind == "video" else self.config.audio_codec
 
+    @staticmethod
+    def _meter(key: str, receiver: object, report: Callable[[str, int], None]) -> None:
+        """Report the ssrc-audio-level (0 loudest .. 127 silence, RFC 6464) of each packet of
+        audio publication ``key``, then forward it: wraps the handler the worker installed
+        on the receiver's ``_handle_rtp_packet`` (edge.sfu.hooks, replaced) once more."""
+        forward = receiver._handle_rtp_packet  # type: ignore[attr-defined]
+
+        async def metered(packet: RtpPacket, arrival_time_ms: int) -> None:
+            level = packet.extensions.audio_level
+            if level is not None:
+                report(key, level[1])
+            await forward(packet, arrival_time_ms)
+
+        hooks.replace_receiver_rtp(receiver, metered)
+
     def _peer_connection(self, participant: str) -> RTCPeerConnection:
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        # MAX_BUNDLE: under aiortc 1.16's default (BALANCED) a second transceiver of a kind
+        # takes the first one's transport and counts as bundled, so when the answer bundles
+        # every m-line onto the first transport, the second and later video slots of one
+        # offer stay on the discarded video transport and send nothing.
+        pc = RTCPeerConnection(
+            RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        )
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
-            if pc.connectionState == "failed":
-                logger.info("room %s: %s's connection failed", self.id, participant)
+            # failed: ICE consent lost; closed here but not by the room: the peer closed it
+            # (DTLS close_notify, a page that went away)
+            if pc.connectionState in ("failed", "closed"):
                 member = self._participants.get(participant)
                 if member is not None and pc in (member.publisher, member.subscriber):
+                    logger.info(
+                        "room %s: %s's connection %s", self.id, participant, pc.connectionState
+                    )
                     await self.leave(participant)
 
         return pc

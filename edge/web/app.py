@@ -37,6 +37,7 @@ from quart.wrappers import Request
 
 from edge.web import (
     admin,
+    calls,
     chat,
     chat_messages,
     client,
@@ -71,6 +72,7 @@ COMPONENTS: Final = (
     chat_messages.component,
     uploads.component,
     presence_api.component,
+    calls.component,
 )
 
 CSP: Final = (

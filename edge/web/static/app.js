@@ -14,6 +14,7 @@ import { createAccountPage } from "./account.js";
 import { createAdminPage } from "./admin.js";
 import { ApiError, get, path, post, setCsrf, setUnauthorizedHandler } from "./api.js";
 import { createAuditPage } from "./audit.js";
+import { createCalls } from "./calls.js";
 import { createConversationView } from "./conversation.js";
 import { createConversationList, loadConversations } from "./conversations.js";
 import { createDialogs } from "./dialogs.js";
@@ -65,6 +66,7 @@ function ended() {
 
 function stop() {
   if (!session) return;
+  session.views.calls?.close(); // camera and microphone off, connections closed
   session.push.stop();
   for (const timer of session.timers) clearInterval(timer);
   session = null;
@@ -77,6 +79,7 @@ async function logout() {
   if (!session) return;
   try {
     session.views.conversation.close(); // ends my typing indicator
+    await session.views.calls?.leave(); // hangs up a call this page is in
     await session.push.stop();
     await post("/api/logout");
   } catch {
@@ -312,6 +315,7 @@ async function start(notice = null) {
     },
   });
   views.search = createSearch({ onOpen: openConversation });
+  views.calls = createCalls({ push });
 
   // pages in the main area instead of the conversation; null: the conversation
   const back = () => showPage(null);
@@ -380,9 +384,11 @@ async function start(notice = null) {
         Object.values(pages).map((page) => page.root),
       ),
       dialogs.root,
+      views.calls.root,
     ),
   );
   nav.select("chats");
+  views.calls.mount(); // call buttons in the directory and the conversation header
 
   push.addEventListener("frame", (e) => onFrame(e.detail, views));
   push.addEventListener("ended", ended);

@@ -1,0 +1,203 @@
+"""The narrow interface between call signalling and the SFU's rooms.
+
+Theory of operation
+-------------------
+The call service (:mod:`edge.calls.service`) decides *who* is in a call; the media side
+(:class:`MediaRooms`) moves their audio and video. Between them pass only these calls and
+events, and every argument and result is plain data — strings, enums and frozen
+dataclasses of them — never an aiortc object, a socket or a callback into the web layer.
+That is what lets the rooms move into one SFU worker process per core later (THREATS C1):
+each call becomes a request on a pipe to the worker that holds the room (rooms pinned to
+workers by id), each result its reply, and the events come back on the same pipe. The
+first implementation, :class:`edge.calls.local_media.LocalMedia`, runs the rooms
+(:class:`edge.sfu.room.Room`) in the edge process.
+
+A room is named by the call id; a participant by login. Each participant has at most two
+*publish* connections (``Source.CAMERA``: microphone and camera; ``Source.SCREEN``: a
+screen share), offered by the browser and answered here, and one *subscribe* connection,
+offered here with one slot per publication of the others and answered by the browser.
+:meth:`MediaRooms.subscribe` re-points idle slots (whose publisher left) to new
+publications of the same kind before it adds slots, so a long meeting does not grow the
+browser's connection without bound; it returns an offer only when slots were added.
+
+SDP is untrusted text from a browser: :func:`check_sdp` refuses what is not SDP-shaped
+(or lacks what WebRTC needs, or names a candidate address the edge would have to look up)
+before any parser sees it, and the media side raises :class:`SdpError` (a ``ValueError``
+with the reason) for an offer or answer it cannot use; that participant's connection is
+closed and every other one serves on (THREATS W5).
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+MAX_SDP_CHARS: Final = 262_144  # a subscribe answer for 48 others' audio+video is ~100 KB
+
+
+class Source(enum.Enum):
+    CAMERA = "camera"  # microphone and camera
+    SCREEN = "screen"
+
+
+@dataclass(frozen=True)
+class Publication:
+    id: str
+    participant: str  # login
+    kind: str  # "audio" or "video"
+    source: Source
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One stream of a subscribe connection: its mid, and what feeds it now (or nothing)."""
+
+    mid: str
+    kind: str
+    publication: Publication | None
+
+
+@dataclass(frozen=True)
+class Offer:
+    sdp: str | None  # None: no new slots, nothing to answer
+    slots: tuple[Slot, ...]
+
+
+# Events from the media side
+
+
+@dataclass(frozen=True)
+class Published:
+    room: str
+    publication: Publication
+
+
+@dataclass(frozen=True)
+class Unpublished:
+    room: str
+    publication: Publication
+
+
+@dataclass(frozen=True)
+class SlotsChanged:
+    """A participant's slots changed without their asking (a publisher left)."""
+
+    room: str
+    participant: str
+    slots: tuple[Slot, ...]
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """A participant's media connection failed: their page is gone."""
+
+    room: str
+    participant: str
+
+
+@dataclass(frozen=True)
+class Speaker:
+    """The active speaker (by the audio levels the SFU forwards), or nobody."""
+
+    room: str
+    participant: str | None
+
+
+MediaEvent = Published | Unpublished | SlotsChanged | Dropped | Speaker
+
+
+class SdpError(ValueError):
+    """An offer or answer that cannot be used; the message says why."""
+
+
+class MediaConflictError(ValueError):
+    """Not now (publishing twice, a subscribe offer still unanswered)."""
+
+
+class MediaRooms(Protocol):
+    async def join(self, room: str, participant: str) -> None:
+        """Into the room (made on first use); joining again starts their media afresh."""
+
+    async def leave(self, room: str, participant: str) -> None:
+        """Out of the room with all their connections; nothing if not in it."""
+
+    async def publish(self, room: str, participant: str, source: Source, offer: str) -> str:
+        """Answer their offer to send ``source``; :class:`SdpError` if it is unusable."""
+        ...
+
+    async def unpublish(self, room: str, participant: str, source: Source) -> None:
+        """Stop publishing ``source`` (the screen share ends)."""
+
+    async def subscribe(self, room: str, participant: str) -> Offer:
+        """Slots for every publication of the others."""
+        ...
+
+    async def answer(self, room: str, participant: str, answer: str) -> tuple[Slot, ...]:
+        """Their answer to the last subscribe offer; the slots now."""
+        ...
+
+    async def hold(self, room: str, participant: str, held: bool) -> None:
+        """Forward none of ``participant``'s audio (the moderator muted them), or again."""
+
+    async def close_room(self, room: str) -> None:
+        """Everyone out; the room is gone."""
+
+    async def close(self) -> None:
+        """Every room closed (the edge stops)."""
+
+
+def check_sdp(text: str) -> str:
+    """``text`` if it is shaped like WebRTC's SDP, else :class:`SdpError` naming what is
+    wrong: ``v=0`` first, ``x=value`` lines of printable text (RFC 8866), a media section,
+    ICE credentials and a DTLS fingerprint (RFC 8829: nothing connects without them), and
+    ICE candidates whose address is an IP address or an mDNS name (``….local``, RFC 8828:
+    never a name the edge would have to look up) and whose port is a port. The parser
+    decides the rest."""
+    if not text:
+        raise SdpError("the SDP is empty")
+    if len(text) > MAX_SDP_CHARS:
+        raise SdpError(f"the SDP is too long (at most {MAX_SDP_CHARS} characters)")
+    lines = text.replace("\r\n", "\n").split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    if not lines or lines[0] != "v=0":
+        raise SdpError("the SDP must start with v=0")
+    for number, line in enumerate(lines, 1):
+        if len(line) < 2 or line[1] != "=" or not ("a" <= line[0] <= "z"):
+            raise SdpError(f"SDP line {number} is not of the form x=value")
+        if any(ord(c) < 0x20 and c != "\t" or ord(c) == 0x7F for c in line):
+            raise SdpError(f"SDP line {number} holds a control character")
+        if line.startswith("a=candidate:"):
+            _check_candidate(line[12:], number)
+    if not any(line.startswith("m=") for line in lines):
+        raise SdpError("the SDP has no media section (m=)")
+    for attribute, what in (
+        ("a=ice-ufrag:", "ICE username fragment"),
+        ("a=ice-pwd:", "ICE password"),
+        ("a=fingerprint:", "DTLS fingerprint"),
+    ):
+        if not any(line.startswith(attribute) for line in lines):
+            raise SdpError(f"the SDP has no {what} ({attribute[:-1]})")
+    return text
+
+
+def _check_candidate(value: str, number: int) -> None:
+    """``foundation component transport priority address port typ type ...`` (RFC 8839)."""
+    parts = value.split()
+    if len(parts) < 8 or parts[6] != "typ":
+        raise SdpError(f"SDP line {number}: not an ICE candidate")
+    component, priority, address, port = parts[1], parts[3], parts[4], parts[5]
+    if not (component.isdigit() and priority.isdigit() and port.isdigit()):
+        raise SdpError(f"SDP line {number}: an ICE candidate needs numbers there")
+    if int(port) > 65535:
+        raise SdpError(f"SDP line {number}: port {port} is not a port")
+    if not address.lower().endswith(".local"):
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise SdpError(
+                f"SDP line {number}: candidate address {address[:64]!r} is neither an IP "
+                "address nor an mDNS name"
+            ) from None

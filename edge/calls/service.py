@@ -1,0 +1,286 @@
+"""The call service: the state machine (:mod:`edge.calls.model`) driven on the event loop,
+with its effects on the media rooms, the members' pages, presence and the call records.
+
+Theory of operation
+-------------------
+Every operation runs the model's method synchronously (so two requests about one call are
+applied one after the other, never interleaved) and then carries out the events it
+returned: :class:`~edge.calls.model.Changed` is handed to ``hooks.changed`` (the web layer
+pushes the call to its members) after, when the record cares, its snapshot was saved;
+:class:`~edge.calls.model.InCall` to ``hooks.in_call`` (presence); the media events (join,
+leave, hold, room closed) are awaited on :class:`MediaRooms` last, so an answer to the
+request comes after the media side has done its part.
+
+What the media side reports (:data:`~edge.calls.media.MediaEvent`) comes back into the model
+the same way: a publication started or ended (the members are told, and each browser asks
+for the slots it lacks), a participant's slots changed (told to that participant), a
+connection failed (as if they left), the active speaker.
+
+Rings run out on the injected clock: a timer fires at the model's next deadline, but at
+least every second while anything rings, so a test that moves the clock sees the ring
+expire at once.
+
+Operations tell the members one at a time, in the order the model changed (a FIFO lock):
+a change the call's record keeps is saved first (``hooks.save``, a worker thread), so a
+page that learns a call ended — by a frame or by the answer to its request — finds it in
+the history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from edge.calls.local_media import LocalMedia
+from edge.calls.media import (
+    Dropped,
+    MediaEvent,
+    MediaRooms,
+    Offer,
+    Published,
+    Slot,
+    SlotsChanged,
+    Source,
+    Speaker,
+    Unpublished,
+)
+from edge.calls.model import (
+    Call,
+    CallEvent,
+    CallKind,
+    Calls,
+    Changed,
+    ConflictError,
+    InCall,
+    MediaHold,
+    MediaJoin,
+    MediaLeave,
+    MemberState,
+    RoomClosed,
+)
+from edge.calls.records import CallRecord, record_of
+
+log = logging.getLogger("edge.calls")
+
+MAX_TICK_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class CallHooks:
+    changed: Callable[[Call], None]
+    in_call: Callable[[str, bool], None]
+    slots: Callable[[str, str, tuple[Slot, ...]], None]  # call, login, their slots
+    speaker: Callable[[Call], None]
+    save: Callable[[list[CallRecord]], Awaitable[None]]
+
+
+MediaFactory = Callable[[Callable[[MediaEvent], Awaitable[None]]], MediaRooms]
+
+
+class CallService:
+    def __init__(
+        self,
+        hooks: CallHooks,
+        *,
+        clock: Callable[[], dt.datetime],
+        calls: Calls | None = None,
+        media: MediaFactory = LocalMedia,
+        new_id: Callable[[], str] = lambda: secrets.token_urlsafe(12),
+    ) -> None:
+        self.hooks = hooks
+        self.clock = clock
+        self.calls = calls or Calls()
+        self.media = media(self._on_media)
+        self._new_id = new_id
+        self._timer: asyncio.TimerHandle | None = None
+        self._telling = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    # Reading
+
+    def get(self, call_id: str, login: str) -> Call:
+        return self.calls.get(call_id, login)
+
+    def of(self, login: str) -> list[Call]:
+        return self.calls.of(login)
+
+    # Operations
+
+    async def start(
+        self,
+        kind: CallKind,
+        starter: str,
+        invitees: Sequence[str],
+        *,
+        conversation: str | None = None,
+    ) -> Call:
+        call, events = self.calls.start(
+            self._new_id(), kind, starter, invitees, self.clock(), conversation=conversation
+        )
+        await self._apply(events)
+        return call
+
+    async def join(self, call_id: str, login: str) -> Call:
+        await self._apply(self.calls.join(call_id, login, self.clock()))
+        return self.calls.get(call_id, login)
+
+    async def decline(self, call_id: str, login: str) -> Call:
+        await self._apply(self.calls.decline(call_id, login, self.clock()))
+        return self.calls.get(call_id, login)
+
+    async def leave(self, call_id: str, login: str) -> Call:
+        await self._apply(self.calls.leave(call_id, login, self.clock()))
+        return self.calls.get(call_id, login)
+
+    async def invite(self, call_id: str, by: str, logins: Sequence[str]) -> Call:
+        await self._apply(self.calls.invite(call_id, by, logins, self.clock()))
+        return self.calls.get(call_id, by)
+
+    async def mute(self, call_id: str, login: str, audio: bool, video: bool) -> Call:
+        await self._apply(self.calls.mute(call_id, login, audio, video, self.clock()))
+        return self.calls.get(call_id, login)
+
+    async def moderate_mute(self, call_id: str, by: str, target: str) -> Call:
+        await self._apply(self.calls.moderate_mute(call_id, by, target, self.clock()))
+        return self.calls.get(call_id, by)
+
+    async def remove(self, call_id: str, by: str, target: str) -> Call:
+        await self._apply(self.calls.remove(call_id, by, target, self.clock()))
+        return self.calls.get(call_id, by)
+
+    # Media
+
+    def _in(self, call_id: str, login: str) -> Call:
+        call = self.calls.get(call_id, login)
+        if call.ended:
+            raise ConflictError("the call has ended")
+        if call.members[login].state is not MemberState.JOINED:
+            raise ConflictError("join the call first")
+        return call
+
+    async def publish(self, call_id: str, login: str, source: Source, sdp: str) -> str:
+        self._in(call_id, login)
+        return await self.media.publish(call_id, login, source, sdp)
+
+    async def stop_screen(self, call_id: str, login: str) -> Call:
+        self._in(call_id, login)
+        await self.media.unpublish(call_id, login, Source.SCREEN)
+        return self.calls.get(call_id, login)
+
+    async def subscribe(self, call_id: str, login: str) -> Offer:
+        self._in(call_id, login)
+        return await self.media.subscribe(call_id, login)
+
+    async def answer(self, call_id: str, login: str, sdp: str) -> tuple[Slot, ...]:
+        self._in(call_id, login)
+        return await self.media.answer(call_id, login, sdp)
+
+    # Effects
+
+    async def _apply(self, events: list[CallEvent]) -> None:
+        # snapshots now, in the model's order; then, one operation at a time (a FIFO lock),
+        # the records are saved and only then the members told: frames leave in the order
+        # the model changed, and a page told that a call ended finds it in the history
+        records = [record_of(e.call) for e in events if isinstance(e, Changed) and e.record]
+        self._schedule()
+        async with self._telling:
+            if records:
+                await self._save(records)
+            for event in events:
+                if isinstance(event, Changed):
+                    self.hooks.changed(event.call)
+                elif isinstance(event, InCall):
+                    self.hooks.in_call(event.login, event.in_call)
+        for event in events:
+            if not isinstance(event, Changed | InCall):
+                await self._media(event)
+
+    async def _media(self, event: CallEvent) -> None:
+        if isinstance(event, MediaJoin):
+            await self.media.join(event.call, event.login)
+        elif isinstance(event, MediaLeave):
+            await self.media.leave(event.call, event.login)
+        elif isinstance(event, MediaHold):
+            await self.media.hold(event.call, event.login, event.held)
+        elif isinstance(event, RoomClosed):
+            await self.media.close_room(event.call)
+
+    def _spawn(self, events: list[CallEvent]) -> None:
+        """Carry out ``events`` outside a request (a timer): failures are logged."""
+
+        async def run() -> None:
+            try:
+                await self._apply(events)
+            except Exception:
+                log.exception("call events failed")
+
+        task = asyncio.ensure_future(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _on_media(self, event: MediaEvent) -> None:
+        now = self.clock()
+        if isinstance(event, Published):
+            await self._apply(self.calls.published(event.room, event.publication))
+        elif isinstance(event, Unpublished):
+            await self._apply(self.calls.unpublished(event.room, event.publication))
+        elif isinstance(event, SlotsChanged):
+            if self.calls.live(event.room) is not None:
+                self.hooks.slots(event.room, event.participant, event.slots)
+        elif isinstance(event, Dropped):
+            await self._apply(self.calls.dropped(event.room, event.participant, now))
+        elif isinstance(event, Speaker):
+            call = self.calls.speaking(event.room, event.participant)
+            if call is not None:
+                self.hooks.speaker(call)
+
+    # Time
+
+    def _schedule(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        deadline = self.calls.next_deadline()
+        if deadline is None or self._closing:
+            return
+        delay = (deadline - self.clock()).total_seconds()
+        delay = min(max(delay, 0.0), MAX_TICK_SECONDS)
+        self._timer = asyncio.get_running_loop().call_later(delay, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        events = self.calls.tick(self.clock())
+        if events:
+            self._spawn(events)
+        else:
+            self._schedule()
+
+    # Records
+
+    async def _save(self, records: list[CallRecord]) -> None:
+        newest = {r.id: r for r in records}  # later snapshots replace earlier ones
+        try:
+            await self.hooks.save(list(newest.values()))
+        except Exception:
+            log.exception("call records could not be written (%d)", len(newest))
+
+    async def close(self) -> None:
+        """The edge stops: every call ends (recorded as ``shutdown``), rooms close, records
+        waiting are written."""
+        try:
+            await self._apply(self.calls.shutdown(self.clock()))
+        finally:
+            self._closing = True
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            for task in list(self._background):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await self.media.close()
