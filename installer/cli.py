@@ -24,6 +24,7 @@ COMMANDS: tuple[str, ...] = (
     "installer.demo",
     "installer.media_cli",
     "installer.turn",
+    "installer.netbed",
 )
 
 Handler = Callable[[argparse.Namespace], int]

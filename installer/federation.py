@@ -9,6 +9,11 @@ certificates, the core's receiving certificate). Nothing here runs a node:
 :func:`supervise` registers each one with the supervisor, which starts it as its own
 ``zastava ... serve`` process.
 
+By default every node runs here, on loopback. A :class:`Placement` per node puts it
+elsewhere: in a network namespace (``ip netns exec``), listening on an address of that
+namespace, reaching the relay at the relay's address on its link. The isolation test bed
+(installer/netbed.py) places each node in a namespace of its own that way.
+
 Layout under ``base``::
 
     ca/  ca-passphrase.txt       the demo CA (its passphrase file is 0600)
@@ -22,12 +27,13 @@ Layout under ``base``::
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import secrets
 import shutil
 import socket
 import tomllib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
@@ -58,11 +64,17 @@ class DemoNode:
 
 
 def build_federation(
-    base: Path, now: dt.datetime, cost: KdfCost | None = None
+    base: Path,
+    now: dt.datetime,
+    cost: KdfCost | None = None,
+    *,
+    ip_addresses: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[str, list[DemoNode]]:
     """Create the demo CA and enroll every node under ``base``, reusing what exists.
 
-    Returns the root fingerprint and the enrolled nodes.
+    ``ip_addresses`` (site -> addresses) go into that node's TLS certificate beside
+    ``localhost`` when it is enrolled: the relay's TURN server takes an edge as a peer only
+    by the addresses its certificate names. Returns the root fingerprint and the enrolled nodes.
     """
     steps = len(NODES) + 1
     paths = CaPaths.of(base / "ca")
@@ -92,7 +104,8 @@ def build_federation(
         if not (node_dir / "certs" / "tls.pem").exists():
             print(f"[{step}/{steps}] enrolling {name.uri}: request, sign, import", flush=True)
             ca = ca or IssuingCA.open(paths, pw_file.read_text().strip().encode())
-            request = create_request(node_dir, name, dns_names=("localhost",))
+            ips = tuple(ipaddress.ip_address(a) for a in (ip_addresses or {}).get(name.site, ()))
+            request = create_request(node_dir, name, dns_names=("localhost",), ip_addresses=ips)
             bundle = ca.sign_request(request, expect=name, now=now)
             import_bundle(node_dir, bundle, now=now, root_fingerprint=fingerprint(ca.root))
         else:
@@ -130,12 +143,30 @@ class EdgePorts:
 
 
 @dataclass(frozen=True)
+class Placement:
+    """Where one node runs: in network namespace ``netns`` (None: where the caller runs),
+    listening on ``host``, reaching the relay at ``relay_host``."""
+
+    netns: str | None = None
+    host: str = "127.0.0.1"
+    relay_host: str = "127.0.0.1"
+
+
+LOOPBACK = Placement()
+
+
+@dataclass(frozen=True)
 class Layout:
     base: Path
     root_fingerprint: str
     nodes: tuple[DemoNode, ...]
     relay_port: int
     edge_ports: dict[str, EdgePorts]
+    # "relay", "core" or an edge's site -> where it runs; a node not named runs on loopback
+    placements: dict[str, Placement] = field(default_factory=dict)
+
+    def placement(self, node: str) -> Placement:
+        return self.placements.get(node, LOOPBACK)
 
     def node(self, role: Role, site: str | None = None) -> DemoNode:
         return next(
@@ -165,7 +196,9 @@ class Layout:
         return self.base / f"{site}-data" / "edge.db"
 
     def url(self, site: str) -> str:
-        return f"https://localhost:{self.edge_ports[site].https}/"
+        host = self.placement(site).host
+        name = "localhost" if host == "127.0.0.1" else host
+        return f"https://{name}:{self.edge_ports[site].https}/"
 
 
 def write_layout(
@@ -175,10 +208,12 @@ def write_layout(
     *,
     relay_port: int = 0,
     interval: float = 2.0,
+    placements: Mapping[str, Placement] | None = None,
 ) -> Layout:
     """Write every node's configuration under ``base``, with free ports where none is given.
 
-    Ports already in the files are kept, so running the demo again keeps its URLs.
+    Ports already in the files are kept, so running the demo again keeps its URLs. Each node
+    listens and reaches the relay where its placement says (loopback when it has none).
     """
     old = _ports_in(base)
     relay_port = relay_port or old.get("relay") or free_port()
@@ -190,7 +225,9 @@ def write_layout(
         for n in nodes
         if n.name.role is Role.EDGE
     }
-    layout = Layout(base, root_fingerprint, tuple(nodes), relay_port, edge_ports)
+    layout = Layout(
+        base, root_fingerprint, tuple(nodes), relay_port, edge_ports, dict(placements or {})
+    )
     relay = layout.node(Role.RELAY)
     core = layout.node(Role.CORE)
     public = base / "public"
@@ -212,16 +249,19 @@ def write_layout(
 data_dir = "relay-data"
 node_dir = "{relay.directory}"
 nodes_dir = "relay-nodes"
-listen = "127.0.0.1:{relay_port}"
+listen = "{layout.placement("relay").host}:{relay_port}"
 """,
     )
-    relay_section = f"""\
+
+    def relay_section(node: str) -> str:
+        return f"""\
 [relay]
-address = "127.0.0.1:{relay_port}"
+address = "{layout.placement(node).relay_host}:{relay_port}"
 certificate = "public/relay-tls.pem"
 log_certificate = "public/relay-signing.pem"
 interval_seconds = {interval}
 """
+
     _write(
         layout.core_toml,
         f"""\
@@ -231,7 +271,7 @@ data_dir = "core-data"
 node_dir = "{core.directory}"
 crl = "ca/crl.pem"
 
-{relay_section}""",
+{relay_section("core")}""",
     )
     for site, ports in edge_ports.items():
         _write(
@@ -241,10 +281,10 @@ crl = "ca/crl.pem"
 site = "{site}"
 data_dir = "{site}-data"
 node_dir = "{layout.node(Role.EDGE, site).directory}"
-listen = "127.0.0.1:{ports.https}"
-device_listen = "127.0.0.1:{ports.device}"
+listen = "{layout.placement(site).host}:{ports.https}"
+device_listen = "{layout.placement(site).host}:{ports.device}"
 
-{relay_section}core_certificate = "public/core-receiving.pem"
+{relay_section(site)}core_certificate = "public/core-receiving.pem"
 """,
         )
     return layout
@@ -252,15 +292,27 @@ device_listen = "127.0.0.1:{ports.device}"
 
 def supervise(layout: Layout) -> Supervisor:
     """Every node of ``layout`` as a child process, registered, none started: ``relay``,
-    ``core`` and ``edge-<site>``, each ready when its ``serve`` command says so."""
+    ``core`` and ``edge-<site>``, each ready when its ``serve`` command says so, each in
+    the network namespace of its placement."""
     sup = Supervisor(layout.base / "logs")
-    sup.add("relay", ["relay", "serve", "--config", str(layout.relay_toml)], ready="serving on")
-    sup.add("core", ["core", "serve", "--config", str(layout.core_toml)], ready="serving;")
+    sup.add(
+        "relay",
+        ["relay", "serve", "--config", str(layout.relay_toml)],
+        ready="serving on",
+        netns=layout.placement("relay").netns,
+    )
+    sup.add(
+        "core",
+        ["core", "serve", "--config", str(layout.core_toml)],
+        ready="serving;",
+        netns=layout.placement("core").netns,
+    )
     for site in layout.edges:
         sup.add(
             edge_child(site),
             ["edge", "serve", "--config", str(layout.edge_toml(site))],
             ready="federation: running",
+            netns=layout.placement(site).netns,
         )
     return sup
 

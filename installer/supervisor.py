@@ -7,6 +7,11 @@ when it accepts work) or fails with the log's tail when the child exits or takes
 :meth:`Supervisor.stop` sends SIGTERM (each ``serve`` stops cleanly on it) and SIGKILL after a
 grace period; :meth:`Supervisor.kill` is SIGKILL at once, for crash tests. Stopping the
 supervisor stops every child, newest first.
+
+A child may run in a network namespace: it is started as ``ip netns exec NS ...``, which
+enters the namespace and executes the command in place (the process id is the node's own, so
+signals reach it). A child may also be another program than ``zastava`` (the relay host's
+coturn), and its readiness a check instead of a line (coturn logs to a file of its own).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +37,7 @@ class Child:
     name: str
     argv: list[str]
     log: Path
-    ready: str
+    ready: str | Callable[[], bool]
     process: subprocess.Popen[bytes] | None = None
     _offset: int = field(default=0, repr=False)
 
@@ -49,14 +55,22 @@ class Supervisor:
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.children: dict[str, Child] = {}
 
-    def add(self, name: str, args: list[str], *, ready: str) -> Child:
-        """Register a node: ``zastava ARGS`` that prints a line containing ``ready``."""
-        child = Child(
-            name,
-            [sys.executable, "-m", "installer.cli", *args],
-            self.log_dir / f"{name}.log",
-            ready,
-        )
+    def add(
+        self,
+        name: str,
+        args: list[str],
+        *,
+        ready: str | Callable[[], bool],
+        netns: str | None = None,
+        program: list[str] | None = None,
+    ) -> Child:
+        """Register a node: ``zastava ARGS`` (or ``PROGRAM ARGS``), in network namespace
+        ``netns`` if given, ready once it prints a line containing ``ready`` (or once the
+        check ``ready()`` is true)."""
+        argv = [*(program or [sys.executable, "-m", "installer.cli"]), *args]
+        if netns is not None:
+            argv = ["ip", "netns", "exec", netns, *argv]
+        child = Child(name, argv, self.log_dir / f"{name}.log", ready)
         self.children[name] = child
         return child
 
@@ -70,10 +84,14 @@ class Supervisor:
             )
         deadline = time.monotonic() + timeout
         while True:
-            with child.log.open("rb") as f:
-                f.seek(child._offset)
-                if child.ready.encode() in f.read():
+            if callable(child.ready):
+                if child.ready():
                     return child
+            else:
+                with child.log.open("rb") as f:
+                    f.seek(child._offset)
+                    if child.ready.encode() in f.read():
+                        return child
             if child.process.poll() is not None:
                 raise ChildFailedError(
                     f"{name} exited with status {child.process.returncode}; its log "
