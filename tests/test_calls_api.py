@@ -118,9 +118,15 @@ class Person:
         return found
 
     def presence(self, login: str, state: str) -> dict[str, Any]:
-        return self.frame(
-            lambda f: f["type"] == "presence" and f["login"] == login and f["state"] == state
-        )
+        """The presence change of ``login`` to ``state``, alone or in a ``presence_many``."""
+
+        def match(f: dict[str, Any]) -> bool:
+            changes = f["presence"] if f["type"] == "presence_many" else [f]
+            return f["type"] in ("presence", "presence_many") and any(
+                c["login"] == login and c["state"] == state for c in changes
+            )
+
+        return self.frame(match)
 
     def close(self) -> None:
         self.ws.close()

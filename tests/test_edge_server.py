@@ -285,7 +285,7 @@ class WsClient:
                 text += event.data
                 if event.message_finished:
                     obj: dict[str, Any] = json.loads(text)
-                    if presence or obj.get("type") != "presence":
+                    if presence or obj.get("type") not in ("presence", "presence_many"):
                         return obj
                     text = ""
             elif not isinstance(event, ws_events.Ping | ws_events.Pong):

@@ -44,7 +44,7 @@ async def receive(ws: Any, *, presence: bool = False) -> dict[str, Any]:
     while True:
         message = await asyncio.wait_for(ws.receive(), TIMEOUT)
         obj: dict[str, Any] = json.loads(message)
-        if presence or obj.get("type") != "presence":
+        if presence or obj.get("type") not in ("presence", "presence_many"):
             return obj
 
 

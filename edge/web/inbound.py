@@ -205,7 +205,7 @@ class Inbound:
                 state.push.conversations(item.views)
                 state.push.left(item.conversation_id, item.left)
             else:
-                state.hub.publish(SITE_TOPIC, item)
+                state.presence.push.push(item)
 
     def _render(self, chat: list[RemoteChange], presence: list[str]) -> list[_Push]:
         """Blocking: the frames of what the database holds now."""

@@ -10,8 +10,14 @@ the tracker's ``next_deadline()`` and calls ``tick`` (idle users turn away).
 
 Each :class:`~edge.presence.PresenceChange` is
 
-1. pushed at once as ``{"type": "presence", "login", "state", "site", "at_ms"}`` on the
-   ``site`` topic (every open page of this plant);
+1. pushed as ``{"type": "presence", "login", "state", "site", "at_ms"}`` on the ``site``
+   topic (every open page of this plant) by :class:`PresencePush`: at once when nothing
+   was pushed in the last :data:`PUSH_WINDOW` seconds; otherwise held, and what was held
+   (the latest change of each login) goes at the end of the window as one frame,
+   ``{"type": "presence_many", "presence": [{"login", "state", "site", "at_ms"}, …]}``. A
+   shift change opens hundreds of sockets in a minute, each a change every open page must
+   hear of: one frame per change is n²/2 frames (125,750 for 500 connections), one per
+   window is a few per page and second;
 2. remembered with its time (``GET /api/presence`` answers state, since when and age);
 3. queued for the core with :func:`edge.presence_store.report` — by one writer task that
    takes every change waiting and writes them in *one* transaction in a worker thread (a
@@ -28,12 +34,12 @@ import asyncio
 import datetime as dt
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from edge import presence_store
 from edge.db import transaction
 from edge.presence import PresenceChange, PresenceState, PresenceTracker
-from edge.web.hub import SITE_TOPIC, WsClient
+from edge.web.hub import SITE_TOPIC, Hub, WsClient
 
 if TYPE_CHECKING:
     from edge.web.state import WebState
@@ -51,6 +57,56 @@ def presence_frame(login: str, state: PresenceState, site: str, at_ms: int) -> d
     return {"type": "presence", "login": login, "state": state.value, "site": site, "at_ms": at_ms}
 
 
+PUSH_WINDOW: Final = (
+    0.25  # seconds: at most one presence frame per page per window, after the first
+)
+
+
+class PresencePush:
+    """Presence frames to the ``site`` topic, coalesced in storms (see the module's notes).
+    Used on the loop; without a running loop (a test calling in directly) frames go at once."""
+
+    def __init__(self, hub: Hub, window: float = PUSH_WINDOW) -> None:
+        self.hub = hub
+        self.window = window
+        self._held: dict[str, dict[str, Any]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def push(self, frame: dict[str, Any]) -> None:
+        """A ``presence`` frame (:func:`presence_frame`)."""
+        if self._timer is not None:
+            self._held.pop(frame["login"], None)  # the latest of a login, in order of change
+            self._held[frame["login"]] = frame
+            return
+        self.hub.publish(SITE_TOPIC, frame)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._timer = loop.call_later(self.window, self._window_ended)
+
+    def _window_ended(self) -> None:
+        self._timer = None
+        held, self._held = list(self._held.values()), {}
+        if not held:
+            return  # a quiet window: the next change goes at once
+        if len(held) == 1:
+            self.hub.publish(SITE_TOPIC, held[0])
+        else:
+            entries = [{k: v for k, v in f.items() if k != "type"} for f in held]
+            self.hub.publish(SITE_TOPIC, {"type": "presence_many", "presence": entries})
+        self._timer = asyncio.get_running_loop().call_later(self.window, self._window_ended)
+
+    def stop(self) -> None:
+        """Send what is held now; no more timers."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        held, self._held = list(self._held.values()), {}
+        for frame in held:
+            self.hub.publish(SITE_TOPIC, frame)
+
+
 class LivePresence:
     def __init__(self, state: WebState, idle_after: dt.timedelta) -> None:
         self.state = state
@@ -62,6 +118,7 @@ class LivePresence:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: dt.datetime | None = None
         self._stopping = False
+        self.push = PresencePush(state.hub)
 
     def attach(self) -> None:
         """Register with the hub (once, when the state is made)."""
@@ -83,6 +140,7 @@ class LivePresence:
         if self._timer is not None:
             self._timer.cancel()
         self._timer = self._timer_at = None
+        self.push.stop()
         if self._writer is not None and self._wake is not None:
             self._stopping = True
             self._wake.set()
@@ -127,7 +185,7 @@ class LivePresence:
         if change is not None:
             self.since[change.login] = Since(change.state, change.at)
             frame = presence_frame(change.login, change.state, self.state.config.site, change.at_ms)
-            self.state.hub.publish(SITE_TOPIC, frame)
+            self.push.push(frame)
             self._waiting.append(change)
             if self._wake is not None:
                 self._wake.set()

@@ -232,6 +232,9 @@ function onFrame(frame, views) {
     case "presence":
       presence.apply(frame);
       return;
+    case "presence_many": // several changes at once (a shift starting)
+      if (Array.isArray(frame.presence)) for (const p of frame.presence) presence.apply(p);
+      return;
     case "directory.changed":
       views.directory.refresh();
       return;
