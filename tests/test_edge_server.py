@@ -118,11 +118,16 @@ class Live:
             "localhost", port, context=self.context(cert), timeout=TIMEOUT
         )
         try:
-            if chunked:
-                assert body is not None
-                conn.request(method, path, body=iter([body]), headers=h, encode_chunked=True)
-            else:
-                conn.request(method, path, body=body, headers=h)
+            try:
+                if chunked:
+                    assert body is not None
+                    conn.request(method, path, body=iter([body]), headers=h, encode_chunked=True)
+                else:
+                    conn.request(method, path, body=body, headers=h)
+            except (BrokenPipeError, ConnectionResetError, ssl.SSLEOFError):
+                # the server refused the body before it was all sent (413) and closed: its
+                # answer is read below, as a browser would
+                pass
             response = conn.getresponse()
             return Reply(response.status, response.headers, response.read())
         finally:
