@@ -114,6 +114,7 @@ class Member:
     video_muted: bool = False
     held: bool = False  # muted by the moderator: no audio forwarded until they unmute
     screen: bool = False  # sharing their screen
+    guest: bool = False  # let in from the lobby (edge.calls.guests): no account here
 
 
 @dataclass
@@ -349,7 +350,8 @@ class Calls:
         if call.kind is CallKind.DIRECT:
             reason = EndReason.HUNG_UP if call.answered_at else EndReason.CANCELLED
             return [*events, *self._end(call, reason, now)]
-        if not call.joined():
+        if not any(not call.members[x].guest for x in call.joined()):
+            # nobody of this plant is left: guests do not hold a meeting on their own
             return [*events, *self._end(call, EndReason.EMPTY, now)]
         return [*events, Changed(call)]
 
@@ -428,6 +430,47 @@ class Calls:
             member.ring_until = None
             events = []
         return [*events, Changed(call)]
+
+    # Guests (edge.calls.guests decides who knocks; the meeting decides who is in)
+
+    def check_moderator(self, call_id: str, by: str) -> Call:
+        """The meeting, if ``by`` moderates it and is in it (guest links, the lobby)."""
+        call = self.get(call_id, by)
+        if call.kind is not CallKind.MEETING:
+            raise ConflictError("only meetings have a moderator")
+        if by != call.moderator:
+            raise ForbiddenError("only the moderator can do this")
+        self._participant(call_id, by)
+        return call
+
+    def admit_guest(self, call_id: str, by: str, guest: str, now: dt.datetime) -> list[CallEvent]:
+        """The moderator lets ``guest`` (a new login of their own) in: joined at once."""
+        call = self.check_moderator(call_id, by)
+        if guest in call.members:
+            raise ConflictError(f"{guest} is already a member")
+        if len(call.joined()) >= self.max_participants:
+            raise ConflictError(f"the meeting is full ({self.max_participants} people)")
+        if len(call.members) >= MAX_MEMBERS:
+            raise InvalidError(f"a meeting has at most {MAX_MEMBERS} members")
+        call.members[guest] = Member(guest, MemberState.JOINED, now, joined_at=now, guest=True)
+        self._in[guest] = call_id
+        if call.answered_at is None:
+            call.answered_at = now
+        return [MediaJoin(call_id, guest), Changed(call)]
+
+    def expel(self, call_id: str, login: str, now: dt.datetime) -> list[CallEvent]:
+        """Take ``login`` out for good (a guest whose link expired or was revoked)."""
+        call = self._calls.get(call_id)
+        member = None if call is None else call.members.get(login)
+        if call is None or member is None:
+            return []
+        if member.state is MemberState.JOINED:
+            self._out(call, member, MemberState.REMOVED, now)
+            return [MediaLeave(call_id, login), Changed(call)]
+        if member.state is not MemberState.REMOVED:
+            member.state = MemberState.REMOVED
+            return [Changed(call)]
+        return []
 
     def _participant(self, call_id: str, login: str) -> tuple[Call, Member]:
         call = self.get(call_id, login)

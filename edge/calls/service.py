@@ -154,6 +154,18 @@ class CallService:
         await self._apply(self.calls.remove(call_id, by, target, self.clock()))
         return self.calls.get(call_id, by)
 
+    # Guests
+
+    def check_moderator(self, call_id: str, by: str) -> Call:
+        return self.calls.check_moderator(call_id, by)
+
+    async def admit_guest(self, call_id: str, by: str, guest: str) -> Call:
+        await self._apply(self.calls.admit_guest(call_id, by, guest, self.clock()))
+        return self.calls.get(call_id, by)
+
+    async def expel(self, call_id: str, login: str) -> None:
+        await self._apply(self.calls.expel(call_id, login, self.clock()))
+
     # Media
 
     def _in(self, call_id: str, login: str) -> Call:

@@ -22,7 +22,9 @@ Every request passes the same gate, in this order, before the handler runs:
    an ``Origin`` equal to the edge's origin (``[web] origins``, or ``https://`` + the request's
    Host): a cross-site page cannot post, nor open a WebSocket with the user's cookie;
 2. the route's :class:`Access`: a live full session from the ``__Host-zastava`` cookie, and a
-   role where the route needs one (401 without a session, 403 without the role);
+   role where the route needs one (401 without a session, 403 without the role); a guest's
+   routes (``Access.GUEST``, :mod:`edge.web.guests`) read the ``__Host-zastava-guest`` cookie
+   instead, which no other route reads: a guest's pass opens nothing else;
 3. state-changing requests with a session also need ``X-CSRF-Token`` (the synchronizer token
    of that session, :func:`edge.auth.sessions.check_csrf`): 403 otherwise;
 4. a declared body must be ``application/json`` (415), within ``MAX_CONTENT_LENGTH`` (413),
@@ -62,6 +64,7 @@ if TYPE_CHECKING:
     from edge.web.state import WebState
 
 COOKIE: Final = "__Host-zastava"
+GUEST_COOKIE: Final = "__Host-zastava-guest"  # a meeting guest's pass (edge.web.guests)
 CSRF_HEADER: Final = "X-CSRF-Token"
 STATE_KEY: Final = "zastava.web.state"
 ROUTES_KEY: Final = "zastava.web.routes"
@@ -79,6 +82,7 @@ class Access(enum.Enum):
     ADMIN = "admin"  # ... whose account has the role admin
     OFFICER = "security-officer"  # ... whose account has the role security-officer
     METRICS = "metrics"  # a client address in [web] metrics_allow
+    GUEST = "guest"  # a guest pass (GUEST_COOKIE), never a session; the handler checks it
 
     @property
     def role(self) -> AccountRole | None:
@@ -182,7 +186,7 @@ async def _gate(spec: RouteSpec, r: Request | Websocket) -> Call:
         check_origin(state, r)
     if spec.access is Access.METRICS and not _metrics_allowed(state, address):
         raise ApiError(403, "metrics are not served to this address")
-    token = r.cookies.get(COOKIE)
+    token = r.cookies.get(GUEST_COOKIE if spec.access is Access.GUEST else COOKIE)
     session = None
     if spec.access.needs_session:
         if token is not None:
@@ -192,7 +196,7 @@ async def _gate(spec: RouteSpec, r: Request | Websocket) -> Call:
         role = spec.access.role
         if role is not None and role not in session.roles:
             raise ApiError(403, f"this needs the role {role.value}")
-    elif spec.access is Access.TOKEN and token is None:
+    elif spec.access in (Access.TOKEN, Access.GUEST) and token is None:
         raise ApiError(401, "log in first")
     if spec.state_changing and spec.method != WEBSOCKET and token is not None:
         if spec.access is not Access.PUBLIC and not check_csrf(token, r.headers.get(CSRF_HEADER)):
@@ -364,6 +368,10 @@ def _parameters(spec: RouteSpec) -> list[dict[str, Any]]:
 def _security(spec: RouteSpec) -> list[dict[str, list[str]]]:
     if spec.access in (Access.PUBLIC, Access.METRICS):
         return []
+    if spec.access is Access.GUEST:
+        if spec.state_changing:
+            return [{"guest": [], "csrf": []}]
+        return [{"guest": []}]
     if spec.state_changing and spec.method != WEBSOCKET:
         return [{"session": [], "csrf": []}]
     return [{"session": []}]
@@ -419,7 +427,7 @@ def _operation(spec: RouteSpec) -> dict[str, Any]:
             ok["content"] = {spec.content_type: {}}
         responses[str(spec.status)] = ok
     errors = set(spec.errors)
-    if spec.access.needs_session or spec.access is Access.TOKEN:
+    if spec.access.needs_session or spec.access in (Access.TOKEN, Access.GUEST):
         errors.add(401)
     if spec.access.role is not None or spec.state_changing or spec.access is Access.METRICS:
         errors.add(403)
@@ -463,6 +471,7 @@ def openapi_document(routes: list[RouteSpec], *, title: str, version: str) -> di
             "securitySchemes": {
                 "session": {"type": "apiKey", "in": "cookie", "name": COOKIE},
                 "csrf": {"type": "apiKey", "in": "header", "name": CSRF_HEADER},
+                "guest": {"type": "apiKey", "in": "cookie", "name": GUEST_COOKIE},
             },
         },
     }

@@ -43,6 +43,7 @@ from edge.web import (
     client,
     directory,
     errors,
+    guests,
     health,
     login,
     presence_api,
@@ -73,6 +74,7 @@ COMPONENTS: Final = (
     uploads.component,
     presence_api.component,
     calls.component,
+    guests.component,
 )
 
 CSP: Final = (

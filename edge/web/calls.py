@@ -30,6 +30,7 @@ looked up in worker threads) and ends every call when the app stops.
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from typing import Any, Final, TypeVar
 from quart import Quart, Response, current_app
 
 from edge.auth.store import to_ms
+from edge.calls.guests import Guests, is_guest
 from edge.calls.local_media import LocalMedia
 from edge.calls.media import (
     MAX_SDP_CHARS,
@@ -126,6 +128,7 @@ class MemberJson:
     video_muted: bool
     held: bool = field(metadata={"description": "muted by the moderator"})
     screen: bool
+    guest: bool = field(metadata={"description": "let in by guest link: no account here"})
 
 
 @dataclass(frozen=True)
@@ -234,9 +237,10 @@ class WebCallHooks:
     def __init__(self, state: WebState) -> None:
         self.state = state
         self.names: dict[str, str] = {}
+        self.guests = Guests(secrets.token_bytes)  # guest links and lobbies (edge.web.guests)
 
     async def learn_names(self, logins: Iterable[str]) -> None:
-        wanted = [x for x in logins if x not in self.names]
+        wanted = [x for x in logins if x not in self.names and not is_guest(x)]
         if wanted:
             state = self.state
             found = await state.run(state.names.lookup, state.db.get(), wanted)
@@ -263,6 +267,7 @@ class WebCallHooks:
                     m.video_muted,
                     m.held,
                     m.screen,
+                    m.guest,
                 )
                 for m in call.members.values()
             ],
@@ -271,12 +276,17 @@ class WebCallHooks:
         )
 
     def _publish(self, logins: Iterable[str], message: dict[str, Any]) -> None:
-        self.state.hub.publish_encoded([user_topic(x) for x in logins], dumps(message))
+        topics = [user_topic(x) for x in logins if not is_guest(x)]  # guests ask: no push
+        self.state.hub.publish_encoded(topics, dumps(message))
 
     def changed(self, call: Call) -> None:
         self._publish(call.members, {"type": "call", "call": shapes.dump(self.call_json(call))})
+        if call.ended:
+            self.guests.call_ended(call.id, self.state.clock())  # their passes end with it
 
     def in_call(self, login: str, in_call: bool) -> None:
+        if is_guest(login):
+            return  # presence is for people of this plant
         presence = self.state.presence
         presence.emit(presence.tracker.set_in_call(login, in_call, self.state.clock()))
 

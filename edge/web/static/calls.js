@@ -67,6 +67,12 @@ const STRINGS = {
     noMedia: "Нет доступа к камере или микрофону: {message}",
     dismiss: "Закрыть",
     people: "Участники",
+    guestLink: "Ссылка для гостей",
+    guestLinkLabel: "Ссылка для гостей (действует сутки)",
+    lobby: "Ждут входа",
+    admit: "Впустить",
+    turnAway: "Отказать",
+    guest: "гость",
   },
   en: {
     call: "Call",
@@ -110,6 +116,12 @@ const STRINGS = {
     noMedia: "No access to the camera or microphone: {message}",
     dismiss: "Close",
     people: "People",
+    guestLink: "Guest link",
+    guestLinkLabel: "Guest link (valid for a day)",
+    lobby: "Waiting to join",
+    admit: "Let in",
+    turnAway: "Turn away",
+    guest: "guest",
   },
 };
 
@@ -138,11 +150,13 @@ function gathered(pc) {
   });
 }
 
-/** The media of the call this page is in: publish, screen share, subscribe. */
-class Media {
-  constructor(callId, onChange) {
+/** The media of the call this page is in: publish, screen share, subscribe. ``route(rest)``
+ * is where its requests go (a guest's page: /api/guest/…). */
+export class Media {
+  constructor(callId, onChange, route = (rest) => callPath(callId, rest)) {
     this.callId = callId;
     this.onChange = onChange;
+    this.route = route;
     this.local = null; // MediaStream: microphone and camera
     this.screen = null; // {stream, pc}
     this.publisher = null;
@@ -170,7 +184,7 @@ class Media {
     try {
       await pc.setLocalDescription(await pc.createOffer());
       await gathered(pc);
-      const answer = await post(callPath(this.callId, "/publish"), {
+      const answer = await post(this.route("/publish"), {
         sdp: pc.localDescription.sdp,
         source,
       });
@@ -199,7 +213,7 @@ class Media {
     for (const track of screen.stream.getTracks()) track.stop();
     screen.pc.close();
     this.onChange();
-    if (tell && !this.closed) await del(callPath(this.callId, "/screen")).catch(() => {});
+    if (tell && !this.closed) await del(this.route("/screen")).catch(() => {});
   }
 
   setEnabled(kind, on) {
@@ -223,7 +237,7 @@ class Media {
     try {
       do {
         this.again = false;
-        const offer = await post(callPath(this.callId, "/subscribe"), {});
+        const offer = await post(this.route("/subscribe"), {});
         const slots = offer.sdp ? await this.answer(offer.sdp) : offer.slots;
         this.applySlots(slots);
       } while (this.again && !this.closed);
@@ -242,7 +256,7 @@ class Media {
       await pc.setRemoteDescription({ type: "offer", sdp });
       await pc.setLocalDescription(await pc.createAnswer());
       await gathered(pc);
-      const result = await post(callPath(this.callId, "/answer"), {
+      const result = await post(this.route("/answer"), {
         sdp: pc.localDescription.sdp,
       });
       return result.slots;
@@ -288,7 +302,7 @@ class Media {
   }
 }
 
-function tileVideo(tile, tracks, muted) {
+export function tileVideo(tile, tracks, muted) {
   const video = tile.querySelector("video");
   const before = video.srcObject ? video.srcObject.getTracks() : [];
   const same = before.length === tracks.length && tracks.every((t) => before.includes(t));
@@ -333,6 +347,27 @@ export function createCalls({ push }) {
     inviteInput,
     h("button", { type: "submit", text: tr("invite") }),
   );
+  const guestLinkButton = h("button", {
+    type: "button",
+    id: "call-guest-link",
+    text: tr("guestLink"),
+    hidden: true,
+  });
+  const guestLinkOut = h("input", {
+    type: "text",
+    id: "guest-link",
+    readonly: true,
+    hidden: true,
+    "aria-label": tr("guestLinkLabel"),
+  });
+  const lobbyList = h("ul", { class: "call-lobby", id: "call-lobby", "aria-label": tr("lobby") });
+  const lobbyBox = h(
+    "div",
+    { class: "call-lobby-box", id: "call-lobby-box", hidden: true },
+    h("h3", { text: tr("lobby") }),
+    lobbyList,
+  );
+  let lobby = []; // guests waiting in the lobby of the meeting I moderate
   const leaveButton = h("button", {
     type: "button",
     class: "danger",
@@ -358,6 +393,9 @@ export function createCalls({ push }) {
       h("h3", { text: tr("people") }),
       peopleList,
       inviteForm,
+      guestLinkButton,
+      guestLinkOut,
+      lobbyBox,
     ),
   );
   const root = h("div", { class: "calls", id: "calls" }, notice, incoming, view);
@@ -487,6 +525,9 @@ export function createCalls({ push }) {
     for (const tile of tiles.values()) tile.remove();
     tiles.clear();
     replace(peopleList);
+    lobby = [];
+    guestLinkOut.value = "";
+    guestLinkOut.hidden = true;
   }
 
   async function leave() {
@@ -550,6 +591,9 @@ export function createCalls({ push }) {
     } else if (frame.type === "call_slots" && active?.id === frame.call && active.media) {
       active.media.applySlots(frame.slots);
       synchronize();
+    } else if (frame.type === "call_lobby" && active?.id === frame.call) {
+      lobby = Array.isArray(frame.guests) ? frame.guests : [];
+      draw();
     } else if (frame.type === "call_speaker" && calls.has(frame.call)) {
       calls.get(frame.call).speaker = frame.login;
       if (active?.id === frame.call) draw();
@@ -620,6 +664,27 @@ export function createCalls({ push }) {
     draw();
   });
   leaveButton.addEventListener("click", () => leave());
+  guestLinkButton.addEventListener("click", async () => {
+    if (!active) return;
+    try {
+      const link = await post(callPath(active.id, "/guest-links"), { expires_s: 86400 });
+      guestLinkOut.value = new URL(link.path, location.origin).href;
+      guestLinkOut.hidden = false;
+      guestLinkOut.select();
+    } catch (e) {
+      fail(e);
+    }
+  });
+  async function letIn(id, guestId, action) {
+    try {
+      const answer = await post(path("/api/calls/", id, "/lobby/", guestId, `/${action}`), {});
+      if (action === "admit") remember(answer);
+      lobby = lobby.filter((g) => g.id !== guestId);
+      draw();
+    } catch (e) {
+      fail(e);
+    }
+  }
   inviteForm.addEventListener("submit", async (e) => {
     e.preventDefault();
     const logins = inviteInput.value.split(/[\s,;]+/).filter(Boolean);
@@ -698,6 +763,35 @@ export function createCalls({ push }) {
     grid.dataset.cols = String(Math.min(7, Math.max(1, Math.ceil(Math.sqrt(shown)))));
     grid.dataset.count = String(wanted.length);
     drawPeople(call);
+    drawLobby(call);
+  }
+
+  function drawLobby(call) {
+    const moderating = call.kind === "meeting" && call.moderator === me();
+    guestLinkButton.hidden = !moderating;
+    lobbyBox.hidden = !moderating || lobby.length === 0;
+    replace(
+      lobbyList,
+      (moderating ? lobby : []).map((g) =>
+        h(
+          "li",
+          { dataset: { guest: g.id } },
+          h("span", { class: "name", text: g.name }),
+          h("button", {
+            type: "button",
+            class: "lobby-admit primary",
+            text: tr("admit"),
+            onclick: () => letIn(call.id, g.id, "admit"),
+          }),
+          h("button", {
+            type: "button",
+            class: "lobby-refuse",
+            text: tr("turnAway"),
+            onclick: () => letIn(call.id, g.id, "refuse"),
+          }),
+        ),
+      ),
+    );
   }
 
   function drawPeople(call) {
@@ -717,6 +811,7 @@ export function createCalls({ push }) {
             m.login === call.moderator && call.kind === "meeting"
               ? h("span", { class: "muted", text: ` · ${tr("moderator")}` })
               : null,
+            m.guest ? h("span", { class: "muted guest", text: ` · ${tr("guest")}` }) : null,
             h("span", { class: "muted state", text: ` · ${tr(m.state)}` }),
             moderating && m.login !== me() && m.state === "joined"
               ? [
