@@ -42,13 +42,10 @@ import aioice.ice
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from edge.config import EdgeConfig, WebSettings
 from edge.web.api import COOKIE
-from pki.names import Role
 from sync.directory import Payload, PayloadKind, apply_snapshot
 from sync.directory.records import Department, Record, Site, User
-from tests.conftest import enroll_node, make_ca
-from tests.edgeserver import serving_edge
+from tests.edgeserver import enrolled_plant, serving_edge
 from tests.test_edge_api import Clock, Edge
 from tests.test_edge_server import REAL_NOW, Live
 from tests.test_web_client import CHROMIUM, CHROMIUM_FLAGS, LiveEdge
@@ -126,23 +123,14 @@ def seed(edge: Edge) -> None:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory, plant_address: str) -> Iterator[Live]:
-    tmp = tmp_path_factory.mktemp("calls-browser")
-    ca = make_ca(tmp / "ca", REAL_NOW)
-    creds = enroll_node(ca, tmp / "node", Role.EDGE, "plant-a", dns=("localhost",), now=REAL_NOW)
-    accounts = Edge(tmp)
+    plant = enrolled_plant(tmp_path_factory.mktemp("calls-browser"), REAL_NOW)
+    accounts = Edge(plant.tmp)
     accounts.clock.now = REAL_NOW
     seed(accounts)
     accounts.close()
-    config = EdgeConfig(
-        site="plant-a",
-        data_dir=tmp / "data",
-        node_dir=tmp / "node",
-        host="127.0.0.1",
-        port=0,
-        web=WebSettings(),
-    )
+    config = plant.config()
     clock = Clock(REAL_NOW + dt.timedelta(minutes=2))
-    state = Live(tmp, ca, creds, config, clock, accounts.phones)
+    state = Live(plant.tmp, plant.ca, plant.creds, config, clock, accounts.phones)
     with serving_edge(config, state.clock) as serving:
         state.serving = serving
         yield state

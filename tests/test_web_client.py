@@ -58,15 +58,12 @@ from playwright.sync_api import (
 )
 
 from edge.auth.store import AccountRole
-from edge.config import ChatSettings, EdgeConfig, WebSettings
+from edge.config import ChatSettings
 from edge.web.client import STATIC_DIR
 from edge.web.server import Serving
-from pki.names import Role
 from pki.node import NodeCredentials
-from sync.directory import Payload, PayloadKind, apply_snapshot
 from sync.directory.records import Department, Record, Site, User
-from tests.conftest import enroll_node, make_ca
-from tests.edgeserver import serving_edge
+from tests.edgeserver import enrolled_plant, load_directory, serving_edge
 from tests.test_edge_api import Edge
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -123,38 +120,17 @@ def seed(directory: Path) -> None:
         ]
         records: list[Record] = [Site("plant-a", "Завод А"), Site("plant-b", "Северный завод")]
         records += [Department("Цех 3"), Department("Склад")]
-        payload = Payload.build(
-            PayloadKind.SNAPSHOT,
-            directory="d" * 32,
-            site="plant-a",
-            version=1,
-            base=None,
-            records=[*records, *users],
-        )
-        conn = edge.state.db.get()
-        conn.execute("BEGIN IMMEDIATE")
-        apply_snapshot(conn, payload, site="plant-a")
-        conn.execute("COMMIT")
+        load_directory(edge.state.db.get(), [*records, *users])
     finally:
         edge.close()
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveEdge]:
-    tmp = tmp_path_factory.mktemp("web-client")
-    ca = make_ca(tmp / "ca", REAL_NOW)
-    creds = enroll_node(ca, tmp / "node", Role.EDGE, "plant-a", dns=("localhost",), now=REAL_NOW)
-    seed(tmp)
-    config = EdgeConfig(
-        site="plant-a",
-        data_dir=tmp / "data",
-        node_dir=tmp / "node",
-        host="127.0.0.1",
-        port=0,
-        web=WebSettings(),
-        chat=ChatSettings(attachment_bytes=ATTACHMENT_CAP),
-    )
-    state = LiveEdge(creds)
+    plant = enrolled_plant(tmp_path_factory.mktemp("web-client"), REAL_NOW)
+    seed(plant.tmp)
+    config = plant.config(chat=ChatSettings(attachment_bytes=ATTACHMENT_CAP))
+    state = LiveEdge(plant.creds)
     with serving_edge(config, state.now) as serving:
         state.serving = serving
         yield state

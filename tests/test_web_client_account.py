@@ -40,15 +40,12 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from edge.auth.sessions import AuthMethod
 from edge.auth.store import AccountRole
-from edge.config import ChatSettings, EdgeConfig, WebSettings
 from edge.web import admin as admin_routes
 from edge.web.audit import Action
 from edge.web.client import STATIC_DIR
-from pki.names import Role
 from sync.directory import Payload, PayloadKind, apply_snapshot
 from sync.directory.records import Department, Record, Site, User
-from tests.conftest import enroll_node, make_ca
-from tests.edgeserver import serving_edge
+from tests.edgeserver import enrolled_plant, load_directory, serving_edge
 from tests.test_edge_api import Browser as ApiBrowser
 from tests.test_edge_api import Edge
 from tests.test_web_client import CHROMIUM, CHROMIUM_FLAGS, REAL_NOW, LiveEdge, Watch
@@ -78,39 +75,17 @@ def seed(directory: Path) -> None:
         auth.create_account("smirnova", roles, REAL_NOW, PASSWORDS["smirnova"])
         users = [User(login, name, "plant-a", "Цех 3") for login, name in NAMES.items()]
         records: list[Record] = [Site("plant-a", "Завод А"), Department("Цех 3")]
-        payload = Payload.build(
-            PayloadKind.SNAPSHOT,
-            directory="d" * 32,
-            site="plant-a",
-            version=1,
-            base=None,
-            records=[*records, *users],
-        )
-        conn = edge.state.db.get()
-        conn.execute("BEGIN IMMEDIATE")
-        apply_snapshot(conn, payload, site="plant-a")
-        conn.execute("COMMIT")
+        load_directory(edge.state.db.get(), [*records, *users])
     finally:
         edge.close()
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveEdge]:
-    tmp = tmp_path_factory.mktemp("web-client-account")
-    ca = make_ca(tmp / "ca", REAL_NOW)
-    creds = enroll_node(ca, tmp / "node", Role.EDGE, "plant-a", dns=("localhost",), now=REAL_NOW)
-    seed(tmp)
-    config = EdgeConfig(
-        site="plant-a",
-        data_dir=tmp / "data",
-        node_dir=tmp / "node",
-        host="127.0.0.1",
-        port=0,
-        web=WebSettings(),
-        chat=ChatSettings(),
-    )
-    state = LiveEdge(creds)
-    with serving_edge(config, state.now) as serving:
+    plant = enrolled_plant(tmp_path_factory.mktemp("web-client-account"), REAL_NOW)
+    seed(plant.tmp)
+    state = LiveEdge(plant.creds)
+    with serving_edge(plant.config(), state.now) as serving:
         state.serving = serving
         yield state
 

@@ -52,8 +52,7 @@ from urllib.parse import urlsplit
 import pyotp
 import pytest
 
-from edge.config import ChatSettings, EdgeConfig, WebSettings
-from pki.names import Role
+from edge.config import ChatSettings
 from tests.bidi import (
     ENTER,
     ESCAPE,
@@ -68,8 +67,7 @@ from tests.bidi import (
     wait_until,
     write_profile,
 )
-from tests.conftest import enroll_node, make_ca
-from tests.edgeserver import serving_edge
+from tests.edgeserver import enrolled_plant, serving_edge
 from tests.test_web_client import (
     ATTACHMENT_CAP,
     EVIL,
@@ -88,20 +86,10 @@ EXPECTED_ERRORS = {("GET", "/api/me", 401)}
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveEdge]:
-    tmp = tmp_path_factory.mktemp("web-client-firefox")
-    ca = make_ca(tmp / "ca", REAL_NOW)
-    creds = enroll_node(ca, tmp / "node", Role.EDGE, "plant-a", dns=("localhost",), now=REAL_NOW)
-    seed(tmp)
-    config = EdgeConfig(
-        site="plant-a",
-        data_dir=tmp / "data",
-        node_dir=tmp / "node",
-        host="127.0.0.1",
-        port=0,
-        web=WebSettings(),
-        chat=ChatSettings(attachment_bytes=ATTACHMENT_CAP),
-    )
-    state = LiveEdge(creds)
+    plant = enrolled_plant(tmp_path_factory.mktemp("web-client-firefox"), REAL_NOW)
+    seed(plant.tmp)
+    config = plant.config(chat=ChatSettings(attachment_bytes=ATTACHMENT_CAP))
+    state = LiveEdge(plant.creds)
     with serving_edge(config, state.now) as serving:
         state.serving = serving
         yield state
