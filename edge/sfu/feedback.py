@@ -104,6 +104,8 @@ class UpstreamLoss:
         fresh = [seq for seq in sequences if seq not in self._missing]
         for seq in fresh:
             self._missing[seq] = [now, now, 1]
+        while len(self._missing) > self._max_missing:  # a subscriber cannot grow it either
+            del self._missing[next(iter(self._missing))]
         return fresh
 
     def due(self, now: float) -> list[int]:

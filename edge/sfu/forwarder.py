@@ -46,6 +46,7 @@ from aiortc.rtp import (
 from edge.sfu.feedback import BitrateCap, KeyframeThrottle, UpstreamLoss, rewrite_sender_report
 from edge.sfu.history import SendHistory
 from edge.sfu.keyframes import KeyframeTest, keyframe_test
+from edge.sfu.limits import IngressLimit, TokenBucket
 from edge.sfu.packets import (
     ExtensionIds,
     abs_send_time,
@@ -90,6 +91,13 @@ class ForwarderConfig:
     bitrate_interval: float = 1.0
     nack_retry_interval: float = 0.1
     nack_max_tries: int = 3
+    # ingress limits per publication (THREATS C4): above what an honest publisher sends
+    video_ingress_packets: int = 1_000  # packets/s (5 Mbit/s in 1,200-byte packets + RTX)
+    video_ingress_bitrate: int = 6_000_000  # bit/s, over 2x max_bitrate
+    audio_ingress_packets: int = 200  # packets/s (Opus 10 ms frames are 100/s)
+    audio_ingress_bitrate: int = 512_000  # bit/s
+    ingress_burst: float = 0.5  # seconds of either rate a publication may send at once
+    retransmissions_per_second: int = 300  # per slot: a NACK storm cannot make the SFU flood
 
 
 # -- events ---------------------------------------------------------------------------------
@@ -117,7 +125,11 @@ class RequestKeyframe:
 class NackPublisher:
     publication: str
     ssrc: int
-    sequence_numbers: tuple[int, ...]
+    sequence_numbers: tuple[int, ...]  # ascending, no repeats (aiortc's NACK packer needs it)
+
+    @classmethod
+    def of(cls, publication: str, ssrc: int, lost: list[int]) -> NackPublisher:
+        return cls(publication, ssrc, tuple(sorted(set(lost))))
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +156,10 @@ class ForwardingStats:
     forwarded: int = 0
     dropped_malformed: int = 0
     dropped_unknown_payload_type: int = 0
+    dropped_foreign_ssrc: int = 0  # media or RTX from another SSRC than the publication's
+    dropped_rate_limited: int = 0  # over the publication's ingress limit (C4)
     retransmitted_from_history: int = 0
+    retransmissions_refused: int = 0  # over a slot's retransmission budget (C4)
     nacks_to_publishers: int = 0
     keyframe_requests: int = 0
 
@@ -162,7 +177,9 @@ class _Publication:
     throttle: KeyframeThrottle
     loss: UpstreamLoss
     cap: BitrateCap
+    limit: IngressLimit
     ssrc: int | None = None
+    rtx_ssrc: int | None = None
     slots: list[_Slot] = field(default_factory=list)
 
 
@@ -178,6 +195,7 @@ class _Slot:
     rewriter: StreamRewriter
     history: SendHistory | None
     rtx_sequence: int
+    retransmit_budget: TokenBucket
     packets: int = 0
     octets: int = 0
     fraction_lost: int = 0
@@ -207,6 +225,15 @@ class Forwarder:
             throttle=KeyframeThrottle(config.keyframe_interval),
             loss=UpstreamLoss(config.nack_retry_interval, config.nack_max_tries),
             cap=BitrateCap(config.bitrate_interval),
+            limit=IngressLimit(
+                config.video_ingress_packets
+                if kind is Kind.VIDEO
+                else config.audio_ingress_packets,
+                config.video_ingress_bitrate
+                if kind is Kind.VIDEO
+                else config.audio_ingress_bitrate,
+                config.ingress_burst,
+            ),
         )
 
     def unpublish(self, key: str) -> list[Event]:
@@ -252,6 +279,10 @@ class Forwarder:
             ),
             history=history,
             rtx_sequence=self._rng.randrange(0x8000),
+            retransmit_budget=TokenBucket(
+                self.config.retransmissions_per_second,
+                self.config.retransmissions_per_second * self.config.ingress_burst,
+            ),
         )
 
     def remove_slot(self, key: str) -> None:
@@ -287,6 +318,24 @@ class Forwarder:
     def phase(self, slot_key: str) -> SlotPhase:
         return self._slot(slot_key).rewriter.phase
 
+    def publication_ssrcs(self, key: str) -> tuple[int | None, int | None]:
+        """(media SSRC, RTX SSRC) a publication is bound to; ``None`` until first seen."""
+        publication = self._publications.get(key)
+        if publication is None:
+            return None, None
+        return publication.ssrc, publication.rtx_ssrc
+
+    def publication_codec(self, key: str) -> tuple[Kind, Codec]:
+        publication = self._publication(key)
+        return publication.kind, publication.codec
+
+    def request_keyframe(self, slot_key: str, now: float) -> list[Event]:
+        """A keyframe for whatever feeds this slot (as a PLI from its subscriber would)."""
+        slot = self._slot(slot_key)
+        return self.subscriber_rtcp(
+            slot_key, RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=0, media_ssrc=slot.ssrc), now
+        )
+
     def slot_counters(self, slot_key: str) -> tuple[int, int]:
         """(packets, octets) written to a slot."""
         slot = self._slot(slot_key)
@@ -304,10 +353,21 @@ class Forwarder:
         payload = packet.payload
         sequence = packet.sequence_number
         events: list[Event] = []
+        # A publication is one stream: its first media packet binds the SSRC, its first RTX
+        # packet the RTX SSRC; packets from any other SSRC are dropped (C4: a participant
+        # cannot add streams, or grow per-SSRC state, by inventing SSRCs).
         if packet.payload_type == codec.payload_type:
             if publication.ssrc is None:
                 publication.ssrc = packet.ssrc
+            elif packet.ssrc != publication.ssrc:
+                self.stats.dropped_foreign_ssrc += 1
+                return events
         elif packet.payload_type == codec.rtx_payload_type and codec.rtx_payload_type is not None:
+            if publication.rtx_ssrc is None:
+                publication.rtx_ssrc = packet.ssrc
+            elif packet.ssrc != publication.rtx_ssrc:
+                self.stats.dropped_foreign_ssrc += 1
+                return events
             if len(payload) < 2:
                 self.stats.dropped_malformed += 1
                 return events
@@ -316,6 +376,12 @@ class Forwarder:
         else:
             self.stats.dropped_unknown_payload_type += 1
             return events
+        if not publication.limit.admit(len(payload) + 12, now):
+            # Dropped on purpose: not NACKed upstream either (that would ask the flood again).
+            self.stats.dropped_rate_limited += 1
+            if publication.source.video:
+                publication.loss.received(sequence, now)
+            return events
 
         source = publication.source
         video = source.video
@@ -323,7 +389,7 @@ class Forwarder:
             lost = publication.loss.received(sequence, now)
             if lost and publication.ssrc is not None:
                 self.stats.nacks_to_publishers += 1
-                events.append(NackPublisher(publication_key, publication.ssrc, tuple(lost)))
+                events.append(NackPublisher.of(publication_key, publication.ssrc, lost))
             send_time = abs_send_time(now)
             audio_level = None
         else:
@@ -442,7 +508,7 @@ class Forwarder:
                 again = publication.loss.due(now)
                 if again:
                     self.stats.nacks_to_publishers += 1
-                    events.append(NackPublisher(publication.key, ssrc, tuple(again)))
+                    events.append(NackPublisher.of(publication.key, ssrc, again))
                 bitrate = publication.cap.due(now, self.config.max_bitrate)
                 if bitrate is not None:
                     events.append(LimitBitrate(publication.key, ssrc, bitrate))
@@ -457,6 +523,9 @@ class Forwarder:
             out_sequence &= 0xFFFF
             entry = slot.history.get(out_sequence) if slot.history is not None else None
             if entry is not None:
+                if not slot.retransmit_budget.take(1, now):
+                    self.stats.retransmissions_refused += 1
+                    continue
                 header, payload = entry
                 if slot.rtx_ssrc is not None and slot.codec.rtx_payload_type is not None:
                     data = write_rtx(
@@ -481,7 +550,7 @@ class Forwarder:
             fresh = publication.loss.requested(upstream, now)
             if fresh:
                 self.stats.nacks_to_publishers += 1
-                events.append(NackPublisher(publication.key, publication.ssrc, tuple(fresh)))
+                events.append(NackPublisher.of(publication.key, publication.ssrc, fresh))
         return events
 
     def _request_keyframe(self, publication: _Publication, now: float) -> list[Event]:

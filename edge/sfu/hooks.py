@@ -29,6 +29,7 @@ SENDER = "aiortc.rtcrtpsender.RTCRtpSender"
 DTLS = "aiortc.rtcdtlstransport.RTCDtlsTransport"
 TRANSCEIVER = "aiortc.rtcrtptransceiver.RTCRtpTransceiver"
 STATISTICS = "aiortc.rtcrtpreceiver.StreamStatistics"
+ROUTER = "aiortc.rtcdtlstransport.RtpRouter"
 
 
 class Use(enum.Enum):
@@ -119,6 +120,21 @@ HOOKS: tuple[Hook, ...] = (
         "subscriber egress: SRTP-protect and send forwarded RTP and RTCP bytes",
         ("data",),
     ),
+    Hook(
+        RECEIVER,
+        "transport",
+        Use.READ,
+        "the publisher receiver's DTLS transport, whose RTP router binds SSRCs to receivers",
+    ),
+    Hook(DTLS, "_rtp_router", Use.READ, "the transport's RTP router (SSRC -> receiver)"),
+    Hook(
+        ROUTER,
+        "ssrc_table",
+        Use.WRITTEN,
+        "an SSRC the forwarder refused is removed again: aiortc binds every unknown SSRC "
+        "with a known payload type for good, which a participant inventing SSRCs would grow "
+        "without bound (THREATS C4)",
+    ),
     Hook(TRANSCEIVER, "_codecs", Use.READ, "codecs negotiated on a transceiver, first is used"),
     Hook(
         TRANSCEIVER,
@@ -190,6 +206,7 @@ async def sample_instances() -> dict[str, object]:
             DTLS: transceiver.receiver.transport,
             TRANSCEIVER: transceiver,
             STATISTICS: StreamStatistics(90_000),
+            ROUTER: transceiver.receiver.transport._rtp_router,
         }
     finally:
         await pc.close()
@@ -239,6 +256,13 @@ async def send_nack(receiver: Any, media_ssrc: int, lost: list[int]) -> None:
 
 async def send_receiver_rtcp(receiver: Any, packet: AnyRtcpPacket) -> None:
     await receiver._send_rtcp(packet)
+
+
+def forget_ssrc(receiver: Any, ssrc: int) -> None:
+    """Unbind ``ssrc`` from ``receiver`` in its transport's RTP router, if bound to it."""
+    table: dict[int, Any] = receiver.transport._rtp_router.ssrc_table
+    if table.get(ssrc) is receiver:
+        del table[ssrc]
 
 
 def replace_sender_rtcp(sender: Any, handler: RtcpHandler) -> None:

@@ -25,7 +25,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from aiortc import (
@@ -279,6 +279,24 @@ class Room:
                 await self._worker.assign(slot, key)
                 added[mid] = (kind, key)
         return added
+
+    async def tap(
+        self, key: str, publication: str, sink: Callable[[bytes], Awaitable[None]]
+    ) -> None:
+        """Feed ``publication``'s forwarded RTP to ``sink`` inside the SFU (a recorder), as
+        slot ``key``: the same rewriting, keyframe wait and keyframe request as a subscriber
+        slot, no network and no SRTP. Ends with :meth:`untap` (or the publication)."""
+        if publication not in self._publications:
+            raise ValueError(f"no publication {publication} in room {self.id}")
+        self._worker.attach_sink(key, publication, sink)
+        await self._worker.assign(key, publication)
+
+    async def request_keyframe(self, key: str) -> None:
+        """Ask the publication feeding tap ``key`` for a keyframe (throttled as ever)."""
+        await self._worker.request_keyframe(key)
+
+    def untap(self, key: str) -> None:
+        self._worker.detach_slot(key)
 
     async def switch(self, participant: str, mid: str, publication: str | None) -> None:
         """Feed the participant's slot ``mid`` from another publication (``None``: nothing)."""

@@ -123,12 +123,18 @@ class Worker:
         media_pt, clock_rate = codec.payload_type, codec.clock_rate
 
         async def on_rtp(packet: RtpPacket, arrival_time_ms: int) -> None:
-            if packet.payload_type == media_pt:
-                stream = statistics.get(packet.ssrc)
-                if stream is None:
-                    stream = statistics[packet.ssrc] = hooks.new_statistics(clock_rate)
-                stream.add(packet)
             events = forwarder.forward(key, packet, clock())
+            ssrc, rtx_ssrc = forwarder.publication_ssrcs(key)
+            if packet.ssrc == ssrc:
+                if packet.payload_type == media_pt:
+                    stream = statistics.get(ssrc)
+                    if stream is None:
+                        stream = statistics[ssrc] = hooks.new_statistics(clock_rate)
+                    stream.add(packet)
+            elif packet.ssrc != rtx_ssrc:
+                # aiortc's router bound this unknown SSRC to the receiver by payload type;
+                # the forwarder refused it, so unbind it (C4: invented SSRCs grow nothing)
+                hooks.forget_ssrc(receiver, packet.ssrc)
             if events:
                 await dispatch(events)
 
@@ -176,6 +182,25 @@ class Worker:
         hooks.replace_sender_rtcp(sender, on_rtcp)
         hooks.silence_sender_reports(sender)
         self._start_ticker()
+
+    def attach_sink(
+        self, key: str, publication: str, sink: Callable[[bytes], Awaitable[None]]
+    ) -> None:
+        """A slot inside the SFU (a recorder): it gets the RTP (and rewritten sender reports)
+        a subscriber of ``publication`` would get, as bytes, before any SRTP; it has no
+        peer connection, header extensions or RTX. Call :meth:`assign` to start it."""
+        kind, codec = self.forwarder.publication_codec(publication)
+        self.forwarder.add_slot(
+            key,
+            kind,
+            Codec(codec.mime_type, codec.clock_rate, codec.payload_type),
+            random.getrandbits(32) or 1,
+        )
+        self._sinks[key] = sink
+        self._start_ticker()
+
+    async def request_keyframe(self, slot: str) -> None:
+        await self.dispatch(self.forwarder.request_keyframe(slot, self._clock()))
 
     def detach_slot(self, key: str) -> None:
         self._sinks.pop(key, None)
