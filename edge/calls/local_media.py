@@ -19,6 +19,9 @@ nothing and back again.
 The room reports the ``ssrc-audio-level`` of every camera audio packet
 (:class:`~edge.calls.speaker.SpeakerDetector`); a ticker decides the active speaker twice a
 second while the room lives.
+
+A room records with one :class:`~edge.calls.recording.Recorder` at a time (taps on the
+publications it was given); closing the room finishes the file.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiortc import RTCSessionDescription
 
@@ -40,6 +44,7 @@ from edge.calls.media import (
     Offer,
     Publication,
     Published,
+    Recorded,
     SdpError,
     Slot,
     SlotsChanged,
@@ -48,6 +53,7 @@ from edge.calls.media import (
     Unpublished,
     check_sdp,
 )
+from edge.calls.recording import Recorder
 from edge.calls.speaker import SpeakerDetector
 from edge.sfu.room import (
     ParticipantLeft,
@@ -83,6 +89,7 @@ class _Room:
     held: set[str] = field(default_factory=set)
     detector: SpeakerDetector = field(default_factory=SpeakerDetector)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    recorder: Recorder | None = None
     closed: bool = False
 
 
@@ -244,9 +251,44 @@ class LocalMedia:
                 if pub is not None and pub.participant == participant and pub.kind == "audio":
                     await r.room.switch(other.camera, mid, None if held else key)
 
+    # Recording
+
+    async def start_recording(self, room: str, publications: tuple[str, ...], path: str) -> None:
+        r = self._rooms.get(room)
+        if r is not None and r.recorder is not None:
+            raise MediaConflictError("this call is being recorded already")
+        present = [] if r is None else [p for p in publications if p in r.room.publications]
+        if r is None or not present:
+            raise MediaConflictError("nothing to record: nobody sends audio or video yet")
+        recorder = Recorder(r.room, Path(path))
+        r.recorder = recorder
+        try:
+            await recorder.start(present)
+        except ValueError as e:  # a publication ended meanwhile
+            r.recorder = None
+            with contextlib.suppress(ValueError):
+                await recorder.stop()
+            await asyncio.to_thread(Path(path).unlink, missing_ok=True)
+            raise MediaConflictError(f"the recording could not start: {e}") from None
+
+    async def stop_recording(self, room: str) -> Recorded | None:
+        r = self._rooms.get(room)
+        recorder = None if r is None else r.recorder
+        if r is None or recorder is None:
+            return None
+        r.recorder = None
+        info = await recorder.stop()
+        return Recorded(
+            str(info.path), info.duration_ms, tuple(sorted(info.frames.items())), info.resyncs
+        )
+
     # Rooms
 
     async def close_room(self, room: str) -> None:
+        if room in self._rooms:
+            done = await self.stop_recording(room)
+            if done is not None:
+                log.info("room %s: closed while recording, %s finished", room, done.path)
         r = self._rooms.pop(room, None)
         if r is None:
             return

@@ -19,6 +19,8 @@ offered here with one slot per publication of the others and answered by the bro
 :meth:`MediaRooms.subscribe` re-points idle slots (whose publisher left) to new
 publications of the same kind before it adds slots, so a long meeting does not grow the
 browser's connection without bound; it returns an offer only when slots were added.
+A room records (:meth:`MediaRooms.start_recording`) the publications it is given into a file
+named by the call service: the media side taps them and muxes what arrives.
 
 SDP is untrusted text from a browser: :func:`check_sdp` refuses what is not SDP-shaped
 (or lacks what WebRTC needs, or names a candidate address the edge would have to look up)
@@ -108,6 +110,17 @@ class Speaker:
 MediaEvent = Published | Unpublished | SlotsChanged | Dropped | Speaker
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """A finished recording (:meth:`MediaRooms.stop_recording`): the file, its length and
+    the frames written per publication."""
+
+    path: str
+    duration_ms: int
+    frames: tuple[tuple[str, int], ...]  # (publication id, frames)
+    resyncs: int
+
+
 class SdpError(ValueError):
     """An offer or answer that cannot be used; the message says why."""
 
@@ -141,8 +154,17 @@ class MediaRooms(Protocol):
     async def hold(self, room: str, participant: str, held: bool) -> None:
         """Forward none of ``participant``'s audio (the moderator muted them), or again."""
 
+    async def start_recording(self, room: str, publications: tuple[str, ...], path: str) -> None:
+        """Mux these publications, as they arrive and never re-encoded, into the WebM file
+        ``path`` (:mod:`edge.calls.recording`); :class:`MediaConflictError` if the room
+        records already or none of them is published."""
+
+    async def stop_recording(self, room: str) -> Recorded | None:
+        """Finish the room's recording; ``None`` if it was not recording."""
+        ...
+
     async def close_room(self, room: str) -> None:
-        """Everyone out; the room is gone."""
+        """Everyone out; the room is gone (a recording still running is finished)."""
 
     async def close(self) -> None:
         """Every room closed (the edge stops)."""

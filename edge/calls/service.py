@@ -24,6 +24,14 @@ Operations tell the members one at a time, in the order the model changed (a FIF
 a change the call's record keeps is saved first (``hooks.save``, a worker thread), so a
 page that learns a call ended — by a frame or by the answer to its request — finds it in
 the history.
+
+Recording (issue 7): the moderator of a meeting starts and stops it; it covers the
+publications present at its start (:meth:`MediaRooms.start_recording`, muxed as they arrive)
+and stops when the meeting ends, before the room closes. Every login of this plant that was
+joined while it recorded is kept (each change of the call adds who is in) and written into
+the recording's sidecar when it stops (:func:`edge.calls.recording.save_metadata`): they,
+and only they, list and download it, also after the meeting is gone
+(:meth:`CallService.recordings`). The call records do not hold recordings.
 """
 
 from __future__ import annotations
@@ -34,11 +42,13 @@ import datetime as dt
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from edge.calls.local_media import LocalMedia
 from edge.calls.media import (
     Dropped,
+    MediaConflictError,
     MediaEvent,
     MediaRooms,
     Offer,
@@ -61,7 +71,15 @@ from edge.calls.model import (
     MediaJoin,
     MediaLeave,
     MemberState,
+    NotFoundError,
     RoomClosed,
+)
+from edge.calls.recording import (
+    RecordingInfo,
+    StoredRecording,
+    list_recordings,
+    recording_path,
+    save_metadata,
 )
 from edge.calls.records import CallRecord, record_of
 
@@ -79,6 +97,14 @@ class CallHooks:
     save: Callable[[list[CallRecord]], Awaitable[None]]
 
 
+@dataclass(eq=False)
+class _Recording:
+    id: str
+    path: Path
+    started_at: float  # seconds since the epoch
+    participants: set[str] = field(default_factory=set)
+
+
 MediaFactory = Callable[[Callable[[MediaEvent], Awaitable[None]]], MediaRooms]
 
 
@@ -91,6 +117,7 @@ class CallService:
         calls: Calls | None = None,
         media: MediaFactory = LocalMedia,
         new_id: Callable[[], str] = lambda: secrets.token_urlsafe(12),
+        recordings: Path | None = None,
     ) -> None:
         self.hooks = hooks
         self.clock = clock
@@ -101,6 +128,8 @@ class CallService:
         self._telling = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._root = recordings  # None: this edge does not record
+        self._recordings: dict[str, _Recording] = {}  # by call id, while recording
 
     # Reading
 
@@ -193,6 +222,117 @@ class CallService:
         self._in(call_id, login)
         return await self.media.answer(call_id, login, sdp)
 
+    # Recording
+
+    def recording(self, call_id: str) -> bool:
+        """Whether the call is being recorded now."""
+        return call_id in self._recordings
+
+    async def start_recording(self, call_id: str, by: str) -> Call:
+        """The moderator starts recording the meeting (the publications present now)."""
+        call = self.check_moderator(call_id, by)
+        if self._root is None:
+            raise ConflictError("this edge does not record calls")
+        if call_id in self._recordings:
+            raise ConflictError("this meeting is being recorded already")
+        now = self.clock()
+        rid = f"{now:%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
+        path = recording_path(self._root, call_id, rid)
+        recording = _Recording(rid, path, now.timestamp())
+        self._recordings[call_id] = recording
+        self._note(call)
+        try:
+            await self.media.start_recording(call_id, tuple(call.publications), str(path))
+        except BaseException:
+            self._recordings.pop(call_id, None)
+            raise
+        await self._tell(call)
+        return call
+
+    async def stop_recording(self, call_id: str, by: str) -> Call:
+        """The moderator stops recording; the file is kept for who was in meanwhile."""
+        call = self.check_moderator(call_id, by)
+        if call_id not in self._recordings:
+            raise ConflictError("this meeting is not being recorded")
+        await self._finish(call_id)
+        await self._tell(call)
+        return call
+
+    async def recordings(self, call_id: str, login: str) -> list[StoredRecording]:
+        """The finished recordings of the call that ``login`` was in while they recorded;
+        :class:`NotFoundError` when ``login`` is not a member of the call and was in none
+        (the same as a call that does not exist)."""
+        try:
+            self.calls.get(call_id, login)
+            member = True
+        except NotFoundError:
+            member = False
+        found: list[StoredRecording] = []
+        if self._root is not None:
+            try:
+                found = await asyncio.to_thread(list_recordings, self._root, call_id, login)
+            except ValueError:  # not an id that could name a call
+                found = []
+        if not found and not member:
+            raise NotFoundError("no such call")
+        return found
+
+    async def recording_file(self, call_id: str, recording_id: str, login: str) -> Path:
+        """The file of a recording ``login`` may download, else :class:`NotFoundError`."""
+        try:
+            found = await self.recordings(call_id, login)
+        except NotFoundError:
+            found = []  # the same answer for a call that is not theirs
+        for stored in found:
+            if stored.id == recording_id and self._root is not None:
+                return recording_path(self._root, call_id, recording_id)
+        raise NotFoundError("no such recording")
+
+    def _note(self, call: Call) -> None:
+        recording = self._recordings.get(call.id)
+        if recording is not None:
+            recording.participants.update(
+                m.login
+                for m in call.members.values()
+                if m.state is MemberState.JOINED and not m.guest
+            )
+
+    async def _finish(self, call_id: str) -> StoredRecording | None:
+        recording = self._recordings.pop(call_id, None)
+        if recording is None or self._root is None:
+            return None
+        try:
+            done = await self.media.stop_recording(call_id)
+        except (MediaConflictError, ValueError):
+            log.exception("the recording of call %s could not be finished", call_id)
+            done = None
+        if done is None:
+            await asyncio.to_thread(recording.path.unlink, missing_ok=True)
+            return None
+        info = RecordingInfo(Path(done.path), done.duration_ms, dict(done.frames), done.resyncs)
+        stored = await asyncio.to_thread(
+            save_metadata,
+            self._root,
+            call_id,
+            recording.id,
+            sorted(recording.participants),
+            recording.started_at,
+            info,
+        )
+        log.info(
+            "call %s: recording %s, %d ms, %d bytes, for %d participants",
+            call_id,
+            stored.id,
+            stored.duration_ms,
+            stored.size,
+            len(stored.participants),
+        )
+        return stored
+
+    async def _tell(self, call: Call) -> None:
+        async with self._telling:
+            self.hooks.changed(call)
+
     # Effects
 
     async def _apply(self, events: list[CallEvent]) -> None:
@@ -206,6 +346,7 @@ class CallService:
                 await self._save(records)
             for event in events:
                 if isinstance(event, Changed):
+                    self._note(event.call)
                     self.hooks.changed(event.call)
                 elif isinstance(event, InCall):
                     self.hooks.in_call(event.login, event.in_call)
@@ -221,6 +362,7 @@ class CallService:
         elif isinstance(event, MediaHold):
             await self.media.hold(event.call, event.login, event.held)
         elif isinstance(event, RoomClosed):
+            await self._finish(event.call)  # the recording stops with the meeting
             await self.media.close_room(event.call)
 
     def _spawn(self, events: list[CallEvent]) -> None:

@@ -24,17 +24,26 @@ Pushed to the ``user:`` topic of every member of a call (:class:`WebCallHooks`):
   changed because a publisher left;
 - ``{"type": "call_speaker", "call": id, "login": login | null}`` to the members.
 
+Recording (issue 7): the moderator starts and stops it (``POST …/recording``; a ``call``
+frame tells everyone, ``recording: true``); it stops when the meeting ends. Who was in the
+meeting while it recorded lists it (``GET …/recordings``) and downloads it (``GET
+…/recordings/{rid}``: ``video/webm`` as an attachment, streamed from the file); anyone else
+gets the 404 of an unknown call, and a guest pass reaches none of these routes. The files
+are under ``<data_dir>/recordings``.
+
 The service starts with the app (``before_app_serving``: its record writer, display names
 looked up in worker threads) and ends every call when the app stops.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import secrets
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeVar
+from typing import Any, BinaryIO, Final, TypeVar
 
 from quart import Quart, Response, current_app
 
@@ -58,6 +67,7 @@ from edge.calls.model import (
     ForbiddenError,
     NotFoundError,
 )
+from edge.calls.recording import StoredRecording
 from edge.calls.records import CallRecord, history, save
 from edge.calls.service import CallHooks, CallService
 from edge.db import transaction
@@ -68,6 +78,7 @@ from edge.web.chat_views import dumps
 from edge.web.errors import ApiError, error_response
 from edge.web.hub import user_topic
 from edge.web.state import WebState
+from edge.web.uploads import DOWNLOAD_CSP, READ_CHUNK, content_disposition
 from pki.names import check_login
 
 component = Component("calls", tag="calls")
@@ -155,6 +166,7 @@ class CallJson:
     members: list[MemberJson]
     publications: list[PublicationJson]
     speaker: str | None
+    recording: bool = field(metadata={"description": "the meeting is being recorded"})
 
 
 @dataclass(frozen=True)
@@ -214,6 +226,24 @@ class History:
     records: list[RecordJson]
 
 
+@dataclass(frozen=True)
+class RecordingBody:
+    recording: bool = field(metadata={"description": "true: start recording; false: stop"})
+
+
+@dataclass(frozen=True)
+class RecordingJson:
+    id: str
+    started_ms: int
+    duration_ms: int
+    size: int = field(metadata={"description": "bytes"})
+
+
+@dataclass(frozen=True)
+class RecordingList:
+    recordings: list[RecordingJson]
+
+
 # Rendering
 
 
@@ -238,6 +268,7 @@ class WebCallHooks:
         self.state = state
         self.names: dict[str, str] = {}
         self.guests = Guests(secrets.token_bytes)  # guest links and lobbies (edge.web.guests)
+        self.recording: Callable[[str], bool] = lambda call_id: False  # the service's
 
     async def learn_names(self, logins: Iterable[str]) -> None:
         wanted = [x for x in logins if x not in self.names and not is_guest(x)]
@@ -273,6 +304,7 @@ class WebCallHooks:
             ],
             [publication_json(p) for p in call.publications.values()],
             call.speaker,
+            not call.ended and self.recording(call.id),
         )
 
     def _publish(self, logins: Iterable[str], message: dict[str, Any]) -> None:
@@ -328,7 +360,9 @@ def calls_of(app: Quart | None = None) -> WebCalls:
             CallHooks(hooks.changed, hooks.in_call, hooks.slots, hooks.speaker, hooks.save),
             clock=state.clock,
             media=LocalMedia,
+            recordings=state.config.data_dir / "recordings",
         )
+        hooks.recording = service.recording
         found = app.extensions[SERVICE_KEY] = WebCalls(service, hooks)
     return found
 
@@ -644,3 +678,78 @@ async def answer_offer(request: Request, body: AnswerBody, call_id: str) -> Slot
     web = calls_of()
     slots = await web.service.answer(call_id, request.login, body.sdp)
     return SlotList([slot_json(s) for s in slots])
+
+
+# Recording (issue 7)
+
+
+@component.route(
+    "/api/calls/<call_id>/recording",
+    "POST",
+    summary="Moderator: start or stop recording the meeting",
+    access=Access.USER,
+    body=RecordingBody,
+    response=CallJson,
+    errors=(403, 404, 409),
+    description="The recording covers the audio and video published when it starts, muxed "
+    "as forwarded (never re-encoded), and stops when the meeting ends.",
+)
+async def record(request: Request, body: RecordingBody, call_id: str) -> CallJson:
+    web = calls_of()
+    service = web.service
+    if body.recording:
+        call = await service.start_recording(call_id, request.login)
+    else:
+        call = await service.stop_recording(call_id, request.login)
+    return web.hooks.call_json(call)
+
+
+def recording_json(r: StoredRecording) -> RecordingJson:
+    return RecordingJson(r.id, round(r.started_at * 1000), r.duration_ms, r.size)
+
+
+@component.route(
+    "/api/calls/<call_id>/recordings",
+    "GET",
+    summary="The meeting's recordings I was in, oldest first",
+    access=Access.USER,
+    response=RecordingList,
+    errors=(404,),
+)
+async def recordings(request: Request, call_id: str) -> RecordingList:
+    found = await calls_of().service.recordings(call_id, request.login)
+    return RecordingList([recording_json(r) for r in found])
+
+
+async def _chunks(file: BinaryIO) -> AsyncIterator[bytes]:
+    try:
+        while chunk := await asyncio.to_thread(file.read, READ_CHUNK):
+            yield chunk
+    finally:
+        file.close()
+
+
+@component.route(
+    "/api/calls/<call_id>/recordings/<recording_id>",
+    "GET",
+    summary="A recording I was in, as a WebM download",
+    access=Access.USER,
+    content_type="video/webm",
+    errors=(404,),
+)
+async def download_recording(request: Request, call_id: str, recording_id: str) -> Response:
+    path = await calls_of().service.recording_file(call_id, recording_id, request.login)
+    try:
+        file = await asyncio.to_thread(path.open, "rb")
+    except FileNotFoundError:
+        raise ApiError(404, "no such recording") from None
+    size = await asyncio.to_thread(lambda: os.fstat(file.fileno()).st_size)
+    headers = {
+        "Content-Type": "video/webm",
+        "Content-Length": str(size),
+        "Content-Disposition": content_disposition(f"meeting-{call_id}-{recording_id}.webm"),
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": DOWNLOAD_CSP,
+        "Cache-Control": "private, no-store",
+    }
+    return Response(_chunks(file), headers=headers)

@@ -73,6 +73,11 @@ const STRINGS = {
     admit: "Впустить",
     turnAway: "Отказать",
     guest: "гость",
+    record: "Записывать",
+    recordStop: "Остановить запись",
+    recording: "● Идёт запись",
+    recordings: "Записи совещания",
+    recordingItem: "Запись {n}: {duration}, {size}",
   },
   en: {
     call: "Call",
@@ -122,6 +127,11 @@ const STRINGS = {
     admit: "Let in",
     turnAway: "Turn away",
     guest: "guest",
+    record: "Record",
+    recordStop: "Stop recording",
+    recording: "● Recording",
+    recordings: "Recordings of the meeting",
+    recordingItem: "Recording {n}: {duration}, {size}",
   },
 };
 
@@ -368,6 +378,25 @@ export function createCalls({ push }) {
     lobbyList,
   );
   let lobby = []; // guests waiting in the lobby of the meeting I moderate
+  const recordButton = h("button", {
+    type: "button",
+    id: "call-record",
+    text: tr("record"),
+    hidden: true,
+  });
+  const recordingMark = h("p", {
+    class: "call-recording",
+    id: "call-recording",
+    role: "status",
+    text: tr("recording"),
+    hidden: true,
+  });
+  const recordingsBox = h("section", {
+    class: "call-recordings",
+    id: "call-recordings",
+    "aria-label": tr("recordings"),
+    hidden: true,
+  });
   const leaveButton = h("button", {
     type: "button",
     class: "danger",
@@ -377,7 +406,7 @@ export function createCalls({ push }) {
   const view = h(
     "section",
     { class: "call-view", id: "call-view", hidden: true, "aria-labelledby": "call-title" },
-    h("header", { class: "call-header" }, title, status),
+    h("header", { class: "call-header" }, title, status, recordingMark),
     grid,
     h(
       "div",
@@ -385,6 +414,7 @@ export function createCalls({ push }) {
       micButton,
       camButton,
       screenButton,
+      recordButton,
       leaveButton,
     ),
     h(
@@ -398,7 +428,7 @@ export function createCalls({ push }) {
       lobbyBox,
     ),
   );
-  const root = h("div", { class: "calls", id: "calls" }, notice, incoming, view);
+  const root = h("div", { class: "calls", id: "calls" }, notice, recordingsBox, incoming, view);
   const tiles = new Map(); // login/source -> tile element
 
   const me = () => store.me?.login;
@@ -555,6 +585,75 @@ export function createCalls({ push }) {
     }
     if (mine === "missed") return say(tr("missedFrom", { name: nameOf(call.moderator) }));
     if (wasActive) say(tr("ended"));
+    if (wasActive && call.kind === "meeting") showRecordings(call.id);
+  }
+
+  // Recordings (issue 7): the moderator starts and stops; everyone sees that it records;
+  // after the meeting, who was in it while it recorded finds the downloads here.
+
+  recordButton.addEventListener("click", async () => {
+    const call = active && calls.get(active.id);
+    if (!call) return;
+    try {
+      remember(await post(callPath(call.id, "/recording"), { recording: !call.recording }));
+      draw();
+    } catch (e) {
+      fail(e);
+    }
+  });
+
+  function drawRecording(call) {
+    const moderating = call.kind === "meeting" && call.moderator === me();
+    recordButton.hidden = !moderating;
+    recordButton.textContent = call.recording ? tr("recordStop") : tr("record");
+    recordButton.setAttribute("aria-pressed", String(Boolean(call.recording)));
+    recordingMark.hidden = !call.recording;
+  }
+
+  async function showRecordings(id) {
+    let found = [];
+    try {
+      found = (await get(callPath(id, "/recordings"))).recordings || [];
+    } catch {
+      return; // not mine, or the edge is away: nothing to offer
+    }
+    if (found.length === 0) return;
+    const seconds = (ms) => {
+      const s = Math.round(ms / 1000);
+      return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+    };
+    const size = (n) => `${(n / 1048576).toFixed(1)} MB`;
+    replace(
+      recordingsBox,
+      h("h3", { text: tr("recordings") }),
+      h(
+        "ul",
+        {},
+        found.map((r, i) =>
+          h(
+            "li",
+            { dataset: { recording: r.id } },
+            h("a", {
+              href: path("/api/calls/", id, "/recordings/", r.id),
+              download: "",
+              text: tr("recordingItem", {
+                n: i + 1,
+                duration: seconds(r.duration_ms),
+                size: size(r.size),
+              }),
+            }),
+          ),
+        ),
+      ),
+      h("button", {
+        type: "button",
+        text: tr("dismiss"),
+        onclick: () => {
+          recordingsBox.hidden = true;
+        },
+      }),
+    );
+    recordingsBox.hidden = false;
   }
 
   // Frames
@@ -764,6 +863,7 @@ export function createCalls({ push }) {
     grid.dataset.count = String(wanted.length);
     drawPeople(call);
     drawLobby(call);
+    drawRecording(call);
   }
 
   function drawLobby(call) {
