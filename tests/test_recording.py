@@ -137,3 +137,45 @@ def test_recordings_are_listed_for_their_participants_only(tmp_path: Path) -> No
             recording_path(tmp_path, bad, "r1")
         with pytest.raises(ValueError, match="not a recording or call id"):
             recording_path(tmp_path, "call-7", bad)
+
+
+def test_a_microphone_on_hold_is_not_recorded(tmp_path: Path) -> None:
+    """The moderator's hold reaches the recording: while alice's microphone is held, none of
+    its packets are written; her camera goes on; released, her voice is recorded again."""
+    media = clip()
+    path = recording_path(tmp_path, "call-2", "rec-1")
+
+    async def scenario() -> dict[str, int]:
+        room = Room("rec-hold", rng=random.Random(4))
+        await room.join("alice")
+        alice = Publisher(media)
+        await alice.pc.setRemoteDescription(await room.publish("alice", await alice.offer()))
+        try:
+            await wait_for(lambda: room.stats.received >= 20, 10, "alice's media at the SFU")
+            (mic,) = [k for k, kind in room.publications.items() if kind == "audio"]
+            recorder = Recorder(room, path)
+            recorder.silence(mic, True)
+            await recorder.start(sorted(room.publications))
+            await asyncio.sleep(1.5)
+            held = written(recorder)
+            recorder.silence(mic, False)
+            await asyncio.sleep(1.5)
+            info = await recorder.stop()
+            kinds = dict(room.publications)
+            return {
+                "held_audio": sum(n for k, n in held.items() if kinds[k] == "audio"),
+                "held_video": sum(n for k, n in held.items() if kinds[k] == "video"),
+                "audio": sum(n for k, n in info.frames.items() if kinds[k] == "audio"),
+            }
+        finally:
+            await room.close()
+            await alice.close()
+
+    counts = asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert counts["held_audio"] == 0 and counts["held_video"] > 0, counts
+    assert counts["audio"] >= 0.5 * 50 * 1.5, counts  # recorded again once released
+
+
+def written(recorder: Recorder) -> dict[str, int]:
+    """Frames written so far per publication."""
+    return {s.publication: s.frames for s in recorder._streams.values()}

@@ -243,6 +243,11 @@ class LocalMedia:
             r.detector.forget(participant)
         else:
             r.held.discard(participant)
+        if r.recorder is not None:  # the recording hears what the others hear
+            for mic in list(r.room.publications):
+                found = self._publication(r, mic)
+                if found is not None and found.participant == participant and found.kind == "audio":
+                    r.recorder.silence(mic, held)
         for other in list(r.members.values()):
             for mid, (_, key) in list(other.slots.items()):
                 if key is None or key not in r.room.publications:
@@ -261,6 +266,8 @@ class LocalMedia:
         if r is None or not present:
             raise MediaConflictError("nothing to record: nobody sends audio or video yet")
         recorder = Recorder(r.room, Path(path))
+        for key in present:  # microphones on hold stay silent in the file too
+            recorder.silence(key, self._held(r, key))
         r.recorder = recorder
         try:
             await recorder.start(present)

@@ -86,7 +86,16 @@ class Recorder:
         self._writer: WebmWriter | None = None
         self._held: list[tuple[int, int, bytes, bool]] = []  # before the header is written
         self._start = 0.0
+        self._silenced: set[str] = set()  # audio publications the moderator holds
         self.malformed = 0
+
+    def silence(self, publication: str, silenced: bool) -> None:
+        """A moderator's hold on a microphone holds the recording too: while ``silenced``,
+        that publication's audio is not written (the file has a gap, not the voice)."""
+        if silenced:
+            self._silenced.add(publication)
+        else:
+            self._silenced.discard(publication)
 
     async def start(self, publications: Sequence[str]) -> None:
         """Tap these publications (audio and video) and start the file."""
@@ -120,7 +129,7 @@ class Recorder:
         packet = parse_rtp(data)
         now = self._clock()
         if not stream.video:
-            if packet.payload:
+            if packet.payload and stream.publication not in self._silenced:
                 self._emit(stream, packet.timestamp, packet.payload, True, now)
             return
         payload = packet.payload
