@@ -205,7 +205,12 @@ def test_b11_and_b15_through_ssh(
         a.upload("cross", pki.seal("plant-a", "plant-b", seq=1, payload=marker))
         [f] = relay.wait_for_inbox(hq)
         assert marker not in hq.download(f.name)  # ciphertext on the wire and at rest
+        # the guard takes uploads one after the other: "cross" may be judged after "ok" landed
+        deadline = time.monotonic() + 10
         rejected = {r.name: r.reason for r in a.rejections()}
+        while "cross" not in rejected and time.monotonic() < deadline:
+            time.sleep(0.05)
+            rejected = {r.name: r.reason for r in a.rejections()}
         assert "policy: plant-a may not send to plant-b" in rejected["cross"]
         assert b.inbox() == []
     audit_events(relay)  # everything flushed to disk before we look
