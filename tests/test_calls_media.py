@@ -50,7 +50,7 @@ def clip() -> Clip:
 
 
 def run(test: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(asyncio.wait_for(test(), 40))
+    asyncio.run(asyncio.wait_for(test(), 60))
 
 
 class Events:
@@ -114,7 +114,7 @@ async def subscribe(media: LocalMedia, login: str, viewer: Viewer) -> dict[str, 
     return {s.mid: None if s.publication is None else s.publication.id for s in slots}
 
 
-async def grows(viewer: Viewer, mid: str, by: int = 8, limit: float = 10.0) -> None:
+async def grows(viewer: Viewer, mid: str, by: int = 8, limit: float = 20.0) -> None:
     start = viewer.frames[mid]
     await wait_for(lambda: viewer.frames[mid] >= start + by, limit, f"frames on mid {mid}")
 
