@@ -8,6 +8,15 @@ encoder. The publisher's tracks hand those packets to aiortc's sender as ``av.Pa
 which it packetizes without encoding. Decoding the all-inter stream after a substituted
 keyframe drifts slightly in the picture but never fails.
 
+Stamping (the load generator's end-to-end latency, the same for every SFU): a publisher
+made with ``stamp=True`` appends :data:`STAMP_SIZE` bytes to every RTP payload it sends,
+a magic and its ``time.monotonic()`` at the hand-off to SRTP. An SFU that forwards packets
+rewrites SSRC, sequence numbers, timestamps and header extensions but not the payload, so a
+subscriber in the same process reads the stamp back (:func:`stamp_of`) whatever the SFU did
+to the header. The trailing bytes sit at the end of the VP8 frame's last partition (ignored
+by a decoder) and of the Opus frame (not decodable as intended), so stamping is for
+counting subscribers only; a relay that re-encodes loses the stamps.
+
 Receiving: :class:`Subscriber` either decodes (``decode=True``: frames counted through
 ``track.recv()``) or only counts RTP packets with their arrival times (the load generator:
 no decoder, so the generator's CPU goes to the network). Client-side hooks on aiortc
@@ -20,6 +29,7 @@ import asyncio
 import contextlib
 import fractions
 import math
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +39,7 @@ import av
 import numpy as np
 from aiortc import (
     MediaStreamTrack,
+    RTCBundlePolicy,
     RTCConfiguration,
     RTCPeerConnection,
     RTCSessionDescription,
@@ -40,9 +51,25 @@ from aiortc.rtp import (
     RTCP_RTPFB_NACK,
     RtcpPsfbPacket,
     RtcpRtpfbPacket,
+    is_rtcp,
 )
 
-NO_ICE_SERVERS = RTCConfiguration(iceServers=[])
+# Host candidates only; every track on one transport, as a browser does. aiortc's default
+# (BALANCED) leaves the second and later transceivers of a kind, created together, on a
+# transport that bundling then discards: their m-lines answer port 9 without ICE.
+NO_ICE_SERVERS = RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+
+_STAMP = struct.Struct("!2sd")
+STAMP_MAGIC = b"Zs"
+STAMP_SIZE = _STAMP.size  # 10 bytes at the end of every stamped RTP payload
+
+
+def stamp_of(payload: bytes) -> float | None:
+    """The publisher's ``time.monotonic()`` when it sent this payload, if it is stamped."""
+    if len(payload) <= STAMP_SIZE:
+        return None
+    magic, sent = _STAMP.unpack_from(payload, len(payload) - STAMP_SIZE)
+    return float(sent) if magic == STAMP_MAGIC else None
 
 
 @dataclass(frozen=True)
@@ -129,9 +156,10 @@ class EncodedVideoTrack(MediaStreamTrack):
 
     kind = "video"
 
-    def __init__(self, clip: Clip) -> None:
+    def __init__(self, clip: Clip, gate: asyncio.Event | None = None) -> None:
         super().__init__()
         self._clip = clip
+        self._gate = gate  # no media until it is set
         self._index = 0
         self._start: float | None = None
         self._keyframe = False
@@ -145,6 +173,8 @@ class EncodedVideoTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         if self._start is None:
+            if self._gate is not None:
+                await self._gate.wait()
             self._start = time.monotonic()
         index = self._index
         self._index += 1
@@ -169,9 +199,10 @@ class EncodedVideoTrack(MediaStreamTrack):
 class EncodedAudioTrack(MediaStreamTrack):
     kind = "audio"
 
-    def __init__(self, clip: Clip) -> None:
+    def __init__(self, clip: Clip, gate: asyncio.Event | None = None) -> None:
         super().__init__()
         self._clip = clip
+        self._gate = gate
         self._index = 0
         self._start: float | None = None
 
@@ -179,6 +210,8 @@ class EncodedAudioTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         if self._start is None:
+            if self._gate is not None:
+                await self._gate.wait()
             self._start = time.monotonic()
         index = self._index
         self._index += 1
@@ -199,12 +232,25 @@ class FeedbackCount:
 
 
 class Publisher:
-    """A client that publishes pre-encoded VP8 + Opus and answers PLI/FIR from the clip."""
+    """A client that publishes pre-encoded VP8 + Opus and answers PLI/FIR from the clip.
 
-    def __init__(self, clip: Clip, *, video: bool = True, audio: bool = True) -> None:
+    With ``gate``, its tracks send nothing until the event is set (the load generator
+    connects every client first, so that setting up hundreds of connections does not
+    compete with the media)."""
+
+    def __init__(
+        self,
+        clip: Clip,
+        *,
+        video: bool = True,
+        audio: bool = True,
+        stamp: bool = False,
+        gate: asyncio.Event | None = None,
+    ) -> None:
         self.pc = RTCPeerConnection(NO_ICE_SERVERS)
-        self.video = EncodedVideoTrack(clip) if video else None
-        self.audio = EncodedAudioTrack(clip) if audio else None
+        self._stamp = stamp
+        self.video = EncodedVideoTrack(clip, gate) if video else None
+        self.audio = EncodedAudioTrack(clip, gate) if audio else None
         self.feedback = FeedbackCount()
         for track in (self.audio, self.video):
             if track is not None:
@@ -212,10 +258,27 @@ class Publisher:
 
     async def offer(self) -> RTCSessionDescription:
         await self.pc.setLocalDescription(await self.pc.createOffer())
+        stamped: set[int] = set()
         for transceiver in self.pc.getTransceivers():
             if transceiver.kind == "video":
                 self._watch(transceiver.sender)
+            transport = transceiver.sender.transport
+            if self._stamp and id(transport) not in stamped:  # one transport when bundled
+                stamped.add(id(transport))
+                self._stamp_sends(transport)
         return self.pc.localDescription
+
+    @staticmethod
+    def _stamp_sends(transport: Any) -> None:
+        """Client-side tooling: every RTP packet leaves with the send time at its end."""
+        send_rtp = transport._send_rtp
+
+        async def stamped(data: bytes) -> None:
+            if not is_rtcp(data):
+                data += _STAMP.pack(STAMP_MAGIC, time.monotonic())
+            await send_rtp(data)
+
+        transport._send_rtp = stamped
 
     def _watch(self, sender: Any) -> None:
         original = sender._handle_rtcp_packet  # client-side tooling: count feedback
