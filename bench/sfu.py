@@ -1,9 +1,11 @@
-"""Load benchmark of the edge's SFU against an aiortc MediaRelay relay, same load, same host.
+"""Load benchmark of the edge's SFU against Janus and an aiortc MediaRelay, same load, same host.
 
     .venv/bin/python bench/sfu.py [--rooms 2] [--participants 4] [--warmup 4] [--seconds 10]
-                                  [--kinds zastava,relay] [--repeat 1] [--sfu-cpu 0]
-                                  [--generator-cpu 1] [--loop uvloop|asyncio]
+                                  [--connect-limit 60] [--repeat 1]
+                                  [--kinds zastava,janus,janus-1loop,relay]
+                                  [--sfu-cpu 0] [--generator-cpu 1] [--loop uvloop|asyncio]
                                   [--width 320 --height 240 --fps 15 --bitrate 300000]
+                                  [--janus-bitrate 2500000] [--janus-event-loops 0]
                                   [--profile PATH]
 
 The SFU under test runs in its own process pinned to ``--sfu-cpu``; this process is the load
@@ -11,23 +13,52 @@ generator, pinned to ``--generator-cpu``: ``--rooms`` rooms of ``--participants`
 headless aiortc clients, each publishing pre-encoded VP8 + Opus (``bench.sfu_clients``: no
 encoder on the client) and subscribing to every other participant's audio and video. The
 subscribers only count RTP packets (no decoder, so the generator's core goes to the
-network). Signalling goes over a pipe; ICE over the host's own address, no STUN/TURN.
+network). ICE over the host's own address (aioice never offers 127.0.0.1), no STUN/TURN.
 
-Kinds: ``zastava`` is ``edge.sfu.room.Room`` (packet forwarding, never decodes); ``relay``
-is aiortc's ``MediaRelay`` (one decoder per publication, one encoder per subscriber
-stream, the usual aiortc "SFU"). The kinds run one after the other, ``--repeat`` times,
-interleaved, in this session, on this machine; the machine is shared, so figures move.
+Kinds: ``zastava`` is ``edge.sfu.room.Room`` (packet forwarding, never decodes), signalled
+over a pipe to a forked process; ``janus`` is Debian's ``janus`` binary with its videoroom
+plugin (``bench.janus``: a generated configuration, only the HTTP transport on 127.0.0.1
+and the videoroom loaded, signalled over its HTTP API from this process;
+``--janus-event-loops``, default 0 = Janus's default of one event-loop thread per handle);
+``janus-1loop`` is Janus with ``event_loops = 1`` (every handle on one loop
+thread, as the Python SFUs run on one event loop); ``relay`` is aiortc's ``MediaRelay`` (one
+decoder per publication, one encoder per subscriber stream, the usual aiortc "SFU"). The
+kinds run one after the other, ``--repeat`` times, interleaved, in this session, on this
+machine; the machine is shared, so figures move.
 
-Reported, over the ``--seconds`` window after ``--warmup``:
+The publishers send no media until every client's connection is up (or ``--connect-limit``
+passed), so that setting up hundreds of connections on the generator's one core does not
+compete with the media. Reported, over the ``--seconds`` window that starts ``--warmup``
+seconds after that (the line says how many subscribers were up, and how many of the
+subscriber streams delivered anything in the window):
 
-* CPU of the SFU process (all threads) per forwarded RTP packet and per forwarded
-  stream-second (one subscriber receiving one track for one second);
-* added latency p50/p95/p99: time media spends inside the SFU process, from the datagram's
-  arrival at the SFU's socket layer (aioice) to the hand-off of the forwarded packet to the
-  socket; for ``zastava`` per packet (audio and video), for ``relay`` per video frame (first
-  packet in to the re-encoded frame out; audio pts are resampled and cannot be matched);
+* CPU of the SFU process (all threads, user + system, so the kernel's UDP send path too) per
+  forwarded RTP packet and per forwarded stream-second (one subscriber receiving one track
+  for one second). Forwarded packets are counted by the SFU itself for ``zastava`` and
+  ``relay`` (at ``RTCDtlsTransport._send_rtp``) and, for ``janus``, from the subscribers'
+  sequence numbers (the span each stream's numbers covered in the window, lost ones
+  included); both counts are printed for ``zastava`` as a cross-check, and a third: the
+  packets received (until 1 s after the window) that the publishers sent inside the window,
+  by their stamps. When the generator falls behind and its backlog drains in the window,
+  the sequence span covers more than the window: trust a Janus figure only where the span
+  and the stamp count agree (no loss, small latency). Janus's CPU comes
+  from ``/proc/<pid>/stat`` (utime + stime of all its threads). The system-time share (the
+  kernel: UDP send and receive, thread wake-ups) is printed beside the total;
+* end-to-end latency p50/p95/p99 ("e2e"), the same measurement for every forwarding SFU:
+  publishers stamp every RTP payload with their send time (``bench.sfu_clients``, the SFUs
+  rewrite headers, not payloads) and subscribers in this process read it back on receipt.
+  It includes both loopback legs, SRTP at both ends and the generator's own event loop, so
+  it is an upper bound of what the SFU adds; not for ``relay`` (payloads are re-encoded);
+* in-SFU latency p50/p95/p99 ("sfu"), where the SFU is Python and can be instrumented: time
+  media spends inside the SFU process, from the datagram's arrival at the SFU's socket layer
+  (aioice) to the hand-off of the forwarded packet to the socket; for ``zastava`` per packet
+  (audio and video), for ``relay`` per video frame (first packet in to the re-encoded frame
+  out; audio pts are resampled and cannot be matched);
 * loss seen by the subscribers (before repair: the counting subscribers send no NACKs);
-* the SFU's resident memory.
+* the SFU's resident memory, UDP receive-buffer drops at the SFU's, the generator's and all
+  the host's sockets, the bytes waiting unread in the SFU's and the generator's UDP receive
+  queues (sampled every 0.5 s: a queue there is latency the in-SFU probe does not see), the
+  host's load average when the run started.
 """
 
 from __future__ import annotations
@@ -35,6 +66,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import multiprocessing as mp
 import os
 import sys
@@ -47,6 +79,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aioice.ice  # noqa: E402
 from aiortc import (  # noqa: E402
+    RTCBundlePolicy,
     RTCConfiguration,
     RTCPeerConnection,
     RTCSessionDescription,
@@ -55,7 +88,14 @@ from aiortc.contrib.media import MediaRelay  # noqa: E402
 from aiortc.rtcdtlstransport import RTCDtlsTransport  # noqa: E402
 from aiortc.rtp import is_rtcp  # noqa: E402
 
-from bench.sfu_clients import Publisher, Subscriber, make_clip  # noqa: E402
+from bench.janus import JanusConfig, JanusProcess, JanusServer, janus_version  # noqa: E402
+from bench.sfu_clients import (  # noqa: E402
+    Publisher,
+    Subscriber,
+    make_clip,
+    stamp_of,
+    wait_for,
+)
 
 # -- instrumentation inside the SFU process ---------------------------------------------------
 
@@ -68,7 +108,7 @@ class Probe:
         self.measuring = False
         self.sent = 0
         self.latencies: list[float] = []
-        self.cpu0 = 0.0
+        self.cpu0 = self.sys0 = 0.0
         self.t0 = 0.0
 
     def install(self, per_packet_latency: bool) -> None:
@@ -103,6 +143,7 @@ class Probe:
     def mark(self) -> None:
         self.sent = 0
         self.latencies = []
+        self.sys0 = os.times().system
         self.cpu0 = time.process_time()
         self.t0 = time.monotonic()
         self.measuring = True
@@ -111,6 +152,7 @@ class Probe:
         self.measuring = False
         return {
             "cpu": time.process_time() - self.cpu0,
+            "sys": os.times().system - self.sys0,
             "wall": time.monotonic() - self.t0,
             "sent": self.sent,
             "latencies": sorted(self.latencies),
@@ -119,33 +161,58 @@ class Probe:
         }
 
 
-def own_udp_drops() -> int:
-    """Datagrams the kernel dropped on this process's own UDP sockets (full receive buffer)."""
+def _own_udp_sockets(pid: int | str) -> list[list[str]]:
+    """The /proc/net/udp{,6} rows of a process's own sockets."""
     inodes = set()
-    for fd in Path("/proc/self/fd").iterdir():
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
         try:
             target = os.readlink(fd)
         except OSError:
             continue
         if target.startswith("socket:["):
             inodes.add(target[8:-1])
-    drops = 0
+    rows = []
     for table in ("/proc/net/udp", "/proc/net/udp6"):
         for line in Path(table).read_text().splitlines()[1:]:
             fields = line.split()
             if fields[9] in inodes:
-                drops += int(fields[-1])
-    return drops
+                rows.append(fields)
+    return rows
 
 
-def rss_kib() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def own_udp_drops(pid: int | str = "self") -> int:
+    """Datagrams the kernel dropped on a process's own UDP sockets (full receive buffer)."""
+    return sum(int(fields[-1]) for fields in _own_udp_sockets(pid))
+
+
+def udp_backlog(pid: int | str = "self") -> int:
+    """Bytes waiting in a process's UDP receive queues (read by nobody yet)."""
+    return sum(int(fields[4].split(":")[1], 16) for fields in _own_udp_sockets(pid))
+
+
+def rss_kib(pid: int | str = "self") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
 
 
-NO_ICE = RTCConfiguration(iceServers=[])
+def thread_count(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/task").iterdir()))
+
+
+def process_cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user + system, system) CPU time of a process, all its threads (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    user, system = int(fields[11]), int(fields[12])  # utime, stime in clock ticks
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + system) / tick, system / tick
+
+
+# Every track on one transport: under aiortc 1.16's default bundle policy (BALANCED) the
+# second and later video tracks of one offer stay on a transport that bundling discards and
+# send nothing (edge.sfu.room makes its connections MAX_BUNDLE for the same reason).
+NO_ICE = RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
 
 
 class ZastavaServer:
@@ -273,7 +340,7 @@ def serve(kind: str, conn: Connection, cpu: int, loop: str, profile: str | None)
 
 async def _serve(kind: str, conn: Connection) -> None:
     probe = Probe()
-    server: Any = ZastavaServer(probe) if kind == "zastava" else RelayServer(probe)
+    server: Any = RelayServer(probe) if kind == "relay" else ZastavaServer(probe)
     while True:
         op, args = await asyncio.to_thread(conn.recv)
         try:
@@ -281,7 +348,7 @@ async def _serve(kind: str, conn: Connection) -> None:
                 result: Any = probe.mark()
             elif op == "report":
                 result = probe.report()
-                if kind == "zastava":
+                if kind != "relay":
                     stats = [room.stats for room in server.rooms.values()]
                     result["history_hits"] = sum(s.retransmitted_from_history for s in stats)
                     result["keyframe_requests"] = sum(s.keyframe_requests for s in stats)
@@ -314,15 +381,30 @@ class Signalling:
 
 
 class Loss:
-    """Per received SSRC: distinct sequence numbers and their extended range, in the window."""
+    """Per received SSRC: distinct sequence numbers and their extended range, in the window;
+    and the end-to-end latency of every stamped packet."""
 
-    def __init__(self) -> None:
+    def __init__(self, stamped: bool) -> None:
         self.measuring = False
+        self.stamped = stamped  # the publishers stamp their payloads
         self.streams: dict[tuple[int, int], list[Any]] = {}  # (subscriber, ssrc) -> state
+        self.latencies: list[float] = []
+        # a cross-check of the forwarded count: packets *sent by the publishers* inside
+        # the window (by their stamps) that arrived, counted a while after the window too
+        self.window = (float("inf"), float("-inf"))
+        self.counting = False
+        self.sent_in_window = 0
 
     def packet(self, subscriber: int, kind: str, packet: Any, now: float) -> None:
+        if not (self.measuring or self.counting):
+            return
+        sent = stamp_of(packet.payload) if self.stamped else None
+        if sent is not None and self.window[0] <= sent <= self.window[1]:
+            self.sent_in_window += 1
         if not self.measuring:
             return
+        if sent is not None and 0 <= now - sent < 60:  # a stamp, not bytes that look like one
+            self.latencies.append(now - sent)
         key = (subscriber, packet.ssrc)
         state = self.streams.get(key)
         seq = packet.sequence_number
@@ -341,10 +423,12 @@ class Loss:
         return expected, received
 
 
-async def generate(conn: Connection, args: argparse.Namespace) -> dict[str, Any]:
-    signal = Signalling(conn)
+async def generate(
+    signal: Any, args: argparse.Namespace, stamp: bool, sfu_pid: int
+) -> dict[str, Any]:
     clip = make_clip(args.clip_seconds, args.fps, args.width, args.height, args.bitrate)
-    loss = Loss()
+    loss = Loss(stamped=stamp)
+    media = asyncio.Event()  # the publishers send once every client is connected
     publishers: list[Publisher] = []
     subscribers: list[Subscriber] = []
     for r in range(args.rooms):
@@ -352,7 +436,7 @@ async def generate(conn: Connection, args: argparse.Namespace) -> dict[str, Any]
         names = [f"p{i}" for i in range(args.participants)]
         for name in names:
             await signal("join", room, name)
-            publisher = Publisher(clip)
+            publisher = Publisher(clip, stamp=stamp, gate=media)
             answer = await signal("publish", room, name, (await publisher.offer()).sdp)
             await publisher.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
             publishers.append(publisher)
@@ -365,21 +449,47 @@ async def generate(conn: Connection, args: argparse.Namespace) -> dict[str, Any]
             answer = await subscriber.answer(RTCSessionDescription(offer, "offer"))
             await signal("answer", room, name, answer.sdp)
             subscribers.append(subscriber)
+
+    # every client connected (or --connect-limit passed), then the media, then the warm-up
+    def all_connected() -> bool:
+        return all(p.pc.connectionState == "connected" for p in publishers) and all(
+            s.pc.connectionState == "connected" for s in subscribers
+        )
+
+    with contextlib.suppress(TimeoutError):
+        await wait_for(all_connected, args.connect_limit, "every client connected")
+    media.set()
     await asyncio.sleep(args.warmup)
     connected = sum(s.pc.connectionState == "connected" for s in subscribers)
-    received0 = sum(sum(s.received.packets.values()) for s in subscribers)
+    keyframes0 = sum(p.video.keyframes_sent for p in publishers if p.video is not None)
+    by_kind0 = {k: sum(s.received.packets[k] for s in subscribers) for k in ("audio", "video")}
     gen_cpu0, t0 = time.process_time(), time.monotonic()
     await signal("mark")
-    loss.measuring = True
-    await asyncio.sleep(args.seconds)
+    loss.window = (time.monotonic(), float("inf"))
+    loss.measuring = loss.counting = True
+    backlog: dict[str, list[int]] = {"sfu": [], "generator": []}  # sampled every 0.5 s
+    end = time.monotonic() + args.seconds
+    while (left := end - time.monotonic()) > 0:
+        await asyncio.sleep(min(0.5, left))
+        backlog["sfu"].append(udp_backlog(sfu_pid))
+        backlog["generator"].append(udp_backlog())
     loss.measuring = False
+    loss.window = (loss.window[0], time.monotonic())
     report = await signal("report")
     report["generator_drops"] = own_udp_drops()
     gen_cpu = (time.process_time() - gen_cpu0) / (time.monotonic() - t0)
-    received = sum(sum(s.received.packets.values()) for s in subscribers) - received0
+    by_kind = {
+        k: sum(s.received.packets[k] for s in subscribers) - by_kind0[k] for k in ("audio", "video")
+    }
+    received = sum(by_kind.values())
+    keyframes = sum(p.video.keyframes_sent for p in publishers if p.video is not None) - keyframes0
+    await asyncio.sleep(1.0)  # what became of the window's last publisher packets
+    loss.counting = False
     await signal("stop")
-    for client in [*publishers, *subscribers]:
-        await client.close()
+    for publisher in publishers:
+        await publisher.close()
+    for subscriber in subscribers:
+        await subscriber.close()
     expected, got = loss.totals()
     streams = args.rooms * args.participants * (args.participants - 1) * 2
     report.update(
@@ -389,6 +499,13 @@ async def generate(conn: Connection, args: argparse.Namespace) -> dict[str, Any]
         received=received,
         loss=1 - got / expected if expected else float("nan"),
         generator_load=gen_cpu,
+        forwarded=expected,
+        sent_in_window=loss.sent_in_window,
+        backlog={k: (max(v, default=0), sum(v) / max(1, len(v))) for k, v in backlog.items()},
+        flowing=len(loss.streams),
+        received_by_kind=by_kind,
+        keyframes_sent=keyframes,
+        e2e=sorted(loss.latencies),
     )
     return report
 
@@ -411,18 +528,89 @@ def run_one(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+KINDS = ("zastava", "janus", "janus-1loop", "relay")
+
+
 def _run_one(kind: str, args: argparse.Namespace) -> dict[str, Any]:
+    if kind == "janus":
+        return asyncio.run(_run_janus(args, args.janus_event_loops))
+    if kind == "janus-1loop":
+        return asyncio.run(_run_janus(args, 1))
+    if kind not in KINDS:
+        raise SystemExit(f"unknown kind {kind!r}: one of {', '.join(KINDS)}")
     parent, child = mp.Pipe()
     process = mp.get_context("fork").Process(
         target=serve, args=(kind, child, args.sfu_cpu, args.loop, args.profile), daemon=True
     )
     process.start()
+    assert process.pid is not None
     try:
-        return asyncio.run(generate(parent, args))
+        return asyncio.run(generate(Signalling(parent), args, kind != "relay", process.pid))
     finally:
         process.join(10)
         if process.is_alive():
             process.kill()
+
+
+class JanusSignalling:
+    """The generator's signalling ops on a Janus child process; CPU and memory from /proc."""
+
+    def __init__(self, process: JanusProcess) -> None:
+        self.process = process
+        self.server = JanusServer(process.url)
+        self.cpu0 = self.sys0 = self.t0 = 0.0
+
+    async def __call__(self, op: str, *args: Any) -> Any:
+        pid = self.process.pid
+        if op == "mark":
+            (self.cpu0, self.sys0), self.t0 = process_cpu_seconds(pid), time.monotonic()
+            return None
+        if op == "report":
+            cpu, system = process_cpu_seconds(pid)
+            hangups = self.server.hangups()
+            if hangups:
+                print(f"# janus hangups: {hangups[:5]} ({len(hangups)})", flush=True)
+            return {
+                "cpu": cpu - self.cpu0,
+                "sys": system - self.sys0,
+                "wall": time.monotonic() - self.t0,
+                "sent": None,  # counted by the subscribers
+                "latencies": [],
+                "rss_kib": rss_kib(pid),
+                "sfu_drops": own_udp_drops(pid),
+                "threads": thread_count(pid),
+            }
+        if op == "stop":
+            await self.server.close()
+            return None
+        try:
+            return await getattr(self.server, op)(*args)
+        except Exception as exc:
+            raise RuntimeError(f"janus: {op} failed: {exc}; log: {self.process.tail()}") from exc
+
+
+def host_address() -> str:
+    """The address aioice gives the clients' host candidates (it skips 127.0.0.1)."""
+    addresses = aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False)
+    if not addresses:
+        raise SystemExit("no non-loopback IPv4 address: aioice would offer no host candidate")
+    return str(addresses[0])
+
+
+async def _run_janus(args: argparse.Namespace, event_loops: int) -> dict[str, Any]:
+    config = JanusConfig(
+        rooms=args.rooms,
+        publishers=args.participants,
+        bitrate=args.janus_bitrate,
+        ice_address=host_address(),
+        event_loops=event_loops,
+    )
+    process = JanusProcess(config, args.sfu_cpu)
+    await process.start()
+    try:
+        return await generate(JanusSignalling(process), args, True, process.pid)
+    finally:
+        process.stop()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -431,17 +619,33 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
+def percentiles(values: list[float]) -> str:
+    p50, p95, p99 = (percentile(values, q) * 1e3 for q in (0.5, 0.95, 0.99))
+    return f"{p50:.2f}/{p95:.2f}/{p99:.2f} ms (n={len(values)})"
+
+
 def show(kind: str, r: dict[str, Any]) -> str:
-    lat = r["latencies"]
-    per_packet = r["cpu"] / r["sent"] * 1e6 if r["sent"] else float("nan")
+    sent = r["sent"] if r["sent"] is not None else r["forwarded"]
+    per_packet = r["cpu"] / sent * 1e6 if sent else float("nan")
     stream_seconds = r["streams"] * r["wall"]
+    counted = "SFU" if r["sent"] is not None else "subscribers"
     return (
-        f"{kind:8s} streams {r['streams']:4d} ({r['connected']}/{r['subscribers']} subs up)  "
-        f"SFU CPU {r['cpu'] / r['wall'] * 100:5.1f}%  sent {r['sent'] / r['wall']:8.0f} pkt/s  "
+        f"{kind:8s} streams {r['streams']:4d} ({r['flowing']} flowing; "
+        f"{r['connected']}/{r['subscribers']} subs up)  "
+        f"SFU CPU {r['cpu'] / r['wall'] * 100:5.1f}% (system {r['sys'] / r['wall'] * 100:.1f}%)  "
+        f"forwarded {sent / r['wall']:8.0f} pkt/s "
+        f"(counted by the {counted}; subscribers' count {r['forwarded'] / r['wall']:.0f}, "
+        f"received of the window's publisher packets {r['sent_in_window'] / r['wall']:.0f})  "
         f"{per_packet:7.1f} CPU-us/pkt  {r['cpu'] / stream_seconds * 1e3:7.3f} CPU-ms/stream-s  "
-        f"latency p50/p95/p99 {percentile(lat, 0.5) * 1e3:.2f}/{percentile(lat, 0.95) * 1e3:.2f}/"
-        f"{percentile(lat, 0.99) * 1e3:.2f} ms (n={len(lat)})  loss {r['loss'] * 100:.2f}%  "
+        f"latency e2e {percentiles(r['e2e'])} sfu {percentiles(r['latencies'])}  "
+        f"loss {r['loss'] * 100:.2f}%  received audio/video "
+        f"{r['received_by_kind']['audio'] / r['wall']:.0f}/"
+        f"{r['received_by_kind']['video'] / r['wall']:.0f} pkt/s  "
+        f"keyframes on request {r['keyframes_sent']}  "
         f"RSS {r['rss_kib'] / 1024:.0f} MiB  generator {r['generator_load'] * 100:.0f}%  "
+        f"UDP backlog mean/max SFU {r['backlog']['sfu'][1] / 1024:.0f}/"
+        f"{r['backlog']['sfu'][0] / 1024:.0f} KiB generator "
+        f"{r['backlog']['generator'][1] / 1024:.0f}/{r['backlog']['generator'][0] / 1024:.0f} KiB  "
         f"UDP drops SFU/generator/host {r['sfu_drops']}/{r['generator_drops']}/"
         f"{r['kernel_drops']}  host load {r['load']:.1f}"
         + (
@@ -449,6 +653,7 @@ def show(kind: str, r: dict[str, Any]) -> str:
             if "history_hits" in r
             else ""
         )
+        + (f"  janus threads {r['threads']}" if "threads" in r else "")
     )
 
 
@@ -458,7 +663,13 @@ def main() -> None:
     parser.add_argument("--participants", type=int, default=4)
     parser.add_argument("--warmup", type=float, default=4.0)
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--kinds", default="zastava,relay")
+    parser.add_argument(
+        "--connect-limit",
+        type=float,
+        default=60.0,
+        help="wait at most this long for every subscriber to connect before the warm-up",
+    )
+    parser.add_argument("--kinds", default="zastava,janus,relay")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--sfu-cpu", type=int, default=0)
     parser.add_argument("--generator-cpu", type=int, default=1)
@@ -468,6 +679,15 @@ def main() -> None:
     parser.add_argument("--fps", type=int, default=15)
     parser.add_argument("--bitrate", type=int, default=300_000)
     parser.add_argument("--clip-seconds", type=float, default=4.0)
+    parser.add_argument(
+        "--janus-bitrate", type=int, default=2_500_000, help="videoroom bitrate cap (REMB)"
+    )
+    parser.add_argument(
+        "--janus-event-loops",
+        type=int,
+        default=0,
+        help="janus.jcfg event_loops (0: Janus's default, one loop thread per handle)",
+    )
     parser.add_argument("--profile", help="cProfile the SFU process into PROFILE.<kind>")
     args = parser.parse_args()
     os.sched_setaffinity(0, {args.generator_cpu})
@@ -476,12 +696,16 @@ def main() -> None:
         f"# {args.rooms} rooms x {args.participants} participants, VP8 {args.width}x{args.height}"
         f"@{args.fps} {args.bitrate // 1000} kbit/s + Opus; SFU on CPU {args.sfu_cpu} "
         f"({args.loop}), generator on CPU {args.generator_cpu}; warmup {args.warmup} s, "
-        f"window {args.seconds} s",
+        f"window {args.seconds} s"
+        + (f"; janus {janus_version()}" if "janus" in args.kinds else ""),
         flush=True,
     )
     for _ in range(args.repeat):
         for kind in args.kinds.split(","):
-            print(show(kind, run_one(kind, args)), flush=True)
+            try:
+                print(show(kind, run_one(kind, args)), flush=True)
+            except Exception as exc:  # one kind failing this load does not stop the others
+                print(f"{kind:8s} FAILED: {type(exc).__name__}: {exc}", flush=True)
 
 
 if __name__ == "__main__":
