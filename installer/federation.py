@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import random
 import secrets
 import shutil
 import socket
@@ -35,6 +36,7 @@ import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -129,11 +131,29 @@ def build_federation(
     return fingerprint(root), nodes
 
 
+EPHEMERAL_RANGE: Final = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
 def free_port() -> int:
-    """A TCP port free on loopback right now (the node binds it a moment later)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port free on loopback right now (the node binds it a moment later), chosen at
+    random *below* the kernel's ephemeral range: the kernel never hands such a port to a
+    ``bind(0)`` or an outgoing connection, so a node that is stopped and started again (the
+    relay killed in a test, a restarted demo) finds its port still free, whatever else runs
+    on the machine meanwhile."""
+    try:
+        low = int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free TCP port found below {low} on 127.0.0.1")
 
 
 @dataclass(frozen=True)
