@@ -312,6 +312,56 @@ export class Media {
   }
 }
 
+/**
+ * The video tiles of a call view (the meeting page and the guest page): one <figure> per
+ * stream, made once per key and reused; show() keeps exactly the tiles asked for, in that
+ * order, hides those past ``max`` and sets the grid's column count.
+ */
+export class TileGrid {
+  constructor(max = Infinity) {
+    this.max = max;
+    this.root = h("div", { class: "call-grid", id: "call-grid", dataset: { cols: 1 } });
+    this.tiles = new Map(); // key (login/source) -> tile element
+  }
+
+  tile(key, login, source) {
+    let el = this.tiles.get(key);
+    if (!el) {
+      el = h(
+        "figure",
+        { class: "tile", dataset: { login, source } },
+        h("video", { autoplay: true, playsinline: true }),
+        h("figcaption", {}),
+      );
+      this.tiles.set(key, el);
+    }
+    return el;
+  }
+
+  show(wanted) {
+    const grid = this.root;
+    for (const [key, el] of this.tiles) {
+      if (!wanted.includes(el)) {
+        el.querySelector("video").srcObject = null;
+        el.remove();
+        this.tiles.delete(key);
+      }
+    }
+    wanted.forEach((el, i) => {
+      el.hidden = i >= this.max;
+      if (grid.children[i] !== el) grid.insertBefore(el, grid.children[i] || null);
+    });
+    const shown = Math.min(wanted.length, this.max);
+    grid.dataset.cols = String(Math.min(7, Math.max(1, Math.ceil(Math.sqrt(shown)))));
+    grid.dataset.count = String(wanted.length);
+  }
+
+  clear() {
+    for (const el of this.tiles.values()) el.remove();
+    this.tiles.clear();
+  }
+}
+
 export function tileVideo(tile, tracks, muted) {
   const video = tile.querySelector("video");
   const before = video.srcObject ? video.srcObject.getTracks() : [];
@@ -339,7 +389,7 @@ export function createCalls({ push }) {
   );
   const title = h("h2", { id: "call-title" });
   const status = h("p", { class: "muted", id: "call-status", "aria-live": "polite" });
-  const grid = h("div", { class: "call-grid", id: "call-grid", dataset: { cols: 1 } });
+  const grid = new TileGrid(MAX_TILES);
   const peopleList = h("ul", { class: "call-people", id: "call-people" });
   const micButton = h("button", { type: "button", id: "call-mic", text: tr("mic") });
   const camButton = h("button", { type: "button", id: "call-cam", text: tr("cam") });
@@ -407,7 +457,7 @@ export function createCalls({ push }) {
     "section",
     { class: "call-view", id: "call-view", hidden: true, "aria-labelledby": "call-title" },
     h("header", { class: "call-header" }, title, status, recordingMark),
-    grid,
+    grid.root,
     h(
       "div",
       { class: "call-controls", role: "toolbar" },
@@ -429,7 +479,6 @@ export function createCalls({ push }) {
     ),
   );
   const root = h("div", { class: "calls", id: "calls" }, notice, recordingsBox, incoming, view);
-  const tiles = new Map(); // login/source -> tile element
 
   const me = () => store.me?.login;
   const myState = (call) => call.members.find((m) => m.login === me())?.state;
@@ -552,8 +601,7 @@ export function createCalls({ push }) {
     active = null;
     view.hidden = true;
     document.body.classList.remove("in-call");
-    for (const tile of tiles.values()) tile.remove();
-    tiles.clear();
+    grid.clear();
     replace(peopleList);
     lobby = [];
     guestLinkOut.value = "";
@@ -799,20 +847,6 @@ export function createCalls({ push }) {
 
   // Drawing
 
-  function tile(key, login, source) {
-    let el = tiles.get(key);
-    if (!el) {
-      el = h(
-        "figure",
-        { class: "tile", dataset: { login, source } },
-        h("video", { autoplay: true, playsinline: true }),
-        h("figcaption", {}),
-      );
-      tiles.set(key, el);
-    }
-    return el;
-  }
-
   function draw() {
     const call = active && calls.get(active.id);
     if (!call) return;
@@ -827,14 +861,14 @@ export function createCalls({ push }) {
 
     const wanted = [];
     if (active.media?.local) {
-      const mine = tile("me/camera", me(), "camera");
+      const mine = grid.tile("me/camera", me(), "camera");
       mine.classList.add("mine");
       tileVideo(mine, active.media.local.getVideoTracks(), true);
       mine.querySelector("figcaption").textContent = tr("you");
       wanted.push(mine);
     }
     for (const [key, group] of active.media?.remote() || []) {
-      const el = tile(key, group.login, group.source);
+      const el = grid.tile(key, group.login, group.source);
       const tracks = [group.video, group.audio].filter(Boolean);
       tileVideo(el, tracks, false);
       if (group.mid) el.dataset.mid = group.mid;
@@ -847,20 +881,7 @@ export function createCalls({ push }) {
       el.classList.toggle("speaking", call.speaker === group.login && group.source === "camera");
       wanted.push(el);
     }
-    for (const [key, el] of tiles) {
-      if (!wanted.includes(el)) {
-        el.querySelector("video").srcObject = null;
-        el.remove();
-        tiles.delete(key);
-      }
-    }
-    wanted.forEach((el, i) => {
-      el.hidden = i >= MAX_TILES;
-      if (grid.children[i] !== el) grid.insertBefore(el, grid.children[i] || null);
-    });
-    const shown = Math.min(wanted.length, MAX_TILES);
-    grid.dataset.cols = String(Math.min(7, Math.max(1, Math.ceil(Math.sqrt(shown)))));
-    grid.dataset.count = String(wanted.length);
+    grid.show(wanted);
     drawPeople(call);
     drawLobby(call);
     drawRecording(call);

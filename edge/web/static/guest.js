@@ -11,7 +11,7 @@
 // Names only ever go to textContent (THREATS W1).
 
 import { ApiError, get, post, put, setCsrf } from "./api.js";
-import { Media, tileVideo } from "./calls.js";
+import { Media, TileGrid, tileVideo } from "./calls.js";
 import { h, replace } from "./dom.js";
 import { lang } from "./i18n.js";
 
@@ -82,7 +82,7 @@ const form = h(
   nameInput,
   h("button", { type: "submit", class: "primary", id: "guest-enter", text: tr("enter") }),
 );
-const grid = h("div", { class: "call-grid", id: "call-grid", dataset: { cols: 1 } });
+const grid = new TileGrid();
 const micButton = h("button", { type: "button", id: "call-mic", text: tr("mic") });
 const camButton = h("button", { type: "button", id: "call-cam", text: tr("cam") });
 const leaveButton = h("button", {
@@ -94,7 +94,7 @@ const leaveButton = h("button", {
 const view = h(
   "section",
   { class: "call-view guest-call", id: "call-view", hidden: true },
-  grid,
+  grid.root,
   h("div", { class: "call-controls", role: "toolbar" }, micButton, camButton, leaveButton),
 );
 replace(root, h("main", { class: "guest-main" }, h("h1", { text: tr("title") }), status, form, view));
@@ -104,7 +104,6 @@ let media = null;
 let joining = false;
 let timer = null;
 const muted = { audio: false, video: false };
-const tiles = new Map();
 const names = new Map(); // login -> display name
 
 function say(text) {
@@ -121,8 +120,7 @@ function stop(message) {
   media?.close();
   media = null;
   view.hidden = true;
-  for (const el of tiles.values()) el.remove();
-  tiles.clear();
+  grid.clear();
   form.hidden = true;
   say(message);
 }
@@ -181,52 +179,27 @@ function synchronize() {
   media.sync().catch((e) => media && fail(e));
 }
 
-function tile(key, login, source) {
-  let el = tiles.get(key);
-  if (!el) {
-    el = h(
-      "figure",
-      { class: "tile", dataset: { login, source } },
-      h("video", { autoplay: true, playsinline: true }),
-      h("figcaption", {}),
-    );
-    tiles.set(key, el);
-  }
-  return el;
-}
-
 function draw() {
   if (!media) return;
   micButton.setAttribute("aria-pressed", String(muted.audio));
   camButton.setAttribute("aria-pressed", String(muted.video));
   const wanted = [];
   if (media.local) {
-    const mine = tile("me/camera", me.id, "camera");
+    const mine = grid.tile("me/camera", me.id, "camera");
     mine.classList.add("mine");
     tileVideo(mine, media.local.getVideoTracks(), true);
     mine.querySelector("figcaption").textContent = tr("you");
     wanted.push(mine);
   }
   for (const [key, group] of media.remote()) {
-    const el = tile(key, group.login, group.source);
+    const el = grid.tile(key, group.login, group.source);
     tileVideo(el, [group.video, group.audio].filter(Boolean), false);
     if (group.mid) el.dataset.mid = group.mid;
     else delete el.dataset.mid;
     el.querySelector("figcaption").textContent = names.get(group.login) || group.login;
     wanted.push(el);
   }
-  for (const [key, el] of tiles) {
-    if (!wanted.includes(el)) {
-      el.querySelector("video").srcObject = null;
-      el.remove();
-      tiles.delete(key);
-    }
-  }
-  wanted.forEach((el, i) => {
-    if (grid.children[i] !== el) grid.insertBefore(el, grid.children[i] || null);
-  });
-  grid.dataset.cols = String(Math.min(7, Math.max(1, Math.ceil(Math.sqrt(wanted.length)))));
-  grid.dataset.count = String(wanted.length);
+  grid.show(wanted);
 }
 
 async function toggle(kind) {
