@@ -40,7 +40,7 @@ from typing import Any
 
 import aioice.ice
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 
 from edge.web.api import COOKIE
 from sync.directory import Payload, PayloadKind, apply_snapshot
@@ -204,24 +204,30 @@ def call_from_directory(page: Page, login: str) -> None:
     page.locator(f"#directory-results li[data-login='{login}'] button.call").click()
 
 
+def launch_with_media(p: Playwright, live: Live) -> Browser:
+    """Debian's Chromium trusting ``live``'s certificate, with a fake camera and microphone
+    that need no permission prompt, and playback without a user gesture."""
+    spki = LiveEdge(live.creds).spki_sha256
+    return p.chromium.launch(
+        executable_path=str(CHROMIUM),
+        args=[
+            *(["--no-sandbox"] if os.geteuid() == 0 else []),
+            f"--ignore-certificate-errors-spki-list={spki}",
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            "--autoplay-policy=no-user-gesture-required",
+            *CHROMIUM_FLAGS,
+        ],
+    )
+
+
 def test_calls_and_a_meeting_in_real_browsers(live: Live) -> None:
     # Not a skip: scripts/bootstrap.sh installs chromium (scripts/debian-packages.txt).
     assert CHROMIUM.exists(), "Debian's chromium is missing: run scripts/bootstrap.sh"
     expect.set_options(timeout=15_000)
     problems: list[str] = []
-    spki = LiveEdge(live.creds).spki_sha256
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[
-                *(["--no-sandbox"] if os.geteuid() == 0 else []),
-                f"--ignore-certificate-errors-spki-list={spki}",
-                "--use-fake-ui-for-media-stream",
-                "--use-fake-device-for-media-stream",
-                "--autoplay-policy=no-user-gesture-required",
-                *CHROMIUM_FLAGS,
-            ],
-        )
+        browser = launch_with_media(p, live)
         try:
             pages = {login: open_page(browser, live, login, problems) for login in NAMES}
             one_to_one(live, pages)

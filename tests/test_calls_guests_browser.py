@@ -13,18 +13,15 @@ shows, as there.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from tests.test_calls_browser import (
     CHROMIUM,
-    CHROMIUM_FLAGS,
     INIT,
     NAMES,
-    LiveEdge,
     decodes,
+    launch_with_media,
     live,
     open_page,
     plant_address,
@@ -43,19 +40,8 @@ def test_a_guest_joins_a_meeting_by_link_after_the_moderator_lets_them_in(live: 
     assert CHROMIUM.exists(), "Debian's chromium is missing: run scripts/bootstrap.sh"
     expect.set_options(timeout=15_000)
     problems: list[str] = []
-    spki = LiveEdge(live.creds).spki_sha256
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[
-                *(["--no-sandbox"] if os.geteuid() == 0 else []),
-                f"--ignore-certificate-errors-spki-list={spki}",
-                "--use-fake-ui-for-media-stream",
-                "--use-fake-device-for-media-stream",
-                "--autoplay-policy=no-user-gesture-required",
-                *CHROMIUM_FLAGS,
-            ],
-        )
+        browser = launch_with_media(p, live)
         try:
             ivanov = open_page(browser, live, "ivanov", problems)
             ivanov.locator("#tab-directory").click()
