@@ -57,6 +57,7 @@ from sync.events import (
     FILE_WANT_ITEM,
     FILES_STREAM,
     FORWARDED_EVENTS,
+    PEER_ITEM,
     POLICY_STREAM,
     PRESENCE_STREAM,
     ChatEnvelope,
@@ -87,6 +88,7 @@ CREATE TABLE IF NOT EXISTS core_forward (
 CREATE INDEX IF NOT EXISTS core_forward_site ON core_forward (site, id);
 CREATE INDEX IF NOT EXISTS core_forward_stream ON core_forward (site, stream, id);
 CREATE TABLE IF NOT EXISTS core_crl_sent (site TEXT PRIMARY KEY, sha256 BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS core_peers_sent (site TEXT PRIMARY KEY, sha256 BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS core_file_routes (
     origin TEXT NOT NULL, sha256 TEXT NOT NULL, site TEXT NOT NULL, routed_ms INTEGER NOT NULL,
     PRIMARY KEY (origin, sha256, site)) WITHOUT ROWID;
@@ -350,7 +352,7 @@ class CoreFederation:
                     (site, v, to_ms(now)),
                 )
             sealed += 1
-        return sealed + self._forward(now) + self._send_crl(now)
+        return sealed + self._forward(now) + self._send_crl(now) + self._send_peers(now)
 
     def _forward(self, now: dt.datetime) -> int:
         """Seal the forwarding queue for every edge that said hello; returns bundles sealed.
@@ -439,6 +441,29 @@ class CoreFederation:
                 self.agent.send(site, POLICY_STREAM, [Item(CRL_ITEM, der)], now=now)
                 c.execute("INSERT OR REPLACE INTO core_crl_sent VALUES (?, ?)", (site, digest))
             log.info("sent the CA's revocation list to %s", site)
+            sent += 1
+        return sent
+
+    def _send_peers(self, now: dt.datetime) -> int:
+        """Send each edge the receiving certificates of the other edges that said hello,
+        whenever that set changes: what it seals signalling envelopes for (inter-site calls
+        go edge to edge through the relay, end to end encrypted, not through the core)."""
+        rows = self.conn.execute("SELECT site, certificate FROM zs_peer ORDER BY site").fetchall()
+        sent = 0
+        for site, _ in rows:
+            others = [bytes(der) for other, der in rows if other != site]
+            if not others:
+                continue
+            digest = hashlib.sha256(b"".join(hashlib.sha256(d).digest() for d in others)).digest()
+            row = self.conn.execute(
+                "SELECT sha256 FROM core_peers_sent WHERE site=?", (site,)
+            ).fetchone()
+            if row is not None and row[0] == digest:
+                continue
+            with transaction(self.conn) as c:
+                self.agent.send(site, POLICY_STREAM, [Item(PEER_ITEM, d) for d in others], now=now)
+                c.execute("INSERT OR REPLACE INTO core_peers_sent VALUES (?, ?)", (site, digest))
+            log.info("sent %s the receiving certificates of %d other edges", site, len(others))
             sent += 1
         return sent
 

@@ -49,7 +49,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from edge import outbound
+from edge import outbound, signal_peers
 from edge.chat import files_out
 from edge.chat.blobs import BlobStore
 from edge.chat.files_in import FileReceiver, PartOutcome
@@ -66,6 +66,7 @@ from sync.events import (
     FILE_PART_ITEM,
     FILE_WANT_ITEM,
     FILES_STREAM,
+    PEER_ITEM,
     POLICY_STREAM,
     PRESENCE_STREAM,
     ChatEnvelope,
@@ -384,10 +385,19 @@ class EdgeFederation:
 
     def _policy(self, conn: sqlite3.Connection, opened: OpenedBundle) -> None:
         crls = []
+        peers: list[bytes] = []
         for item in opened.items:
-            if item.kind != CRL_ITEM:
+            if item.kind == PEER_ITEM:
+                peers.append(item.data)
+            elif item.kind == CRL_ITEM:
+                crls.append(x509.load_der_x509_crl(item.data))
+            else:
                 raise EventError(f"unexpected item {item.kind!r} on the policy stream")
-            crls.append(x509.load_der_x509_crl(item.data))
+        if peers:  # the core sends the whole set whenever it changes
+            signal_peers.replace(conn, peers, trust=self.creds.trust, now=self.clock())
+            log.info("%d other edges to signal with", len(peers))
+        if not crls:
+            return
         trust = self.creds.install_crls(crls)  # refuses a CRL no CA of ours signed
         self.creds = dataclasses.replace(self.creds, trust=trust)
         self._trust_changed = True

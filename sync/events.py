@@ -9,7 +9,10 @@ Streams (each ordered, exactly once, per origin → recipient):
              edge; the core forwards ``{"from": origin, "to": [...], "msg": {...}}`` to each
              site in ``to`` (``from`` is the bundle's verified origin, never the sender's claim).
 ``presence`` core → edge: other plants' presence events, forwarded as they arrived.
-``policy``   core → edge: the CA's CRL (``zastava.crl``, DER) whenever it changes.
+``policy``   core → edge: the CA's CRL (``zastava.crl``, DER) whenever it changes, and the
+             receiving certificates of the other edges (``zastava.peer``, DER, one item
+             each, the whole set whenever it changes): what an edge seals its end-to-end
+             signalling envelopes for (``edge.signalling``: inter-site calls).
 ``files``    edge → core → edge: attachment bytes (:class:`FilePart`, ``zastava.file.part``)
              and requests for them (:class:`FileWant`, ``zastava.file.want``). A stream of
              its own, so a large file never holds up the chat behind it.
@@ -47,6 +50,7 @@ FILES_STREAM: Final = "files"
 EVENT_PREFIX: Final = "zastava.event."
 CHAT_ITEM: Final = "zastava.chat"
 CRL_ITEM: Final = "zastava.crl"
+PEER_ITEM: Final = "zastava.peer"
 FILE_PART_ITEM: Final = "zastava.file.part"
 FILE_WANT_ITEM: Final = "zastava.file.want"
 

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from edge import outbound
 from edge.auth import totp
@@ -218,6 +220,27 @@ def test_a_cross_site_chat_message_reaches_the_other_plant(fed: Fed) -> None:
     assert eventually(lambda: texts(fed, "plant-b", conv.id), what="the message at plant-b") == [
         "Привет, <b>Завод Б</b>!"
     ]
+
+
+def test_each_edge_learns_the_other_edges_receiving_certificate(fed: Fed) -> None:
+    """The core hands each edge the other's receiving certificate (policy stream): what it
+    seals inter-site call signalling for, edge to edge."""
+    a, b = fed.layout.edges
+
+    def peer_sites(site: str) -> list[str]:
+        return [r[0] for r in rows(fed.layout.edge_db(site), "SELECT site FROM edge_signal_peers")]
+
+    eventually(lambda: peer_sites(a) == [b] and peer_sites(b) == [a], what="the peer certificates")
+    for site, other in ((a, b), (b, a)):
+        (der,) = rows(
+            fed.layout.edge_db(site),
+            "SELECT certificate FROM edge_signal_peers WHERE site=?",
+            (other,),
+        )[0]
+        # the very certificate the other edge holds the private key of
+        own = fed.layout.node(Role.EDGE, other).directory / "certs" / "receiving.pem"
+        cert = x509.load_pem_x509_certificate(own.read_bytes())
+        assert der == cert.public_bytes(Encoding.DER)
 
 
 def test_a_plant_offline_for_many_bundles_catches_up_in_order(fed: Fed) -> None:
