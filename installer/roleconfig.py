@@ -48,6 +48,13 @@ def config_text(s: NodeSettings) -> str:
             f"# TLS certificates (PEM) of the nodes allowed to connect, one file per node\n"
             f"nodes_dir = {_q(s.config_dir / 'nodes')}\n"
             f'listen = "{s.listen}"\n'
+            "\n[turn]\n"
+            "# the TURN server (coturn) the relay grants call legs on; written beside this file\n"
+            f"config = {_q(s.config_dir / 'turn.toml')}\n"
+            "\n[calls]\n"
+            "# which plants may set up call legs with each other: [site, site] pairs (both\n"
+            '# ways) or ["edge", "edge"] for every plant; none until you add them\n'
+            "allow = []\n"
         )
     relay = ""
     if s.relay:

@@ -102,7 +102,13 @@ def entry(i: int, *, site: str = "plant-a", reason: str = "") -> AuditEntry:
     """A varied but deterministic entry number ``i``."""
     events = list(AuditEvent)
     event = events[i % len(events)]
-    verdict = Verdict.REJECTED if event is AuditEvent.REJECTED else Verdict.ACCEPTED
+    refused = event in (AuditEvent.REJECTED, AuditEvent.LEG_REFUSED)
+    verdict = Verdict.REJECTED if refused else Verdict.ACCEPTED
+    if event is AuditEvent.LEG_CLOSED:
+        verdict = Verdict.NONE
+    leg = {}
+    if event.is_leg:
+        leg = {"leg": f"leg-{i}", "call": f"{i:x}", "duration_ms": 1000 * i}
     return AuditEntry(
         time=T0 + dt.timedelta(seconds=i),
         event=event,
@@ -115,6 +121,7 @@ def entry(i: int, *, site: str = "plant-a", reason: str = "") -> AuditEntry:
         ciphertext_hash=hashlib.sha256(b"c%d" % i).hexdigest(),
         verdict=verdict,
         reason=reason or ("policy refused" if verdict is Verdict.REJECTED else ""),
+        **leg,  # type: ignore[arg-type]
     )
 
 
@@ -190,7 +197,12 @@ def _golden_with(old: str, new: str) -> bytes:
         (b"x" * 9000, "at most 8192"),
         (_golden_with('"v":1', '"v":1,"x":0'), "unknown field 'x'"),
         (_golden_with(',"v":1', ""), "lacks the field 'v'"),
-        (_golden_with('"v":1', '"v":2'), "version 2 is not supported"),
+        (_golden_with('"v":1', '"v":3'), "version 3 is not supported"),
+        (_golden_with('"v":1', '"v":2'), "lacks the field 'call'"),
+        (
+            _golden_with('"v":1', '"call":"","duration_ms":0,"leg":"","v":2'),
+            "a rejected event is format version 1, not 2",
+        ),
         (_golden_with('"seq":42', '"seq":42.0'), "field 'seq' is not an integer"),
         (_golden_with('"seq":42', '"seq":"42"'), "field 'seq' is not an integer"),
         (_golden_with('"origin":"plant-a"', '"origin":1'), "field 'origin' is not a string"),
@@ -219,6 +231,63 @@ def test_keys_out_of_order_are_not_canonical() -> None:
         AuditEntry.parse(b"{" + rest[:-1] + b"," + head + b"}")
 
 
+LEG_GOLDEN = AuditEntry(
+    time=T0,
+    event=AuditEvent.LEG_CLOSED,
+    origin="plant-a",
+    recipient="plant-b",
+    reason="hung up",
+    leg="leg-7",
+    call="9f" * 32,
+    duration_ms=754_250,
+)
+LEG_GOLDEN_LINE = (
+    '{"call":"' + "9f" * 32 + '","ciphertext_hash":"","duration_ms":754250,"event":"leg_closed",'
+    '"header_hash":"","leg":"leg-7","origin":"plant-a","reason":"hung up","recipient":"plant-b",'
+    '"seq":0,"size":0,"stream":"","time":"2026-11-22T12:00:00.123Z","v":2,"verdict":"none"}'
+).encode()
+
+
+def test_leg_entries_are_version_2_with_three_more_fields() -> None:
+    assert bytes(LEG_GOLDEN) == LEG_GOLDEN_LINE
+    assert AuditEntry.parse(LEG_GOLDEN_LINE) == LEG_GOLDEN
+    assert LEG_GOLDEN.details() == f"leg=leg-7 call={'9f' * 32} duration=754.250s  hung up"
+    refused = AuditEntry(
+        T0, AuditEvent.LEG_REFUSED, "plant-c", verdict=Verdict.REJECTED, reason="malformed: x"
+    )
+    assert refused.details() == "leg=- call=-  malformed: x"
+    assert AuditEntry.parse(bytes(refused)) == refused and b'"v":2' in bytes(refused)
+    assert GOLDEN.details() == GOLDEN.reason and b'"v":1' in GOLDEN_LINE
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"leg": "a:b"}, "leg 'a:b' is not a leg id"),
+        ({"leg": "x" * 65}, "is not a leg id"),
+        ({"call": "9F"}, "call '9F' is not 1-64 lowercase hex"),
+        ({"duration_ms": -1}, "duration_ms -1 is not between 0 and 2^63-1"),
+        ({"event": AuditEvent.LEG_REFUSED}, "a leg_refused event needs the verdict 'rejected'"),
+        ({"event": AuditEvent.LEG_GRANTED}, "a leg_granted event needs the verdict 'accepted'"),
+        ({"event": AuditEvent.RELEASED}, "a released event has no leg, call or duration"),
+    ],
+)
+def test_leg_fields_are_validated(change: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        dataclasses.replace(LEG_GOLDEN, **change)  # type: ignore[arg-type]
+
+
+def test_a_leg_line_without_its_fields_or_with_version_1_is_refused() -> None:
+    v1 = LEG_GOLDEN_LINE.replace(b'"v":2', b'"v":1')
+    with pytest.raises(ValueError, match="unknown field 'call'"):
+        AuditEntry.parse(v1)
+    stripped = LEG_GOLDEN_LINE.replace(b'"duration_ms":754250,', b"")
+    with pytest.raises(ValueError, match="lacks the field 'duration_ms'"):
+        AuditEntry.parse(stripped)
+    with pytest.raises(ValueError, match="field 'duration_ms' is not an integer"):
+        AuditEntry.parse(LEG_GOLDEN_LINE.replace(b"754250", b'"754250"'))
+
+
 _text = st.text(st.characters(exclude_categories=("Cc", "Cs")), max_size=40)
 _token = st.from_regex(r"\A[a-z0-9][a-z0-9._-]{0,15}\Z")
 _hexhash = st.one_of(st.just(""), st.binary(min_size=32, max_size=32).map(bytes.hex))
@@ -229,7 +298,7 @@ _entries = st.builds(
         max_value=dt.datetime(9999, 1, 1),
         timezones=st.just(dt.UTC),
     ),
-    event=st.sampled_from([e for e in AuditEvent if e is not AuditEvent.REJECTED]),
+    event=st.sampled_from([e for e in AuditEvent if e is not AuditEvent.REJECTED and not e.is_leg]),
     origin=_token,
     recipient=st.one_of(st.just(""), _token),
     stream=st.one_of(st.just(""), _token),
@@ -240,6 +309,30 @@ _entries = st.builds(
     verdict=st.sampled_from(Verdict),
     reason=_text,
 )
+
+_leg_entries = st.builds(
+    lambda event, **kw: AuditEntry(
+        event=event,
+        verdict={
+            AuditEvent.LEG_GRANTED: Verdict.ACCEPTED,
+            AuditEvent.LEG_REFUSED: Verdict.REJECTED,
+        }.get(event, Verdict.NONE),
+        **kw,
+    ),
+    event=st.sampled_from([e for e in AuditEvent if e.is_leg]),
+    time=st.datetimes(
+        min_value=dt.datetime(1970, 1, 1),
+        max_value=dt.datetime(9999, 1, 1),
+        timezones=st.just(dt.UTC),
+    ),
+    origin=_token,
+    recipient=st.one_of(st.just(""), _token),
+    reason=_text,
+    leg=st.one_of(st.just(""), st.from_regex(r"\A[A-Za-z0-9._-]{1,64}\Z")),
+    call=st.one_of(st.just(""), st.from_regex(r"\A[0-9a-f]{1,64}\Z")),
+    duration_ms=st.integers(0, 2**63 - 1),
+)
+_entries = st.one_of(_entries, _leg_entries)
 
 
 @settings(max_examples=200, deadline=None)

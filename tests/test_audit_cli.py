@@ -249,7 +249,7 @@ def test_non_canonical_entry_is_named(
     relay: Relay, copy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     rows = lines(copy)
-    rows[7] = rows[7].replace(b'"v":1', b'"v": 1')
+    rows[7] = rows[7].replace(b'"v":', b'"v": ')
     write_lines(copy, rows)
     assert refused(capsys, relay, copy) == (
         "entry 7 (entries.jsonl line 8): audit entry is not in canonical form "

@@ -3,12 +3,15 @@
 Theory of operation
 -------------------
 Every transition the relay makes (a bundle uploaded, verified, released, rejected, fetched,
-deleted; a signalling envelope relayed) is an :class:`AuditEntry`: metadata only, never payload
-content. An entry owns its bytes: one line of canonical JSON (keys sorted, no whitespace,
-UTF-8 with ``ensure_ascii=False``). That line *is* the Merkle leaf data, so an independent
+deleted; a signalling envelope relayed; a call leg granted, refused or closed) is an
+:class:`AuditEntry`: metadata only, never payload content, SDP or credentials. An entry
+owns its bytes: one line of canonical JSON (keys sorted, no whitespace, UTF-8 with
+``ensure_ascii=False``). That line *is* the Merkle leaf data, so an independent
 verifier hashes the exported line as it stands, ``SHA-256(0x00 || line)``, and need not
 re-encode anything. :meth:`AuditEntry.parse` accepts only that exact form (it re-encodes and
-compares), so one entry has one encoding and one leaf hash.
+compares), so one entry has one encoding and one leaf hash. Entries of call-leg events are
+format version 2: version 1's fields plus ``leg``, ``call`` and ``duration_ms``; every other
+entry stays version 1, byte for byte as before.
 
 :class:`AuditLog` appends entries to an RFC 6962 tree (``merkle.py``) kept in an
 :class:`AuditStore` and, per batch, signs a C2SP checkpoint (``checkpoint.py``) whose origin
@@ -61,6 +64,7 @@ from sync.relay.checkpoint import (
 from sync.relay.merkle import MAX_TREE_SIZE, MerkleTree, NodeStore, leaf_hash, verify_consistency
 
 ENTRY_VERSION: Final = 1
+LEG_ENTRY_VERSION: Final = 2  # leg events: version 1's fields + leg, call, duration_ms
 MAX_REASON_LENGTH: Final = 1000  # characters
 MAX_ENTRY_SIZE: Final = 8192  # bytes of one encoded entry; a real one is a few hundred
 LOG_ORIGIN_PREFIX: Final = "zastava-relay/"
@@ -68,6 +72,8 @@ CERTIFICATE_META_KEY: Final = "relay_signing_certificate"
 
 _TOKEN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}", re.ASCII)  # the bundle header's site/stream
 _HEX_HASH = re.compile(r"[0-9a-f]{64}", re.ASCII)
+_LEG_ID = re.compile(r"[A-Za-z0-9._-]{1,64}", re.ASCII)  # sync.signal.LEG_ID
+_CALL_REF = re.compile(r"[0-9a-f]{1,64}", re.ASCII)  # sync.signal.CALL_REF
 _TIME = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})\.([0-9]{3})Z", re.ASCII
 )
@@ -78,6 +84,8 @@ _FIELDS: Final = frozenset(
     {"v", "time", "event", "origin", "recipient", "stream", "seq", "size"}
     | {"header_hash", "ciphertext_hash", "verdict", "reason"}
 )
+_LEG_FIELDS: Final = _FIELDS | {"leg", "call", "duration_ms"}
+_INT_FIELDS: Final = frozenset({"v", "seq", "size", "duration_ms"})
 
 
 class AuditEvent(enum.Enum):
@@ -90,6 +98,18 @@ class AuditEvent(enum.Enum):
     FETCHED = "fetched"  # the recipient downloaded it
     DELETED = "deleted"  # removed from the relay
     SIGNAL_RELAYED = "signal_relayed"  # a signalling envelope was passed on
+    LEG_GRANTED = "leg_granted"  # a side of a call leg got a TURN credential
+    LEG_REFUSED = "leg_refused"  # a leg request or close was refused, with a reason
+    LEG_CLOSED = "leg_closed"  # a call leg ended: by whom, why, after how long
+
+    @property
+    def is_leg(self) -> bool:
+        return self in _LEG_EVENTS
+
+
+_LEG_EVENTS: Final = frozenset(
+    {AuditEvent.LEG_GRANTED, AuditEvent.LEG_REFUSED, AuditEvent.LEG_CLOSED}
+)
 
 
 class Verdict(enum.Enum):
@@ -123,6 +143,12 @@ class AuditEntry:
     ``time`` is normalised to UTC and truncated to the millisecond. ``recipient``, ``stream``
     and the hashes are empty when unknown (say, a rejected upload whose header did not parse);
     ``seq`` and ``size`` are 0 then. Hashes are lowercase hex SHA-256.
+
+    Call-leg events (``leg_granted``, ``leg_refused``, ``leg_closed``) use ``origin`` for the
+    site that acted (requested, closed, or stayed away), ``recipient`` for the other side,
+    and three fields of their own: ``leg`` (the leg id; empty for a request too malformed to
+    name one), ``call`` (the edges' opaque call reference, hex) and ``duration_ms`` (how long
+    a closed leg lived). Other events leave those three empty / 0.
     """
 
     time: dt.datetime
@@ -136,6 +162,9 @@ class AuditEntry:
     ciphertext_hash: str = ""
     verdict: Verdict = Verdict.NONE
     reason: str = ""
+    leg: str = ""
+    call: str = ""
+    duration_ms: int = 0
 
     def __post_init__(self) -> None:
         ms = _time_ms(self.time)
@@ -156,7 +185,13 @@ class AuditEntry:
         _check_text(self.stream, "stream", pattern=_TOKEN, form="a stream name")
         for name in ("header_hash", "ciphertext_hash"):
             _check_text(getattr(self, name), name, pattern=_HEX_HASH, form="64 lowercase hex")
-        for name in ("seq", "size"):
+        _check_text(self.leg, "leg", pattern=_LEG_ID, form="a leg id (1-64 of A-Z a-z 0-9 . _ -)")
+        _check_text(self.call, "call", pattern=_CALL_REF, form="1-64 lowercase hex")
+        if not self.event.is_leg and (self.leg or self.call or self.duration_ms):
+            raise ValueError(
+                f"audit entry: a {self.event.value} event has no leg, call or duration"
+            )
+        for name in ("seq", "size", "duration_ms"):
             number = getattr(self, name)
             if type(number) is not int or not 0 <= number <= MAX_TREE_SIZE:
                 raise ValueError(f"audit entry: {name} {number!r} is not between 0 and 2^63-1")
@@ -171,14 +206,39 @@ class AuditEntry:
             )
         if self.event is AuditEvent.REJECTED and self.verdict is not Verdict.REJECTED:
             raise ValueError("audit entry: a rejected event needs the verdict 'rejected'")
+        if self.event is AuditEvent.LEG_REFUSED and self.verdict is not Verdict.REJECTED:
+            raise ValueError("audit entry: a leg_refused event needs the verdict 'rejected'")
+        if self.event is AuditEvent.LEG_GRANTED and self.verdict is not Verdict.ACCEPTED:
+            raise ValueError("audit entry: a leg_granted event needs the verdict 'accepted'")
 
     @property
     def time_ms(self) -> int:
         """Milliseconds since 1970-01-01 UTC."""
         return _time_ms(self.time)
 
+    @property
+    def version(self) -> int:
+        return LEG_ENTRY_VERSION if self.event.is_leg else ENTRY_VERSION
+
+    def details(self) -> str:
+        """The reason, after the leg's fields for a leg event (one cell of a listing)."""
+        if not self.event.is_leg:
+            return self.reason
+        parts = [f"leg={self.leg or '-'}", f"call={self.call or '-'}"]
+        if self.event is AuditEvent.LEG_CLOSED:
+            parts.append(f"duration={self.duration_ms / 1000:.3f}s")
+        return " ".join(parts) + (f"  {self.reason}" if self.reason else "")
+
     def to_json(self) -> dict[str, Any]:
         """The entry as a JSON object (what :meth:`__bytes__` encodes)."""
+        obj = self._v1_json()
+        if self.event.is_leg:
+            obj.update(
+                v=LEG_ENTRY_VERSION, leg=self.leg, call=self.call, duration_ms=self.duration_ms
+            )
+        return obj
+
+    def _v1_json(self) -> dict[str, Any]:
         return {
             "v": ENTRY_VERSION,
             "time": _format_time(self.time),
@@ -221,21 +281,29 @@ class AuditEntry:
             raise ValueError(f"audit entry is not JSON: {exc.msg} at column {exc.colno}") from None
         if not isinstance(obj, dict):
             raise ValueError("audit entry is not a JSON object")
-        missing, unknown = sorted(_FIELDS - obj.keys()), sorted(obj.keys() - _FIELDS)
+        version = obj.get("v")
+        if type(version) is int and version not in (ENTRY_VERSION, LEG_ENTRY_VERSION):
+            raise ValueError(f"audit entry version {version} is not supported")
+        fields = _LEG_FIELDS if version == LEG_ENTRY_VERSION else _FIELDS
+        missing, unknown = sorted(fields - obj.keys()), sorted(obj.keys() - fields)
         if missing:
             raise ValueError(f"audit entry lacks the field {missing[0]!r}")
         if unknown:
             raise ValueError(f"audit entry has the unknown field {unknown[0]!r}")
         for name, value in sorted(obj.items()):
-            want = int if name in ("v", "seq", "size") else str
+            want = int if name in _INT_FIELDS else str
             if type(value) is not want:
                 kind = "an integer" if want is int else "a string"
                 raise ValueError(f"audit entry field {name!r} is not {kind}")
-        if obj["v"] != ENTRY_VERSION:
-            raise ValueError(f"audit entry version {obj['v']} is not supported")
+        event = _enum(AuditEvent, obj["event"], "event")
+        if event.is_leg != (version == LEG_ENTRY_VERSION):
+            raise ValueError(
+                f"audit entry: a {event.value} event is format version "
+                f"{LEG_ENTRY_VERSION if event.is_leg else ENTRY_VERSION}, not {version}"
+            )
         entry = cls(
             time=_parse_time(obj["time"]),
-            event=_enum(AuditEvent, obj["event"], "event"),
+            event=event,
             origin=obj["origin"],
             recipient=obj["recipient"],
             stream=obj["stream"],
@@ -245,6 +313,9 @@ class AuditEntry:
             ciphertext_hash=obj["ciphertext_hash"],
             verdict=_enum(Verdict, obj["verdict"], "verdict"),
             reason=obj["reason"],
+            leg=obj.get("leg", ""),
+            call=obj.get("call", ""),
+            duration_ms=obj.get("duration_ms", 0),
         )
         if bytes(entry) != data:
             raise ValueError(

@@ -74,7 +74,7 @@ def cmd_show(args: argparse.Namespace) -> int:
                 f"{index:>7}  {entry.time.strftime('%Y-%m-%d %H:%M:%S.%f')[:-3]:<23}  "
                 f"{entry.event.value:<14}  {entry.origin:<12}  {_cell(entry.recipient):<12}  "
                 f"{_cell(entry.stream):<10}  {entry.seq:>6}  {entry.size:>9}  "
-                f"{entry.verdict.value:<8}  {entry.reason}".rstrip()
+                f"{entry.verdict.value:<8}  {entry.details()}".rstrip()
             )
     return 0
 

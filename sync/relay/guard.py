@@ -308,6 +308,13 @@ class Guard:
             )
         )
 
+    def leg(self, entry: AuditEntry) -> None:
+        """A call-leg decision of the signalling hub (granted, refused, closed): its entry,
+        made by ``legs.audit_entry`` at the decision's time, metadata only."""
+        if not entry.event.is_leg:
+            raise ValueError(f"not a call-leg entry: {entry.event.value}")
+        self._log(entry)
+
     # -- judging ----------------------------------------------------------------------------
 
     def judge(self, site: str, qname: str, now: dt.datetime) -> Verdict:

@@ -5,8 +5,11 @@ the ECDSA P-256 key of its TLS certificate (the node's transport identity). The 
 accepted only if a certificate in ``nodes_dir`` holds exactly that key and passes
 ``pki.trust.verify_node`` now (edge or core, that site, not expired, not revoked). The relay
 presents its own TLS key as host key, which nodes check against the relay's certificate.
-Only the SFTP subsystem is offered. SFTP threads hand events to one guard thread, which
-owns all state. A watchdog cuts transfers slower than the configured minimum rate (B9).
+The SFTP and ``zastava-signal`` subsystems are offered. SFTP threads hand events to one
+guard thread, which owns all state. A watchdog cuts transfers slower than the configured
+minimum rate (B9). With ``[turn]`` in ``relay.toml`` the signalling hub grants call legs on
+the TURN server that ``turn.toml`` describes (``signalling.py``, ``legs.py``); their audit
+entries go through the guard thread like every other.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from sync.relay.checkpoint import Checkpoint
 from sync.relay.config import RelayConfig
 from sync.relay.guard import Guard, RelayPaths
 from sync.relay.sftp import RelaySFTP, SiteSession
-from sync.relay.signalling import SignalHub, SignalSubsystem
+from sync.relay.signalling import SignalHub, SignalSubsystem, TurnGrants
 from sync.signal import Frame, FrameType, checkpoint_frame
 from sync.sshkeys import paramiko_key, ssh_key_blob
 
@@ -175,6 +178,12 @@ class RelayServer:
         self.paths = RelayPaths(config.data_dir)
         self.nodes = NodeDirectory(config.nodes_dir, self.trust)
         self.events: queue.Queue[Callable[[dt.datetime], object] | None] = queue.Queue()
+        turn_grants = None
+        if config.turn_config is not None:
+            try:
+                turn_grants = TurnGrants.from_toml(config.turn_config)
+            except (OSError, ValueError) as e:
+                raise ValueError(f"[turn] config = {str(config.turn_config)!r}: {e}") from None
         self.hub = SignalHub(
             trust=self.trust,
             roles=lambda site: self.nodes.role_of(site, self.clock()),
@@ -184,6 +193,9 @@ class RelayServer:
             on_checkpoint=lambda size, send: self.call(
                 lambda now: self._answer_checkpoint(size, send)
             ),
+            calls=config.calls,
+            turn_grants=turn_grants,
+            on_leg=lambda entry: self.call(lambda now: self.guard.leg(entry)),
         )
         self._listener: socket.socket | None = None
         self._threads: list[threading.Thread] = []
@@ -256,10 +268,12 @@ class RelayServer:
         accept = threading.Thread(target=self._accept_loop, daemon=True, name="accept")
         accept.start()
         self._threads.append(accept)
+        self.hub.start()
         log.info("relay listening on %s:%d", self.config.host, self.port)
 
     def stop(self) -> None:
         self._stopping.set()
+        self.hub.close()
         if self._listener is not None:
             try:  # wakes the thread blocked in accept(); close() alone does not on Linux
                 self._listener.shutdown(socket.SHUT_RDWR)
