@@ -27,6 +27,16 @@ Only members — the starter and everyone invited — can see or join a call: to
 it does not exist (:class:`NotFoundError`, the same answer as a made-up id). A person is in
 at most one call at a time; that is what makes them busy, and what presence shows as
 "in a call".
+
+**Calls between plants.** A call lives at one edge, its *home* (the plant of whoever started
+it), which alone runs this state machine for it; members at other plants are members like
+any other here. Every other plant with members holds a *replica* (:attr:`Call.home` names
+the home): :meth:`Calls.replicate` applies the home's :func:`snapshot` and returns the events
+that change means at this plant (someone of this plant joined or left — media and presence —,
+was held, the call ended); a replica decides nothing on its own — no ring runs out and no
+operation applies here: the service forwards operations to the home (``edge.calls.intersite``).
+Whether someone is busy is known only at their own plant: a replica's edge reports it
+(:meth:`Calls.busy`).
 """
 
 from __future__ import annotations
@@ -36,13 +46,15 @@ import enum
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, TypeVar
 
 from edge.calls.media import Publication, Source
 
 MAX_PARTICIPANTS: Final = 49  # the client's largest grid is 7 x 7
 MAX_MEMBERS: Final = 256  # people rung for one meeting, over its life
 RECENT_ENDED: Final = 1024  # ended calls remembered, so a late join says "ended"
+
+_E = TypeVar("_E", bound=enum.Enum)
 
 
 class CallKind(enum.Enum):
@@ -99,6 +111,14 @@ class InvalidError(CallError):
     """A request that cannot be right (calling yourself, nobody to call)."""
 
 
+class RemoteCallError(CallError):
+    """The call is held by another plant's edge: the operation goes there."""
+
+    def __init__(self, call: Call) -> None:
+        super().__init__(f"call {call.id} is held by plant {call.home}")
+        self.call = call
+
+
 # -- state ----------------------------------------------------------------------------------
 
 
@@ -131,6 +151,8 @@ class Call:
     reason: EndReason | None = None
     speaker: str | None = None
     publications: dict[str, Publication] = field(default_factory=dict)
+    home: str | None = None  # the plant whose edge holds this call; None: this one
+    version: int = 0  # grows with every change the home edge sends (replicas keep the last)
 
     def joined(self) -> list[str]:
         return [m.login for m in self.members.values() if m.state is MemberState.JOINED]
@@ -186,6 +208,11 @@ class RoomClosed:
 
 
 CallEvent = Changed | InCall | MediaJoin | MediaLeave | MediaHold | RoomClosed
+
+
+def _own(call: Call) -> None:
+    if call.home is not None:
+        raise RemoteCallError(call)
 
 
 # -- the registry ---------------------------------------------------------------------------
@@ -303,6 +330,7 @@ class Calls:
     def join(self, call_id: str, login: str, now: dt.datetime) -> list[CallEvent]:
         """Answer a ringing call, or join (again) a running meeting."""
         call = self.get(call_id, login)
+        _own(call)
         member = call.members[login]
         if call.ended:
             raise ConflictError("the call has ended")
@@ -329,6 +357,7 @@ class Calls:
 
     def decline(self, call_id: str, login: str, now: dt.datetime) -> list[CallEvent]:
         call = self.get(call_id, login)
+        _own(call)
         member = call.members[login]
         if call.ended:
             raise ConflictError("the call has ended")
@@ -342,6 +371,7 @@ class Calls:
 
     def leave(self, call_id: str, login: str, now: dt.datetime) -> list[CallEvent]:
         call = self.get(call_id, login)
+        _own(call)
         member = call.members[login]
         if call.ended or member.state is not MemberState.JOINED:
             return []  # leaving twice (two tabs, a retry) is not an error
@@ -368,6 +398,7 @@ class Calls:
         self, call_id: str, by: str, logins: Iterable[str], now: dt.datetime
     ) -> list[CallEvent]:
         call = self.get(call_id, by)
+        _own(call)
         if call.ended:
             raise ConflictError("the call has ended")
         if call.kind is CallKind.DIRECT:
@@ -436,6 +467,7 @@ class Calls:
     def check_moderator(self, call_id: str, by: str) -> Call:
         """The meeting, if ``by`` moderates it and is in it (guest links, the lobby)."""
         call = self.get(call_id, by)
+        _own(call)
         if call.kind is not CallKind.MEETING:
             raise ConflictError("only meetings have a moderator")
         if by != call.moderator:
@@ -474,6 +506,7 @@ class Calls:
 
     def _participant(self, call_id: str, login: str) -> tuple[Call, Member]:
         call = self.get(call_id, login)
+        _own(call)
         member = call.members[login]
         if call.ended:
             raise ConflictError("the call has ended")
@@ -493,6 +526,69 @@ class Calls:
         if member is None:
             raise NotFoundError(f"{target} is not a member of this meeting")
         return call, member
+
+    # Calls between plants
+
+    def busy(self, call_id: str, login: str, now: dt.datetime) -> list[CallEvent]:
+        """``login``'s own plant says they are in another call: rung no more."""
+        call = self._calls.get(call_id)
+        member = None if call is None else call.members.get(login)
+        if call is None or member is None or member.state is not MemberState.RINGING:
+            return []
+        member.state = MemberState.BUSY
+        member.ring_until = None
+        if call.kind is CallKind.DIRECT:
+            return self._end(call, EndReason.BUSY, now)
+        return [Changed(call)]
+
+    def replicate(self, raw: object, home: str) -> list[CallEvent]:
+        """Apply the home edge's :func:`snapshot` of a call to this plant's replica.
+
+        Returns what changed here, as the home's own operations would have: InCall and
+        MediaJoin/MediaLeave for whoever joined or left, MediaHold, RoomClosed when it ended,
+        and Changed. A snapshot older than the replica (``version``) changes nothing.
+        ValueError if ``raw`` is not a snapshot, or names a call this edge holds itself."""
+        new = parse_snapshot(raw, home)
+        old = self._calls.get(new.id) or self._ended.get(new.id)
+        if old is not None and old.home is None:
+            raise ValueError(f"call {new.id} is held by this edge, not by {home}")
+        if old is not None and old.home != home:
+            raise ValueError(f"call {new.id} is held by {old.home}, not by {home}")
+        if old is not None and (old.ended or new.version <= old.version):
+            return []
+        before = {} if old is None else old.members
+        if old is not None:
+            new.publications = old.publications
+            new.speaker = old.speaker if new.speaker is None else new.speaker
+        events: list[CallEvent] = []
+        record = old is None
+        for login, m in new.members.items():
+            was = before.get(login)
+            joined_before = was is not None and was.state is MemberState.JOINED
+            if was is None or was.state is not m.state:
+                record = True
+            if m.state is MemberState.JOINED and not joined_before and not new.ended:
+                self._in[login] = new.id
+                events += [InCall(login, True), MediaJoin(new.id, login)]
+            elif joined_before and (new.ended or m.state is not MemberState.JOINED):
+                if self._in.get(login) == new.id:
+                    del self._in[login]
+                events += [InCall(login, False), MediaLeave(new.id, login)]
+            if (
+                m.state is MemberState.JOINED
+                and not new.ended
+                and m.held != (was is not None and was.held)
+            ):
+                events.append(MediaHold(new.id, login, m.held))
+        if new.ended:
+            new.publications = {}
+            self._calls.pop(new.id, None)
+            self._ended[new.id] = new
+            while len(self._ended) > RECENT_ENDED:
+                self._ended.popitem(last=False)
+            return [*events, RoomClosed(new.id), Changed(new)]
+        self._calls[new.id] = new
+        return [*events, Changed(new, record=record)]
 
     # What the SFU reports
 
@@ -591,3 +687,132 @@ class Calls:
         self._ended[call.id] = call
         while len(self._ended) > RECENT_ENDED:
             self._ended.popitem(last=False)
+
+
+# -- snapshots: a call as the home edge sends it to the other plants ------------------------
+
+_MEMBER_TIMES = ("invited_at", "joined_at", "left_at")
+_MEMBER_FLAGS = ("audio_muted", "video_muted", "held", "screen", "guest")
+
+
+def _ms(t: dt.datetime | None) -> int | None:
+    return None if t is None else int(t.timestamp() * 1000)
+
+
+def _time(raw: object, what: str, *, optional: bool = True) -> dt.datetime | None:
+    if raw is None and optional:
+        return None
+    if type(raw) is not int or not 0 <= raw < 1 << 47:
+        raise ValueError(f"{what} is not a time in milliseconds")
+    return dt.datetime.fromtimestamp(raw / 1000, dt.UTC)
+
+
+def snapshot(call: Call) -> dict[str, object]:
+    """What the home edge tells the other plants of ``call`` (plain JSON data). Ring
+    deadlines stay at the home; so do the publications (each plant has its own room)."""
+    return {
+        "id": call.id,
+        "version": call.version,
+        "kind": call.kind.value,
+        "moderator": call.moderator,
+        "conversation": call.conversation,
+        "created_at": _ms(call.created_at),
+        "state": call.state.value,
+        "answered_at": _ms(call.answered_at),
+        "ended_at": _ms(call.ended_at),
+        "reason": None if call.reason is None else call.reason.value,
+        "speaker": call.speaker,
+        "members": [
+            {
+                "login": m.login,
+                "state": m.state.value,
+                **{k: _ms(getattr(m, k)) for k in _MEMBER_TIMES},
+                **{k: getattr(m, k) for k in _MEMBER_FLAGS},
+            }
+            for m in call.members.values()
+        ],
+    }
+
+
+_SNAPSHOT_KEYS = frozenset(
+    {
+        "id",
+        "version",
+        "kind",
+        "moderator",
+        "conversation",
+        "created_at",
+        "state",
+        "answered_at",
+        "ended_at",
+        "reason",
+        "speaker",
+        "members",
+    }
+)
+_MEMBER_KEYS = frozenset({"login", "state", *_MEMBER_TIMES, *_MEMBER_FLAGS})
+
+
+def _text(raw: object, what: str, limit: int = 128) -> str:
+    if type(raw) is not str or not 0 < len(raw) <= limit or not raw.isprintable():
+        raise ValueError(f"{what} is not a short printable text")
+    return raw
+
+
+def _enum(kind: type[_E], raw: object, what: str) -> _E:
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ValueError(f"{what} {str(raw)[:40]!r} is not one of the known values") from None
+
+
+def parse_snapshot(raw: object, home: str) -> Call:
+    """A replica of the call in ``raw`` (from :func:`snapshot`), checked field by field."""
+    if not isinstance(raw, dict) or raw.keys() != _SNAPSHOT_KEYS:
+        raise ValueError(f"a call snapshot has exactly the keys {sorted(_SNAPSHOT_KEYS)}")
+    version = raw["version"]
+    if type(version) is not int or not 0 <= version < 1 << 53:
+        raise ValueError("version is not a counter")
+    members = raw["members"]
+    if not isinstance(members, list) or not 1 <= len(members) <= MAX_MEMBERS:
+        raise ValueError(f"members must list 1 to {MAX_MEMBERS} members")
+    created = _time(raw["created_at"], "created_at", optional=False)
+    assert created is not None
+    call = Call(
+        _text(raw["id"], "id"),
+        _enum(CallKind, raw["kind"], "kind"),
+        _text(raw["moderator"], "moderator"),
+        None if raw["conversation"] is None else _text(raw["conversation"], "conversation"),
+        created,
+        _enum(CallState, raw["state"], "state"),
+        answered_at=_time(raw["answered_at"], "answered_at"),
+        ended_at=_time(raw["ended_at"], "ended_at"),
+        reason=None if raw["reason"] is None else _enum(EndReason, raw["reason"], "reason"),
+        speaker=None if raw["speaker"] is None else _text(raw["speaker"], "speaker"),
+        home=home,
+        version=version,
+    )
+    for m in members:
+        if not isinstance(m, dict) or m.keys() != _MEMBER_KEYS:
+            raise ValueError(f"a member has exactly the keys {sorted(_MEMBER_KEYS)}")
+        login = _text(m["login"], "a member's login")
+        if login in call.members:
+            raise ValueError(f"{login} is listed twice")
+        for k in _MEMBER_FLAGS:
+            if type(m[k]) is not bool:
+                raise ValueError(f"{k} of {login} is not true or false")
+        invited = _time(m["invited_at"], "invited_at", optional=False)
+        assert invited is not None
+        call.members[login] = Member(
+            login,
+            _enum(MemberState, m["state"], f"the state of {login}"),
+            invited,
+            joined_at=_time(m["joined_at"], "joined_at"),
+            left_at=_time(m["left_at"], "left_at"),
+            **{k: m[k] for k in _MEMBER_FLAGS},
+        )
+    if call.moderator not in call.members:
+        raise ValueError("the moderator is not a member")
+    if (call.state is CallState.ENDED) != (call.reason is not None):
+        raise ValueError("an ended call has a reason, and only an ended call")
+    return call
