@@ -143,6 +143,19 @@ def test_nack_missing_from_history_goes_to_the_publisher_translated(fwd: Forward
     assert nacks(fwd.tick(0.5)) == []  # three tries each: given up
 
 
+def test_one_packet_is_resent_at_most_once_per_interval(fwd: Forwarder) -> None:
+    # aiortc NACKs every missing number again at each new gap: answering each NACK
+    # multiplied an overload on a weak link
+    fwd.assign("bob/v0", "alice/v", now=0.0)
+    (first,) = sends(fwd.forward("alice/v", vp8(500, 0, KEY), 0.0))
+    lost = parse_rtp(first.data).sequence_number
+    nack = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=1, media_ssrc=0xB0B, lost=[lost])
+    assert len(sends(fwd.subscriber_rtcp("bob/v0", nack, now=0.10))) == 1
+    assert sends(fwd.subscriber_rtcp("bob/v0", nack, now=0.12)) == []
+    assert fwd.stats.retransmissions_repeated == fwd.stats.retransmissions_refused == 1
+    assert len(sends(fwd.subscriber_rtcp("bob/v0", nack, now=0.16))) == 1
+
+
 def test_keyframe_requests_are_throttled_per_publisher(fwd: Forwarder) -> None:
     fwd.assign("bob/v0", "alice/v", now=0.0)
     fwd.forward("alice/v", vp8(1, 0, KEY), 0.0)
@@ -184,7 +197,7 @@ def test_sender_reports_follow_each_slot(fwd: Forwarder) -> None:
     assert fwd.publisher_rtcp("alice/v", other, 0.5) == []
 
 
-def test_remb_reaches_the_publisher_as_the_minimum(fwd: Forwarder) -> None:
+def test_remb_reaches_the_publisher_as_the_minimum_above_the_floor(fwd: Forwarder) -> None:
     fwd.assign("bob/v0", "alice/v", now=0.0)
     fwd.assign("carol/v0", "alice/v", now=0.0)
     fwd.forward("alice/v", vp8(1, 0, KEY), 0.0)
@@ -195,8 +208,24 @@ def test_remb_reaches_the_publisher_as_the_minimum(fwd: Forwarder) -> None:
         )
         assert fwd.subscriber_rtcp(slot, remb, 0.1) == []
     limits = [e for e in fwd.tick(0.2) if isinstance(e, LimitBitrate)]
-    # REMB's 18-bit mantissa rounds 300,000 down a little
+    # REMB's 18-bit mantissa rounds 300,000 down a little; the floor (300,000) lifts it
     assert len(limits) == 1 and 299_000 <= limits[0].bitrate <= 300_000
+    # a subscriber far below the others does not take the publisher below the floor:
+    # it loses tiles instead (adaptive quality, tests/test_sfu_adapt.py)
+    remb = RtcpPsfbPacket(
+        fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0, fci=pack_remb_fci(90_000, [0xCA401])
+    )
+    fwd.subscriber_rtcp("carol/v0", remb, 1.3)
+    limits = [e for e in fwd.tick(1.4) if isinstance(e, LimitBitrate)]
+    assert [e.bitrate for e in limits] == [fwd.config.min_bitrate]
+    floorless = Forwarder(ForwarderConfig(min_bitrate=0), random.Random(7))
+    floorless.publish("alice/v", Kind.VIDEO, PUB_VP8)
+    floorless.add_slot("carol/v0", Kind.VIDEO, SUB_VP8, 0xCA401)
+    floorless.assign("carol/v0", "alice/v", now=0.0)
+    floorless.forward("alice/v", vp8(1, 0, KEY), 0.0)
+    floorless.subscriber_rtcp("carol/v0", remb, 0.1)
+    limits = [e for e in floorless.tick(0.2) if isinstance(e, LimitBitrate)]
+    assert len(limits) == 1 and 89_000 <= limits[0].bitrate <= 90_000
     bad = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0, fci=b"REMB\x04\x00\x00\x01")
     with pytest.raises(ValueError, match="malformed REMB"):
         fwd.subscriber_rtcp("bob/v0", bad, 0.3)

@@ -9,6 +9,7 @@ ICE uses the host's own addresses (``iceServers=[]``): nothing leaves the machin
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,8 +19,15 @@ import aiortc.rtcrtpsender
 import pytest
 from aiortc import RTCSessionDescription
 
-from bench.sfu_clients import Clip, Publisher, Subscriber, make_clip, wait_for
-from edge.sfu.room import Room, SlotIdle, TrackEnded, TrackPublished
+from bench.sfu_clients import (
+    Clip,
+    EncodedVideoTrack,
+    Publisher,
+    Subscriber,
+    make_clip,
+    wait_for,
+)
+from edge.sfu.room import RelayIce, Room, SlotIdle, TrackEnded, TrackPublished
 
 pytestmark = pytest.mark.slow
 
@@ -282,5 +290,95 @@ def test_a_later_publisher_is_added_to_a_subscription_by_renegotiation() -> None
             for client in (alice, bob, dave):
                 if client is not None:
                     await client.close()
+
+    run(scenario)
+
+
+def test_a_publisher_renegotiates_tracks_in_and_out_and_a_bad_offer_ends_them() -> None:
+    """Publish renegotiation (the bridge legs' IN connections rely on it): a second offer
+    on the same connection adds a track (a new publication) and one turned inactive ends
+    its publication; an ended m-line sending again is not published again; a refused
+    renegotiation closes the connection and ends every publication on it (W5)."""
+
+    async def scenario() -> None:
+        room = Room("r6")
+        media = clip()
+        alice = Publisher(media, video=False)
+        bob: Subscriber | None = None
+        try:
+            await room.join("alice")
+            await alice.pc.setRemoteDescription(await room.publish("alice", await alice.offer()))
+            assert sorted(room.publications.values()) == ["audio"]
+            video = EncodedVideoTrack(media)
+            alice.video = video
+            alice.pc.addTransceiver(video, direction="sendonly")
+            answer = await room.publish("alice", await alice.offer())
+            await alice.pc.setRemoteDescription(answer)
+            assert sorted(room.publications.values()) == ["audio", "video"]
+            bob = await subscribe(room, "bob")
+            await wait_for(lambda: bob is not None and bob.received.frames["video"] >= 10, 10, "v")
+            await wait_for(lambda: bob is not None and bob.received.frames["audio"] >= 10, 5, "a")
+            events = _drain(room)
+            assert [e.kind for e in events if isinstance(e, TrackPublished)] == ["audio", "video"]
+
+            # the microphone stops: its m-line goes inactive, its publication ends
+            mic = next(t for t in alice.pc.getTransceivers() if t.kind == "audio")
+            mic.direction = "inactive"
+            await alice.pc.setRemoteDescription(await room.publish("alice", await alice.offer()))
+            events = _drain(room)
+            assert [e.publication for e in events if isinstance(e, TrackEnded)] == [
+                f"alice/{mic.mid}"
+            ]
+            assert [e.participant for e in events if isinstance(e, SlotIdle)] == ["bob"]
+            assert sorted(room.publications.values()) == ["video"]
+            frames = bob.received.frames["video"]
+            await wait_for(
+                lambda: bob is not None and bob.received.frames["video"] >= frames + 5, 5, "on"
+            )
+            # sending on it again does not bring a publication back under the same id
+            mic.direction = "sendonly"
+            await alice.pc.setRemoteDescription(await room.publish("alice", await alice.offer()))
+            assert sorted(room.publications.values()) == ["video"]
+
+            # a refused renegotiation: the connection closes, its publications end
+            with pytest.raises(ValueError, match="alice's publish offer was refused"):
+                await room.publish("alice", RTCSessionDescription("v=0\r\nm=video x\r\n", "offer"))
+            assert room.publications == {}
+            assert sorted(type(e).__name__ for e in _drain(room)) == ["SlotIdle", "TrackEnded"]
+        finally:
+            await room.close()
+            for client in (alice, bob):
+                if client is not None:
+                    await client.close()
+
+    run(scenario)
+
+
+def test_a_participant_with_relay_ice_gathers_no_host_candidate() -> None:
+    """join(ice=RelayIce(...)): that participant's connections are relay-only (nothing but
+    TURN; here a TURN server that does not exist, so no candidate at all), the others'
+    keep their host candidates. The credential stays out of repr."""
+
+    async def scenario() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]  # closed again: nobody answers there
+        ice = RelayIce((f"turn:127.0.0.1:{port}?transport=udp",), "1:leg", "sekrit")
+        assert "sekrit" not in repr(ice)
+        with pytest.raises(ValueError, match="turn: URL"):
+            RelayIce(("stun:127.0.0.1",), "1:leg", "x")
+        room = Room("r7")
+        relayed, direct = Publisher(clip()), Publisher(clip())
+        try:
+            await room.join("relayed", ice=ice)
+            await room.join("direct")
+            answer = await room.publish("relayed", await relayed.offer())
+            assert "a=candidate:" not in answer.sdp
+            answer = await room.publish("direct", await direct.offer())
+            assert " typ host" in answer.sdp and " typ relay" not in answer.sdp
+        finally:
+            await room.close()
+            for client in (relayed, direct):
+                await client.close()
 
     run(scenario)

@@ -11,8 +11,11 @@ Theory of operation:
   to ``max_tries`` times or until ``max_age``; a subscriber's NACK the SFU cannot answer from
   its history is translated back to the publisher's numbering and joins the same set.
 * Bitrate: each subscriber's REMB for a slot is kept for ``max_age``; the publisher is told
-  the minimum of the fresh ones, capped by the room's ceiling, once per ``interval`` or at
-  once when it falls by more than a tenth (:class:`BitrateCap`).
+  the minimum of the fresh ones, capped by the room's ceiling and never below its floor,
+  once per ``interval`` or at once when it falls by more than a tenth (:class:`BitrateCap`).
+  The forwarder forgets the REMB of a slot adaptive quality paused (``edge.sfu.adapt``),
+  and the floor keeps a subscriber far below the others from setting everyone's quality:
+  its link loses tiles instead.
 * Sender reports are rewritten per slot (:func:`rewrite_sender_report`): the NTP time stays
   the publisher's, the RTP timestamp is moved by the slot's timestamp offset, SSRC and
   counters are the slot's. The (NTP, RTP) pair still names one instant of the publisher's
@@ -127,7 +130,8 @@ class UpstreamLoss:
 
 
 class BitrateCap:
-    """The bitrate a publisher should send: the lowest any of its subscribers can take."""
+    """The bitrate a publisher should send: the lowest any of its (active) subscriber slots
+    can take, between a floor and a ceiling."""
 
     __slots__ = ("_interval", "_max_age", "_reports", "_sent", "_sent_at")
 
@@ -144,10 +148,10 @@ class BitrateCap:
     def forget(self, slot: str) -> None:
         self._reports.pop(slot, None)
 
-    def due(self, now: float, ceiling: int) -> int | None:
+    def due(self, now: float, ceiling: int, floor: int = 0) -> int | None:
         """The bitrate to announce now, or ``None`` if nothing needs saying."""
         fresh = [b for b, at in self._reports.values() if now - at <= self._max_age]
-        value = min([*fresh, ceiling])
+        value = max(floor, min([*fresh, ceiling]))
         falling = self._sent is not None and value < self._sent * 0.9
         if self._sent is None or falling or now - self._sent_at >= self._interval:
             self._sent, self._sent_at = value, now

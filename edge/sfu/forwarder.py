@@ -18,6 +18,16 @@ reports stay here (they describe the SFU's own leg). A publisher's sender report
 (:meth:`Forwarder.publisher_rtcp`) is re-issued per slot with the slot's SSRC, timestamp
 offset and counters. :meth:`Forwarder.tick` (every 50-100 ms) sends what was deferred.
 
+Adaptive quality (``edge.sfu.adapt``): slots added with a ``subscriber`` are grouped per
+subscriber; each publication's ingress rate and upstream loss are measured here, each
+subscriber's receiver reports and REMBs go to its :class:`adapt.SubscriberLink`, and every
+``adapt.interval`` the link may pause its lowest-priority video slots (a paused slot sends
+nothing: :class:`SlotPaused`) or resume one (:class:`SlotResumed`; it waits for a keyframe
+and asks for one, as a new slot does). :meth:`Forwarder.set_priority` is the signalling
+layer's order. A publisher is asked for the minimum REMB of the slots it feeds that are
+not paused, never less than ``min_bitrate``: a receiver below that loses tiles instead of
+everyone losing quality.
+
 Nothing here does I/O or reads a clock; time comes in as ``now`` (monotonic seconds) and
 randomness (initial sequence numbers and timestamps) from the injected ``random.Random``.
 Malformed input raises ``ValueError``; :meth:`Forwarder.forward` counts and drops instead,
@@ -28,6 +38,7 @@ from __future__ import annotations
 
 import enum
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from aiortc.rtp import (
@@ -43,6 +54,7 @@ from aiortc.rtp import (
     RtpPacket,
 )
 
+from edge.sfu import adapt
 from edge.sfu.feedback import BitrateCap, KeyframeThrottle, UpstreamLoss, rewrite_sender_report
 from edge.sfu.history import SendHistory
 from edge.sfu.keyframes import KeyframeTest, keyframe_test
@@ -88,6 +100,9 @@ class ForwarderConfig:
     keyframe_retry: float = 1.0  # re-request while a slot still waits for a keyframe
     history_size: int = 512  # packets per video slot (about 3 s at 1.5 Mbit/s)
     max_bitrate: int = 2_500_000  # ceiling announced to video publishers (REMB)
+    # floor announced to video publishers: a subscriber whose REMB is below it loses tiles
+    # (adapt) instead of every subscriber of that publisher losing quality
+    min_bitrate: int = 300_000
     bitrate_interval: float = 1.0
     nack_retry_interval: float = 0.1
     nack_max_tries: int = 3
@@ -98,6 +113,18 @@ class ForwarderConfig:
     audio_ingress_bitrate: int = 512_000  # bit/s
     ingress_burst: float = 0.5  # seconds of either rate a publication may send at once
     retransmissions_per_second: int = 300  # per slot: a NACK storm cannot make the SFU flood
+    # one packet is resent at most once per interval, however often it is NACKed: aiortc
+    # NACKs every missing number again at each new gap, and on a weak link answering each
+    # NACK multiplied the overload (5-8 Mbit/s offered to a 400 kbit/s link)
+    resend_interval: float = 0.05
+    adapt: adapt.AdaptConfig = field(default_factory=adapt.AdaptConfig)  # adaptive quality
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_bitrate <= self.max_bitrate:
+            raise ValueError(
+                f"min_bitrate must be between 0 and max_bitrate ({self.max_bitrate}), "
+                f"not {self.min_bitrate}"
+            )
 
 
 # -- events ---------------------------------------------------------------------------------
@@ -147,7 +174,34 @@ class SlotIdle:
     publication: str
 
 
-Event = SendRtp | SendRtcp | RequestKeyframe | NackPublisher | LimitBitrate | SlotIdle
+@dataclass(frozen=True, slots=True)
+class SlotPaused:
+    """The subscriber's link cannot carry this video slot: it sends nothing for now."""
+
+    slot: str
+    subscriber: str
+    publication: str
+
+
+@dataclass(frozen=True, slots=True)
+class SlotResumed:
+    """A paused slot is forwarded again, from the publication's next keyframe."""
+
+    slot: str
+    subscriber: str
+    publication: str
+
+
+Event = (
+    SendRtp
+    | SendRtcp
+    | RequestKeyframe
+    | NackPublisher
+    | LimitBitrate
+    | SlotIdle
+    | SlotPaused
+    | SlotResumed
+)
 
 
 @dataclass
@@ -160,8 +214,11 @@ class ForwardingStats:
     dropped_rate_limited: int = 0  # over the publication's ingress limit (C4)
     retransmitted_from_history: int = 0
     retransmissions_refused: int = 0  # over a slot's retransmission budget (C4)
+    retransmissions_repeated: int = 0  # of those refused: NACKed again within resend_interval
     nacks_to_publishers: int = 0
     keyframe_requests: int = 0
+    slots_paused: int = 0  # adaptive quality: a subscriber's link could not carry them
+    slots_resumed: int = 0
 
 
 # -- state (mutable, owned by the forwarder) ------------------------------------------------
@@ -178,6 +235,8 @@ class _Publication:
     loss: UpstreamLoss
     cap: BitrateCap
     limit: IngressLimit
+    meter: adapt.RateMeter
+    upstream: adapt.SequenceLoss
     ssrc: int | None = None
     rtx_ssrc: int | None = None
     slots: list[_Slot] = field(default_factory=list)
@@ -196,10 +255,14 @@ class _Slot:
     history: SendHistory | None
     rtx_sequence: int
     retransmit_budget: TokenBucket
+    resent: dict[int, float] = field(default_factory=dict)  # out sequence -> last resent
     packets: int = 0
     octets: int = 0
     fraction_lost: int = 0
     publication: str | None = None  # the publication assigned last (current or pending)
+    subscriber: str | None = None  # slots of one subscriber share a link (adapt)
+    paused: bool = False  # adapt: the link cannot carry it; ``publication`` is kept
+    order: int = 0  # when ``publication`` was assigned (priority among unpinned slots)
 
 
 class Forwarder:
@@ -208,6 +271,9 @@ class Forwarder:
         self._rng = rng or random.Random()
         self._publications: dict[str, _Publication] = {}
         self._slots: dict[str, _Slot] = {}
+        self._links: dict[str, adapt.SubscriberLink] = {}  # subscriber -> its link
+        self._assignments = 0
+        self._adapt_due = 0.0
         self.stats = ForwardingStats()
 
     # -- membership -----------------------------------------------------------------------
@@ -234,6 +300,8 @@ class Forwarder:
                 else config.audio_ingress_bitrate,
                 config.ingress_burst,
             ),
+            meter=adapt.RateMeter(config.adapt.rate_window),
+            upstream=adapt.SequenceLoss(config.adapt.loss_window),
         )
 
     def unpublish(self, key: str) -> list[Event]:
@@ -248,6 +316,11 @@ class Forwarder:
             if slot.publication == key:
                 slot.publication = None
                 events.append(SlotIdle(slot.key, key))
+        for slot in self._slots.values():  # paused slots are in no publication's list
+            if slot.paused and slot.publication == key:
+                slot.paused = False
+                slot.publication = None
+                events.append(SlotIdle(slot.key, key))
         return events
 
     def add_slot(
@@ -260,7 +333,11 @@ class Forwarder:
         rtx_ssrc: int | None = None,
         extensions: ExtensionIds = NO_EXTENSIONS,
         mid: str | None = None,
+        subscriber: str | None = None,
     ) -> None:
+        """A stream a subscriber receives. Slots of one ``subscriber`` share its link and
+        may be paused when it is too weak (adaptive quality); without one (a recorder's
+        tap), never."""
         if key in self._slots:
             raise ValueError(f"slot {key} already exists")
         history = None
@@ -283,7 +360,10 @@ class Forwarder:
                 self.config.retransmissions_per_second,
                 self.config.retransmissions_per_second * self.config.ingress_burst,
             ),
+            subscriber=subscriber,
         )
+        if subscriber is not None:
+            self._link(subscriber).add_slot(key, ssrc)
 
     def remove_slot(self, key: str) -> None:
         slot = self._slots.pop(key, None)
@@ -293,6 +373,11 @@ class Forwarder:
             if slot in publication.slots:
                 publication.slots.remove(slot)
                 publication.cap.forget(key)
+        link = self._links.get(slot.subscriber) if slot.subscriber is not None else None
+        if link is not None and slot.subscriber is not None:
+            link.remove_slot(key)
+            if not link.slots:
+                del self._links[slot.subscriber]
 
     def assign(self, slot_key: str, publication_key: str | None, now: float) -> list[Event]:
         """Feed a slot from a publication (``None``: from nothing) from now on."""
@@ -300,6 +385,7 @@ class Forwarder:
         if publication_key is None:
             slot.rewriter.switch(None)
             slot.publication = None
+            slot.paused = False  # an idle slot is neither paused nor resumed
             return []
         publication = self._publication(publication_key)
         if publication.kind is not slot.kind or not slot.codec.carries(publication.codec):
@@ -307,13 +393,37 @@ class Forwarder:
                 f"slot {slot_key} ({slot.kind.value} {slot.codec.mime_type}) cannot carry "
                 f"{publication_key} ({publication.kind.value} {publication.codec.mime_type})"
             )
-        slot.rewriter.switch(publication.source)
+        if slot.publication != publication_key:
+            self._assignments += 1
+            slot.order = self._assignments
         slot.publication = publication_key
-        if slot not in publication.slots:
-            publication.slots.append(slot)
-        if slot.rewriter.wants_keyframe(publication.source):
-            return self._request_keyframe(publication, now)
-        return []
+        if slot.paused:
+            return []  # still paused: it resumes (on a keyframe) when its link allows
+        return self._feed(slot, publication, now)
+
+    def set_priority(self, subscriber: str, publications: Sequence[str], now: float) -> None:
+        """The subscriber's slots of these publications are the last to be paused, in this
+        order (the first the very last): the signalling layer pins the active speaker or a
+        screen share. Publications pinned before rank next, most recently pinned first;
+        then the others, in the order they were assigned."""
+        for key in publications:
+            self._publication(key)
+        self._link(subscriber).pin(publications, now)
+
+    def paused(self, slot_key: str) -> bool:
+        """True while adaptive quality holds this slot back."""
+        return self._slot(slot_key).paused
+
+    def publication_rate(self, key: str, now: float) -> float:
+        """Bit/s a publication sends (RTP header + payload), over ``adapt.rate_window``."""
+        return self._publication(key).meter.rate(now)
+
+    def link_estimate(self, subscriber: str, now: float) -> adapt.Estimate:
+        """What adaptive quality makes of a subscriber's link now (for tests and metrics)."""
+        link = self._links.get(subscriber)
+        if link is None:
+            raise ValueError(f"no subscriber {subscriber}")
+        return link.estimate(now, self._views(link, now))
 
     def phase(self, slot_key: str) -> SlotPhase:
         return self._slot(slot_key).rewriter.phase
@@ -383,6 +493,8 @@ class Forwarder:
                 publication.loss.received(sequence, now)
             return events
 
+        publication.meter.add(len(payload) + 12, now)
+        publication.upstream.packet(sequence)
         source = publication.source
         video = source.video
         if video:
@@ -458,7 +570,9 @@ class Forwarder:
         if slot is None:
             return []
         if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
-            if packet.media_ssrc != slot.ssrc:
+            if packet.media_ssrc != slot.ssrc or slot.paused:
+                # a paused slot sends nothing, retransmissions neither: its link is full,
+                # and it restarts on a keyframe
                 return []
             return self._answer_nack(slot, packet.lost, now)
         if isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
@@ -470,16 +584,19 @@ class Forwarder:
             return events
         if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
             bitrate, ssrcs = parse_remb(packet.fci)
-            current = slot.rewriter.current
+            current = slot.rewriter.current  # None while paused: a paused slot has no say
             if slot.ssrc in ssrcs and current is not None:
                 publication = self._publications.get(current.key)
                 if publication is not None:
                     publication.cap.report(slot.key, bitrate, now)
+            if slot.subscriber is not None:
+                self._links[slot.subscriber].report_remb(ssrcs, bitrate, now)
             return []
         if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
             for report in packet.reports:
                 if report.ssrc == slot.ssrc:
                     slot.fraction_lost = report.fraction_lost
+                    self._report_loss(slot, report.highest_sequence, report.packets_lost, now)
         return []
 
     def tick(self, now: float) -> list[Event]:
@@ -509,12 +626,98 @@ class Forwarder:
                 if again:
                     self.stats.nacks_to_publishers += 1
                     events.append(NackPublisher.of(publication.key, ssrc, again))
-                bitrate = publication.cap.due(now, self.config.max_bitrate)
+                bitrate = publication.cap.due(now, self.config.max_bitrate, self.config.min_bitrate)
                 if bitrate is not None:
                     events.append(LimitBitrate(publication.key, ssrc, bitrate))
+        if self.config.adapt.enabled and now >= self._adapt_due:
+            self._adapt_due = now + self.config.adapt.interval
+            events += self._adapt(now)
         return events
 
+    # -- adaptive quality -----------------------------------------------------------------
+
+    def _link(self, subscriber: str) -> adapt.SubscriberLink:
+        link = self._links.get(subscriber)
+        if link is None:
+            link = self._links[subscriber] = adapt.SubscriberLink(self.config.adapt)
+        return link
+
+    def _views(self, link: adapt.SubscriberLink, now: float) -> list[adapt.SlotView]:
+        views = []
+        for key in link.slots:
+            slot = self._slots[key]
+            publication = (
+                self._publications.get(slot.publication) if slot.publication is not None else None
+            )
+            if publication is None:
+                continue
+            views.append(
+                adapt.SlotView(
+                    key,
+                    publication.key,
+                    slot.kind is Kind.VIDEO,
+                    publication.meter.rate(now),
+                    slot.paused,
+                    slot.order,
+                )
+            )
+        return views
+
+    def _report_loss(self, slot: _Slot, highest: int, lost: int, now: float) -> None:
+        if slot.subscriber is None:
+            return
+        current = slot.rewriter.current
+        publication = self._publications.get(current.key) if current is not None else None
+        upstream = publication.upstream.fraction() if publication is not None else 0.0
+        self._links[slot.subscriber].report_loss(slot.key, highest, lost, upstream, now)
+
+    def _adapt(self, now: float) -> list[Event]:
+        for publication in self._publications.values():
+            publication.upstream.sample(now)
+        events: list[Event] = []
+        for subscriber, link in list(self._links.items()):
+            decision = link.decide(now, self._views(link, now))
+            for key in decision.pause:
+                events += self._pause(self._slots[key], subscriber)
+            for key in decision.resume:
+                events += self._resume(self._slots[key], subscriber, now)
+        return events
+
+    def _pause(self, slot: _Slot, subscriber: str) -> list[Event]:
+        publication_key = slot.publication
+        if slot.paused or publication_key is None:
+            return []
+        slot.rewriter.switch(None)
+        slot.paused = True
+        publication = self._publications.get(publication_key)
+        if publication is not None:
+            if slot in publication.slots:
+                publication.slots.remove(slot)
+            publication.cap.forget(slot.key)  # its REMB no longer holds the publisher back
+        self.stats.slots_paused += 1
+        return [SlotPaused(slot.key, subscriber, publication_key)]
+
+    def _resume(self, slot: _Slot, subscriber: str, now: float) -> list[Event]:
+        publication = (
+            self._publications.get(slot.publication) if slot.publication is not None else None
+        )
+        if not slot.paused or publication is None:
+            return []
+        slot.paused = False
+        self.stats.slots_resumed += 1
+        events: list[Event] = [SlotResumed(slot.key, subscriber, publication.key)]
+        return events + self._feed(slot, publication, now)
+
     # -- internals ------------------------------------------------------------------------
+
+    def _feed(self, slot: _Slot, publication: _Publication, now: float) -> list[Event]:
+        """Point the slot at the publication: it waits for a keyframe and asks for one."""
+        slot.rewriter.switch(publication.source)
+        if slot not in publication.slots:
+            publication.slots.append(slot)
+        if slot.rewriter.wants_keyframe(publication.source):
+            return self._request_keyframe(publication, now)
+        return []
 
     def _answer_nack(self, slot: _Slot, lost: list[int], now: float) -> list[Event]:
         events: list[Event] = []
@@ -523,6 +726,11 @@ class Forwarder:
             out_sequence &= 0xFFFF
             entry = slot.history.get(out_sequence) if slot.history is not None else None
             if entry is not None:
+                last = slot.resent.get(out_sequence)
+                if last is not None and now - last < self.config.resend_interval:
+                    self.stats.retransmissions_repeated += 1
+                    self.stats.retransmissions_refused += 1
+                    continue
                 if not slot.retransmit_budget.take(1, now):
                     self.stats.retransmissions_refused += 1
                     continue
@@ -539,6 +747,7 @@ class Forwarder:
                 else:
                     data = header + payload
                 self.stats.retransmitted_from_history += 1
+                self._resent(slot, out_sequence, now)
                 events.append(SendRtp(slot.key, data))
                 continue
             sequence = slot.rewriter.source_sequence(out_sequence)
@@ -552,6 +761,14 @@ class Forwarder:
                 self.stats.nacks_to_publishers += 1
                 events.append(NackPublisher.of(publication.key, publication.ssrc, fresh))
         return events
+
+    def _resent(self, slot: _Slot, out_sequence: int, now: float) -> None:
+        resent = slot.resent
+        resent.pop(out_sequence, None)  # keep insertion order = time order
+        resent[out_sequence] = now
+        if len(resent) > self.config.history_size:  # bounded like the history it indexes
+            for key in list(resent)[: len(resent) - self.config.history_size]:
+                del resent[key]
 
     def _request_keyframe(self, publication: _Publication, now: float) -> list[Event]:
         if publication.ssrc is None:

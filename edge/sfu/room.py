@@ -12,7 +12,10 @@ see :mod:`edge.sfu.worker`.
 
 Signalling is not here: the web layer carries the SDP (``edge.calls``). ICE uses the host's
 own addresses only (``iceServers=[]``: no STUN, no TURN, nothing outside the plant), every
-m-line of a connection on one transport (max-bundle). A malformed offer or answer closes
+m-line of a connection on one transport (max-bundle); a participant that joined with
+:class:`RelayIce` (a bridge leg to another plant) is the exception: its connections are
+relay-only through the TURN server it names. A publisher may renegotiate (more tracks, or
+tracks ended) on its publish connection. A malformed offer or answer closes
 that participant's connection with ``ValueError`` and the room serves on (THREATS W5). A
 participant who leaves, or whose connection fails or is closed by the peer, has its
 publications ended; every slot they fed goes idle and a :class:`SlotIdle` event tells the
@@ -31,10 +34,13 @@ from dataclasses import dataclass, field
 from aiortc import (
     RTCBundlePolicy,
     RTCConfiguration,
+    RTCIceServer,
+    RTCIceTransportPolicy,
     RTCPeerConnection,
     RTCRtpSender,
     RTCSessionDescription,
 )
+from aiortc import sdp as aiortc_sdp
 from aiortc.rtp import RtpPacket
 
 from edge.sfu import forwarder as core
@@ -51,6 +57,21 @@ class RoomConfig:
     tick_interval: float = 0.05
     video_codec: str = "video/VP8"
     audio_codec: str = "audio/opus"
+
+
+@dataclass(frozen=True)
+class RelayIce:
+    """ICE for a participant whose connections go through TURN only (a bridge leg to another
+    plant, ``docs/bridge.md``): the relay's TURN URLs and the credential it granted. The
+    credential is a secret: it is kept out of ``repr`` and never logged."""
+
+    urls: tuple[str, ...]
+    username: str
+    credential: str = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.urls or not all(u.startswith("turn:") for u in self.urls):
+            raise ValueError("relay-only ICE needs at least one turn: URL (and nothing else)")
 
 
 # -- events for the signalling layer --------------------------------------------------------
@@ -81,7 +102,26 @@ class ParticipantLeft:
     participant: str
 
 
-RoomEvent = TrackPublished | TrackEnded | SlotIdle | ParticipantLeft
+@dataclass(frozen=True)
+class SlotPaused:
+    """Adaptive quality: the participant's link cannot carry this video slot; it sends
+    nothing until :class:`SlotResumed` (show the person's avatar, not a frozen tile)."""
+
+    participant: str
+    mid: str
+    publication: str
+
+
+@dataclass(frozen=True)
+class SlotResumed:
+    """A paused slot is forwarded again (from the publication's next keyframe)."""
+
+    participant: str
+    mid: str
+    publication: str
+
+
+RoomEvent = TrackPublished | TrackEnded | SlotIdle | ParticipantLeft | SlotPaused | SlotResumed
 
 
 @dataclass
@@ -92,6 +132,8 @@ class _Participant:
     publications: dict[str, str] = field(default_factory=dict)  # key -> kind
     slots: dict[str, str] = field(default_factory=dict)  # mid -> slot key
     pending: list[tuple[object, str]] = field(default_factory=list)  # (transceiver, pub)
+    ice: RelayIce | None = None  # None: host candidates only
+    ended: set[str] = field(default_factory=set)  # publications ended by renegotiation
 
 
 class Room:
@@ -118,6 +160,7 @@ class Room:
             rng=rng,
             tick_interval=self.config.tick_interval,
             on_slot_idle=self._slot_idle,
+            on_adapt=self._slot_adapted,
         )
 
     @property
@@ -144,13 +187,15 @@ class Room:
 
     # -- membership -----------------------------------------------------------------------
 
-    async def join(self, participant: str) -> None:
+    async def join(self, participant: str, ice: RelayIce | None = None) -> None:
+        """Into the room. With ``ice``, every connection of this participant is relay-only
+        through those TURN servers (a bridge leg); without, host candidates only."""
         if participant in self._participants:
             raise ValueError(f"{participant} is already in room {self.id}")
         if not self._checked:
             hooks.check_hooks(await hooks.sample_instances())
             self._checked = True
-        self._participants[participant] = _Participant(participant)
+        self._participants[participant] = _Participant(participant, ice=ice)
 
     async def leave(self, participant: str) -> None:
         member = self._participants.pop(participant, None)
@@ -176,15 +221,27 @@ class Room:
     async def publish(
         self, participant: str, offer: RTCSessionDescription
     ) -> RTCSessionDescription:
-        """Answer a participant's offer to send audio/video; its tracks become publications."""
+        """Answer a participant's offer to send audio/video; its tracks become publications.
+
+        Only m-lines the offer sends on (``sendonly``/``sendrecv``, port not 0) are
+        published. A participant that publishes already may offer again on the same
+        connection (renegotiation): new sending m-lines become new publications, and m-lines
+        that stop sending (``inactive``, ``recvonly``, port 0) end theirs; an m-line that
+        ended is never published again (a publication id is never reused). A refused
+        offer closes the publish connection, and a refused renegotiation ends every
+        publication on it."""
         member = self._member(participant)
-        if member.publisher is not None:
-            raise ValueError(f"{participant} already publishes in room {self.id}")
-        pc = self._peer_connection(participant)
-        member.publisher = pc
+        pc = member.publisher
+        renegotiating = pc is not None
+        if pc is None:
+            pc = self._peer_connection(participant)
+            member.publisher = pc
         try:
+            sending = _sending_mids(offer.sdp)
             await pc.setRemoteDescription(offer)
             for transceiver in pc.getTransceivers():
+                if f"{participant}/{transceiver.mid}" in member.publications:
+                    continue  # negotiated before: its codecs stay as they are
                 kind = transceiver.kind
                 transceiver.direction = "recvonly"
                 preferred = self._mime(kind)
@@ -197,17 +254,29 @@ class Room:
                 )
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:
-            member.publisher = None
-            await pc.close()
+            if member.publisher is pc:
+                member.publisher = None
+                for key in list(member.publications):
+                    await self._unpublish(member, key)
+                await pc.close()
             raise ValueError(f"{participant}'s publish offer was refused: {exc}") from exc
         for transceiver in pc.getTransceivers():
             key = f"{participant}/{transceiver.mid}"
+            if key in member.publications:
+                if transceiver.mid not in sending:
+                    member.ended.add(key)
+                    await self._unpublish(member, key)
+                continue
+            if transceiver.mid not in sending or key in member.ended:
+                continue
             self._worker.attach_publisher(key, transceiver, self._mime(transceiver.kind))
             if transceiver.kind == "audio" and self._on_audio_level is not None:
                 self._meter(key, transceiver.receiver, self._on_audio_level)
             member.publications[key] = transceiver.kind
             self._publications[key] = (participant, transceiver.kind)
             await self.events.put(TrackPublished(key, participant, transceiver.kind))
+        if renegotiating:
+            logger.info("room %s: %s renegotiated its publications", self.id, participant)
         return pc.localDescription
 
     # -- subscribing ----------------------------------------------------------------------
@@ -271,7 +340,7 @@ class Room:
             mid = transceiver.mid  # type: ignore[attr-defined]
             slot = f"{participant}#{mid}"
             kind = transceiver.kind  # type: ignore[attr-defined]
-            self._worker.attach_slot(slot, transceiver, self._mime(kind))
+            self._worker.attach_slot(slot, transceiver, self._mime(kind), subscriber=participant)
             member.slots[mid] = slot
             self._slot_owner[slot] = (participant, mid)
             added[mid] = (kind, None)
@@ -308,6 +377,43 @@ class Room:
             raise ValueError(f"no publication {publication} in room {self.id}")
         await self._worker.assign(slot, publication)
 
+    # -- for bridge legs (edge.calls.bridge) ----------------------------------------------
+
+    def pending_slots(self, participant: str) -> dict[str, str]:
+        """The slots of the last :meth:`subscribe` offer not yet answered: mid -> the
+        publication each will carry (the mids are fixed once the offer is made)."""
+        member = self._member(participant)
+        return {
+            str(transceiver.mid): key  # type: ignore[attr-defined]
+            for transceiver, key in member.pending
+        }
+
+    async def end_slots(self, participant: str, mids: Sequence[str]) -> None:
+        """Retire these slots of the participant's subscribe connection: they stop
+        forwarding now and go ``inactive`` in the next :meth:`subscribe` offer (which the
+        caller makes). A retired slot is never fed again; its m-line stays in the SDP."""
+        member = self._member(participant)
+        pc = member.subscriber
+        if pc is None:
+            raise ValueError(f"{participant} has no subscribe connection")
+        by_mid = {t.mid: t for t in pc.getTransceivers()}
+        for mid in mids:
+            slot = member.slots.pop(mid, None)
+            transceiver = by_mid.get(mid)
+            if slot is None or transceiver is None:
+                raise ValueError(f"{participant} has no slot {mid}")
+            self._worker.detach_slot(slot)
+            self._slot_owner.pop(slot, None)
+            transceiver.direction = "inactive"
+            await transceiver.sender.stop()
+
+    def connections(
+        self, participant: str
+    ) -> tuple[RTCPeerConnection | None, RTCPeerConnection | None]:
+        """The SFU's side of the participant's (publish, subscribe) connections."""
+        member = self._member(participant)
+        return member.publisher, member.subscriber
+
     # -- internals ------------------------------------------------------------------------
 
     def _member(self, participant: str) -> _Participant:
@@ -339,9 +445,17 @@ class Room:
         # takes the first one's transport and counts as bundled, so when the answer bundles
         # every m-line onto the first transport, the second and later video slots of one
         # offer stay on the discarded video transport and send nothing.
-        pc = RTCPeerConnection(
-            RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
-        )
+        member = self._participants.get(participant)
+        ice = None if member is None else member.ice
+        if ice is None:
+            config = RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        else:  # a bridge leg: through the relay's TURN only, never a host address
+            config = RTCConfiguration(
+                iceServers=[RTCIceServer(list(ice.urls), ice.username, ice.credential)],
+                iceTransportPolicy=RTCIceTransportPolicy.RELAY,
+                bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
+            )
+        pc = RTCPeerConnection(config)
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
@@ -367,3 +481,35 @@ class Room:
         owner = self._slot_owner.get(event.slot)
         if owner is not None:
             await self.events.put(SlotIdle(owner[0], owner[1], event.publication))
+
+    # -- adaptive quality (edge.sfu.adapt) --------------------------------------------------
+
+    def set_priority(self, participant: str, publications: Sequence[str]) -> None:
+        """The publications whose video the participant's weak link keeps longest, in this
+        order (the active speaker, a screen share); others are paused first, those pinned
+        before last, the rest in the order they were subscribed. Call again on every change."""
+        self._member(participant)
+        for key in publications:
+            if key not in self._publications:
+                raise ValueError(f"no publication {key} in room {self.id}")
+        self._worker.set_priority(participant, publications)
+
+    async def _slot_adapted(self, event: core.SlotPaused | core.SlotResumed) -> None:
+        owner = self._slot_owner.get(event.slot)
+        if owner is None:
+            return
+        kind = SlotPaused if isinstance(event, core.SlotPaused) else SlotResumed
+        await self.events.put(kind(owner[0], owner[1], event.publication))
+
+
+def _sending_mids(text: str) -> set[str]:
+    """The mids of the audio/video m-lines an offer sends on (no direction means
+    ``sendrecv``, RFC 8866; port 0 is a rejected m-line)."""
+    description = aiortc_sdp.SessionDescription.parse(text)
+    return {
+        str(media.rtp.muxId)
+        for media in description.media
+        if media.kind in ("audio", "video")
+        and media.port != 0
+        and (media.direction or "sendrecv") in ("sendonly", "sendrecv")
+    }

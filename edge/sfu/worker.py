@@ -13,6 +13,8 @@ aiortc never builds an encoder), its ``_handle_rtcp_packet`` is replaced so feed
 :meth:`Worker.dispatch` turns the core's events into those calls; a ticker calls
 :meth:`Forwarder.tick` every ``tick_interval`` seconds. A subscriber whose transport is gone
 is skipped (``ConnectionError``); one bad packet is counted by the core, never raised here.
+Adaptive quality's pause and resume events (``edge.sfu.adapt``) go to ``on_adapt``; slots
+attached with a ``subscriber`` take part in it (a recorder's sink does not).
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ from edge.sfu.forwarder import (
     SendRtcp,
     SendRtp,
     SlotIdle,
+    SlotPaused,
+    SlotResumed,
 )
 from edge.sfu.packets import ExtensionIds
 
@@ -97,11 +101,13 @@ class Worker:
         rng: random.Random | None = None,
         tick_interval: float = 0.05,
         on_slot_idle: Callable[[SlotIdle], Awaitable[None]] | None = None,
+        on_adapt: Callable[[SlotPaused | SlotResumed], Awaitable[None]] | None = None,
     ) -> None:
         self.forwarder = Forwarder(config, rng)
         self._clock = clock
         self._tick_interval = tick_interval
         self._on_slot_idle = on_slot_idle
+        self._on_adapt = on_adapt
         self._receivers: dict[str, Any] = {}  # publication -> aiortc receiver
         self._remb_ssrc: dict[str, int] = {}
         self._sinks: dict[str, Callable[[bytes], Awaitable[None]]] = {}  # slot -> _send_rtp
@@ -152,8 +158,16 @@ class Worker:
         self._remb_ssrc.pop(key, None)
         return self.forwarder.unpublish(key)
 
-    def attach_slot(self, key: str, transceiver: Any, mime_type: str | None = None) -> None:
-        """Make this (sendonly) transceiver a slot the forwarder can feed."""
+    def attach_slot(
+        self,
+        key: str,
+        transceiver: Any,
+        mime_type: str | None = None,
+        *,
+        subscriber: str | None = None,
+    ) -> None:
+        """Make this (sendonly) transceiver a slot the forwarder can feed; the slots of one
+        ``subscriber`` (one connection) share its link for adaptive quality."""
         codecs, extensions = hooks.negotiated(transceiver)
         codec = codec_of(codecs, mime_type)
         sender = transceiver.sender
@@ -166,6 +180,7 @@ class Worker:
             rtx_ssrc=rtx_ssrc,
             extensions=ExtensionIds.from_parameters(extensions),
             mid=transceiver.mid,
+            subscriber=subscriber,
         )
         self._sinks[key] = hooks.rtp_sink(sender.transport)
         forwarder, clock, dispatch = self.forwarder, self._clock, self.dispatch
@@ -201,6 +216,10 @@ class Worker:
 
     async def request_keyframe(self, slot: str) -> None:
         await self.dispatch(self.forwarder.request_keyframe(slot, self._clock()))
+
+    def set_priority(self, subscriber: str, publications: Sequence[str]) -> None:
+        """Pin these publications for the subscriber (last to be paused, in this order)."""
+        self.forwarder.set_priority(subscriber, publications, self._clock())
 
     def detach_slot(self, key: str) -> None:
         self._sinks.pop(key, None)
@@ -241,6 +260,10 @@ class Worker:
                     await hooks.send_receiver_rtcp(receiver, remb)
             elif type(event) is SlotIdle and self._on_slot_idle is not None:
                 await self._on_slot_idle(event)
+            elif (type(event) is SlotPaused or type(event) is SlotResumed) and (
+                self._on_adapt is not None
+            ):
+                await self._on_adapt(event)
 
     def _start_ticker(self) -> None:
         if self._ticker is None:
