@@ -40,6 +40,13 @@ Example::
     away_minutes = 5                        # no input this long: presence "away"
     durable_commits = false                 # true: fsync each chat commit (docs/edge-server.md)
 
+    [sfu]                                   # optional; every setting has the default shown
+    workers = "auto"                        # SFU worker processes: one per CPU ("auto", in the
+                                            # edge process if there is one CPU), 0: in the
+                                            # edge process, N: that many (docs/calls.md, C1)
+    loop = "asyncio"                        # the workers' event loop: asyncio or uvloop
+    pin_cpus = true                         # worker i on CPU i, when there are enough CPUs
+
 Unknown sections and settings are refused, so a typo never silently falls back to a default.
 """
 
@@ -196,6 +203,30 @@ class ChatSettings:
 
 
 @dataclass(frozen=True)
+class SfuSettings:
+    """The ``[sfu]`` section: the SFU's worker processes (``edge.calls.worker_media``)."""
+
+    workers: int | None = None  # None: one per CPU, or in the edge process with one CPU
+    loop: str = "asyncio"  # uvloop measured no better in a worker (docs/calls.md, C1)
+    pin_cpus: bool = True
+
+    @classmethod
+    def from_table(cls, table: dict[str, Any], source: str) -> SfuSettings:
+        tomlconf.only(table, set(cls.__dataclass_fields__), source, "[sfu]")
+        d = cls()
+        workers = table.get("workers", "auto")
+        if workers != "auto":
+            workers = _integer(table, "workers", 0, source, 0, maximum=256, section="sfu")
+        loop = table.get("loop", d.loop)
+        if loop not in ("uvloop", "asyncio"):
+            raise ValueError(f"{source}: sfu.loop must be uvloop or asyncio")
+        pin = table.get("pin_cpus", d.pin_cpus)
+        if not isinstance(pin, bool):
+            raise ValueError(f"{source}: sfu.pin_cpus must be true or false")
+        return cls(workers=None if workers == "auto" else workers, loop=loop, pin_cpus=pin)
+
+
+@dataclass(frozen=True)
 class EdgeConfig:
     site: str
     data_dir: Path
@@ -207,6 +238,7 @@ class EdgeConfig:
     relay: RelaySettings | None = None
     web: WebSettings = field(default_factory=WebSettings)
     chat: ChatSettings = field(default_factory=ChatSettings)
+    sfu: SfuSettings = field(default_factory=SfuSettings)
 
     @property
     def db(self) -> Path:
@@ -218,7 +250,7 @@ class EdgeConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], *, base: Path, source: str) -> EdgeConfig:
-        unknown = set(raw) - {"edge", "relay", "web", "chat"}
+        unknown = set(raw) - {"edge", "relay", "web", "chat", "sfu"}
         if unknown:
             raise ValueError(f"{source}: unknown section(s) {sorted(unknown)}")
         edge = tomlconf.section(raw, "edge", source, required=True)
@@ -259,5 +291,8 @@ class EdgeConfig:
             ),
             chat=ChatSettings.from_table(
                 tomlconf.section(raw, "chat", source, required=False), source
+            ),
+            sfu=SfuSettings.from_table(
+                tomlconf.section(raw, "sfu", source, required=False), source
             ),
         )

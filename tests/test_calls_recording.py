@@ -1,6 +1,7 @@
 """Recording a meeting over the real edge server (issue 7): the moderator starts and stops it
 while two participants publish, the meeting's end stops it too, and only who was in the
-meeting while it recorded lists and downloads it.
+meeting while it recorded lists and downloads it; someone who joins while it records is in
+it, tracks of their own from when they came, and may download it too.
 
 Theory of operation
 -------------------
@@ -26,7 +27,7 @@ import av
 import pytest
 from aiortc import RTCSessionDescription
 
-from bench.sfu_clients import Publisher
+from bench.sfu_clients import Publisher, make_clip
 from tests.test_calls_api import Person, clip, live, member, people, polled
 from tests.test_calls_guests import Guest, new_link
 from tests.test_edge_server import Live
@@ -165,7 +166,7 @@ def test_a_meeting_is_recorded_listed_and_downloaded_by_its_participants_only(
         assert len(r.body) == recording["size"] == int(r.headers["Content-Length"])
         assert r.body[:4] == b"\x1a\x45\xdf\xa3"  # EBML
         sent = {"video": set(media.video) | set(media.keyframes), "audio": set(media.audio)}
-        with av.open(io.BytesIO(r.body), format="webm") as container:
+        with av.open(io.BytesIO(r.body), mode="r", format="webm") as container:
             kinds = sorted(s.codec_context.name for s in container.streams)
             assert kinds == ["opus", "opus", "vp8", "vp8"]  # alice's and bob's
             # libvpx, as in the browsers: ffmpeg's own VP8 decoder refuses the test
@@ -193,3 +194,97 @@ def test_a_meeting_is_recorded_listed_and_downloaded_by_its_participants_only(
     for sidecar in sidecars:
         assert json.loads(sidecar.read_text())["participants"] == ["alice", "bob"]
     assert member(ended, "carol")["state"] == "declined"
+
+
+def test_a_late_joiner_is_in_the_recording_and_may_download_it(
+    live: Live, people: dict[str, Person]
+) -> None:
+    """bob joins the meeting after alice started recording it, publishes, and leaves before
+    it stops: his audio and video are tracks of the one file (his bytes, from when he came to
+    when he left, decodable), and he, who was never in while it started, lists and
+    downloads it; carol, who declined, still gets nothing."""
+    alice, bob, carol = (people[x] for x in ("alice", "bob", "carol"))
+    call = alice.ok("POST", "/api/calls", {"kind": "meeting", "invite": ["bob", "carol"]}, 201)
+    cid = call["id"]
+    carol.ok("POST", f"/api/calls/{cid}/decline")
+    bob_media = make_clip(seconds=4.0, fps=10, width=176, height=144, bitrate=120_000, tone=660.0)
+    sent = {
+        "alice": set(media.video) | set(media.keyframes) | set(media.audio),
+        "bob": set(bob_media.video) | set(bob_media.keyframes) | set(bob_media.audio),
+    }
+    assert not sent["alice"] & sent["bob"]
+
+    async def publish(person: Person, frames: Any) -> Publisher:
+        publisher = Publisher(frames)
+        offer = await publisher.offer()
+        r = await asyncio.to_thread(
+            person.call, "POST", f"/api/calls/{cid}/publish", {"sdp": offer.sdp}
+        )
+        assert r.status == 200, r.body
+        await publisher.pc.setRemoteDescription(RTCSessionDescription(r.json()["sdp"], "answer"))
+        return publisher
+
+    def publications() -> int:
+        return len(alice.ok("GET", f"/api/calls/{cid}")["publications"])
+
+    def post(person: Person, path: str, body: object = None) -> Any:
+        return asyncio.to_thread(person.call, "POST", path, body)
+
+    async def scenario() -> None:
+        publishers = [await publish(alice, clip())]
+        try:
+            await polled(lambda: publications() == 2, "alice's publications", 10)
+            r = await post(alice, f"/api/calls/{cid}/recording", {"recording": True})
+            assert r.status == 200 and r.json()["recording"] is True, r.body
+            await asyncio.sleep(1.0)
+
+            await asyncio.to_thread(bob.call_frame, cid)
+            r = await post(bob, f"/api/calls/{cid}/join")
+            assert r.status == 200 and r.json()["recording"] is True, r.body
+            publishers.append(await publish(bob, bob_media))
+            await polled(lambda: publications() == 4, "bob's publications", 10)
+            await asyncio.sleep(2.0)
+            r = await post(bob, f"/api/calls/{cid}/leave")  # his publications end
+            assert r.status == 200, r.body
+            await polled(lambda: publications() == 2, "bob's publications gone", 10)
+            await asyncio.sleep(1.0)
+            r = await post(alice, f"/api/calls/{cid}/recording", {"recording": False})
+            assert r.status == 200 and r.json()["recording"] is False, r.body
+            await post(alice, f"/api/calls/{cid}/leave")
+        finally:
+            for publisher in publishers:
+                await publisher.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 40))
+
+    (recording,) = listed(bob, cid)
+    assert listed(alice, cid) == [recording] and listed(carol, cid) == []
+    r = bob.call("GET", f"/api/calls/{cid}/recordings/{recording['id']}")
+    assert r.status == 200 and len(r.body) == recording["size"], r.body[:200]
+    owners: dict[int, str] = {}
+    first: dict[int, float] = {}
+    with av.open(io.BytesIO(r.body), mode="r", format="webm") as container:
+        kinds = sorted(s.codec_context.name for s in container.streams)
+        assert kinds == ["opus", "opus", "vp8", "vp8"]  # alice's and bob's
+        videos = {s.index for s in container.streams.video}
+        decoders = {i: av.CodecContext.create("libvpx", "r") for i in videos}
+        frames = dict.fromkeys(videos, 0)
+        packets: dict[int, int] = {}
+        for packet in container.demux():
+            if packet.size == 0 or packet.pts is None or packet.time_base is None:
+                continue
+            index = packet.stream.index
+            whose = [who for who, theirs in sent.items() if bytes(packet) in theirs]
+            assert len(whose) == 1, f"stream {index}: a frame nobody sent"
+            assert owners.setdefault(index, whose[0]) == whose[0], f"stream {index} mixes"
+            first.setdefault(index, float(packet.pts * packet.time_base))
+            packets[index] = packets.get(index, 0) + 1
+            if index in videos:
+                frames[index] += len(decoders[index].decode(packet))
+    assert sorted(owners.values()) == ["alice", "alice", "bob", "bob"], owners
+    assert all(frames[i] == packets[i] > 5 for i in videos), (frames, packets)
+    # bob's tracks begin a second or more into the file, alice's at its start
+    assert all(first[i] >= 0.8 for i, who in owners.items() if who == "bob"), first
+    assert all(first[i] < 1.0 for i, who in owners.items() if who == "alice"), first
+    sidecar = live.config.data_dir / "recordings" / cid / f"{recording['id']}.json"
+    assert json.loads(sidecar.read_text())["participants"] == ["alice", "bob"]

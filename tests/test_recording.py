@@ -10,8 +10,10 @@ duration, and the SFU must have built no decoder or encoder while recording.
 from __future__ import annotations
 
 import asyncio
+import io
 import random
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
@@ -106,6 +108,7 @@ def test_a_recording_is_the_forwarded_frames_muxed_and_plays_back(
         pts: list[float] = []
         sizes = set()
         for frame in container.decode(video=0):
+            assert frame.pts is not None and frame.time_base is not None
             pts.append(float(frame.pts * frame.time_base))
             sizes.add((frame.width, frame.height))
         assert len(pts) == counts["video"] and sizes == {(160, 120)}
@@ -179,3 +182,222 @@ def test_a_microphone_on_hold_is_not_recorded(tmp_path: Path) -> None:
 def written(recorder: Recorder) -> dict[str, int]:
     """Frames written so far per publication."""
     return {s.publication: s.frames for s in recorder._streams.values()}
+
+
+def late_clip() -> Clip:
+    """Another picture size, bitrate and tone: a late joiner's frames are not alice's bytes."""
+    return make_clip(seconds=6.0, fps=10, width=176, height=144, bitrate=120_000, tone=660.0)
+
+
+@dataclass
+class Demuxed:
+    type: str
+    size: tuple[int, int] | None  # video: the picture size the file's header gives
+    frames: list[bytes] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)  # seconds, the file's own timestamps
+
+
+def demuxed(path: Path) -> dict[int, Demuxed]:
+    """Per stream of the file: codec type, picture size, the frames' bytes and times."""
+    out: dict[int, Demuxed] = {}
+    with av.open(str(path)) as container:
+        for s in container.streams:
+            size = None
+            if isinstance(s, av.VideoStream):
+                size = (s.codec_context.width, s.codec_context.height)
+            out[s.index] = Demuxed(s.type, size)
+        for packet in container.demux():
+            if packet.size == 0 or packet.pts is None:
+                continue
+            entry = out[packet.stream.index]
+            entry.frames.append(bytes(packet))
+            entry.times.append(float(packet.pts * packet.time_base))
+    return out
+
+
+def test_a_late_publisher_is_recorded_from_when_it_came_until_it_left(tmp_path: Path) -> None:
+    """bob publishes ~1.5 s after the recording started and leaves ~2 s later: the one file
+    holds alice's tracks from the start to the end and bob's from his first frame to his
+    leaving, each frame byte for byte what its publisher sent, decodable, at bob's size."""
+    alice_media, bob_media = clip(), late_clip()
+    path = recording_path(tmp_path, "call-3", "rec-1")
+    marks: dict[str, float] = {}
+
+    async def scenario() -> tuple[recording.RecordingInfo, dict[str, str], dict[str, str]]:
+        room = Room("rec-late", rng=random.Random(5))
+        await room.join("alice")
+        alice = Publisher(alice_media)
+        bob = Publisher(bob_media)
+        await alice.pc.setRemoteDescription(await room.publish("alice", await alice.offer()))
+        try:
+            await wait_for(lambda: room.stats.received >= 20, 10, "alice's media at the SFU")
+            alices = dict(room.publications)
+            recorder = Recorder(room, path)
+            start = time.monotonic()
+            await recorder.start(sorted(alices))
+            await asyncio.sleep(1.5)
+
+            await room.join("bob")
+            await bob.pc.setRemoteDescription(await room.publish("bob", await bob.offer()))
+            bobs = {k: v for k, v in room.publications.items() if k not in alices}
+            assert len(bobs) == 2
+            marks["bob_in"] = time.monotonic() - start
+            for key in sorted(bobs):
+                await recorder.add(key)
+                await recorder.add(key)  # twice: still one tap, one track
+            await wait_for(
+                lambda: all(written(recorder).get(k, 0) >= 5 for k in bobs), 10, "bob recorded"
+            )
+            marks["bob_seen"] = time.monotonic() - start
+            await asyncio.sleep(1.5)
+            await room.leave("bob")
+            marks["bob_out"] = time.monotonic() - start
+            for key in bobs:
+                recorder.remove(key)
+            with pytest.raises(ValueError, match="no publication"):
+                await recorder.add("bob/9")
+            bob_frames = {k: n for k, n in written(recorder).items() if k in bobs}
+            await asyncio.sleep(1.5)
+            assert {k: n for k, n in written(recorder).items() if k in bobs} == bob_frames
+            info = await recorder.stop()
+            marks["end"] = time.monotonic() - start
+            assert recorder.malformed == 0 and info.refused == ()
+            return info, alices, bobs
+        finally:
+            await room.close()
+            await alice.close()
+            await bob.close()
+
+    info, alices, bobs = asyncio.run(asyncio.wait_for(scenario(), 40))
+    assert set(info.frames) == set(alices) | set(bobs)
+
+    streams = demuxed(path)
+    assert sorted(s.type for s in streams.values()) == ["audio"] * 2 + ["video"] * 2
+    sent = {
+        "alice": set(alice_media.video) | set(alice_media.keyframes) | set(alice_media.audio),
+        "bob": set(bob_media.video) | set(bob_media.keyframes) | set(bob_media.audio),
+    }
+    assert not sent["alice"] & sent["bob"]
+    owner: dict[int, str] = {}
+    for index, s in streams.items():
+        assert s.frames, (index, s.type)
+        whose = {who for who, theirs in sent.items() if set(s.frames) <= theirs}
+        assert len(whose) == 1, f"stream {index}: frames not all of one publisher's"
+        owner[index] = whose.pop()
+    assert sorted(owner.values()) == ["alice", "alice", "bob", "bob"]
+    for index, s in streams.items():
+        times = s.times
+        if owner[index] == "alice":
+            assert times[0] < 1.5 and times[-1] > marks["end"] - 1.0, (index, times[:3])
+        else:  # bob's tracks: from when he came to when he left (he was gone 1.5 s before
+            # the end; frame times follow the RTP clock from the first frame's arrival)
+            assert marks["bob_in"] - 0.2 <= times[0] <= marks["bob_seen"], (index, marks)
+            assert times[-1] <= marks["bob_out"] + 1.0, (index, times[-1], marks)
+        if s.type == "video":
+            assert s.size == ((176, 144) if owner[index] == "bob" else (160, 120))
+    counts = dict.fromkeys(sent, 0)
+    for index, s in streams.items():
+        counts[owner[index]] += len(s.frames)
+    assert counts["bob"] == sum(n for k, n in info.frames.items() if k in bobs)
+
+    # every video frame of both decodes (libvpx, as in the browsers)
+    with av.open(str(path)) as container:
+        for stream in container.streams.video:
+            decoder = av.CodecContext.create("libvpx", "r")
+            decoded = packets = 0
+            for packet in container.demux(stream):
+                if packet.size:
+                    packets += 1
+                    decoded += len(decoder.decode(packet))
+            assert decoded == packets > 5
+            container.seek(0)
+
+
+def test_a_publication_finding_the_header_full_is_left_out(tmp_path: Path) -> None:
+    """With room in the file's header for alice's two tracks only, bob's publications are
+    refused (named in the result), and alice's recording goes on untouched."""
+    media = clip()
+    path = recording_path(tmp_path, "call-4", "rec-1")
+    # exactly alice's two entries (the video one made at her size)
+    two = webm.Track(1, "V_VP8", 160, 120).entry() + webm.Track(2, "A_OPUS").entry()
+    reserve = len(webm.element(webm.TRACKS_ID, two)) - len(webm.element(webm.TRACKS_ID, b""))
+
+    async def scenario() -> tuple[recording.RecordingInfo, set[str]]:
+        room = Room("rec-full", rng=random.Random(6))
+        await room.join("alice")
+        alice, bob = Publisher(media), Publisher(late_clip())
+        await alice.pc.setRemoteDescription(await room.publish("alice", await alice.offer()))
+        try:
+            await wait_for(lambda: room.stats.received >= 20, 10, "alice's media at the SFU")
+            alices = set(room.publications)
+            recorder = Recorder(room, path, reserve=reserve)
+            await recorder.start(sorted(alices))
+            await wait_for(
+                lambda: all(written(recorder).get(k, 0) >= 3 for k in alices), 10, "alice"
+            )
+            await room.join("bob")
+            await bob.pc.setRemoteDescription(await room.publish("bob", await bob.offer()))
+            bobs = set(room.publications) - alices
+            for key in sorted(bobs):
+                await recorder.add(key)
+            await wait_for(lambda: len(recorder._refused) == 2, 10, "bob's tracks refused")
+            before = {k: written(recorder)[k] for k in alices}
+            await asyncio.sleep(1.0)
+            assert all(written(recorder)[k] > before[k] for k in alices)  # alice goes on
+            return await recorder.stop(), bobs
+        finally:
+            await room.close()
+            await alice.close()
+            await bob.close()
+
+    info, bobs = asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert set(info.refused) == bobs and all(info.frames[k] == 0 for k in bobs)
+    streams = demuxed(path)
+    assert sorted((s.type, s.size or (0, 0)) for s in streams.values()) == [
+        ("audio", (0, 0)),
+        ("video", (160, 120)),
+    ]
+
+
+def test_tracks_are_added_to_the_header_in_place_until_its_reserve_is_full(
+    tmp_path: Path,
+) -> None:
+    """The writer's header region (Tracks + Void) keeps its size as tracks are added, so no
+    block moves; what does not fit is refused with the file unchanged; readers see every
+    track added, each starting at its first block."""
+    media, other = clip(), late_clip()
+    path = tmp_path / "grow.webm"
+    with path.open("wb") as file:
+        writer = webm.WebmWriter(file, [], reserve=200)
+        header = file.tell()
+        writer.add_track(webm.Track(1, "V_VP8", 160, 120))
+        writer.add_track(webm.Track(2, "A_OPUS"))
+        assert file.tell() == header  # the region did not grow
+        with pytest.raises(ValueError, match="track number 2 is taken"):
+            writer.add_track(webm.Track(2, "A_OPUS"))
+        for i in range(10):
+            writer.write(1, i * 100, media.video[i], i == 0)
+            writer.write(2, i * 100, media.audio[i], True)
+        writer.add_track(webm.Track(3, "V_VP8", 176, 144))  # a late joiner at 1 s
+        with pytest.raises(ValueError, match="no room for track 4 in the file's header"):
+            writer.add_track(webm.Track(4, "A_OPUS"))  # 200 bytes hold three entries
+        assert writer.tracks == (1, 2, 3)
+        for i in range(10, 20):
+            writer.write(1, i * 100, media.video[i], False)
+            writer.write(3, i * 100, other.video[i - 10], i == 10)
+        writer.close()
+    streams = demuxed(path)
+    assert [(s.type, s.size, len(s.frames)) for s in streams.values()] == [
+        ("video", (160, 120), 20),
+        ("audio", None, 10),
+        ("video", (176, 144), 10),
+    ]
+    assert streams[2].times == [i / 10 for i in range(10, 20)]
+    assert streams[2].frames == list(other.video[:10])
+    for bad in (-1, 1):
+        with pytest.raises(ValueError, match=f"cannot reserve {bad} bytes"):
+            webm.WebmWriter(io.BytesIO(), [], reserve=bad)
+    with pytest.raises(ValueError, match="needs a track, or room to add one"):
+        webm.WebmWriter(io.BytesIO(), [])
+    with pytest.raises(ValueError, match="no Void element is 1 byte long"):
+        webm.void(1)

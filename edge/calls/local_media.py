@@ -16,12 +16,20 @@ kept here: :meth:`LocalMedia.subscribe` re-points idle slots before it adds any,
 moderator's hold (:meth:`LocalMedia.hold`) points every slot fed by a held microphone at
 nothing and back again.
 
+Bridge legs to other plants (the ``bridge_*`` methods at the end, driven by
+:mod:`edge.calls.bridge`; ``docs/bridge.md``): per leg, one room participant per direction
+(``bridge~<site>~9o`` offers this plant's publications, ``bridge~<site>~9i`` takes the other
+plant's), relay-only through the relay's TURN. Remote publications are kept with the local
+ones (``Publication.site`` set), so subscribing offers them like local ones.
+
 The room reports the ``ssrc-audio-level`` of every camera audio packet
 (:class:`~edge.calls.speaker.SpeakerDetector`); a ticker decides the active speaker twice a
 second while the room lives.
 
-A room records with one :class:`~edge.calls.recording.Recorder` at a time (taps on the
-publications it was given); closing the room finishes the file.
+A room records with one :class:`~edge.calls.recording.Recorder` at a time: taps on the
+publications it was given, then on every publication of this plant that appears while it
+runs (a late joiner, a screen share), let go of as each ends; closing the room finishes
+the file.
 """
 
 from __future__ import annotations
@@ -30,21 +38,31 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from aiortc import RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCSessionDescription
 
+from edge.calls import bridge as wire
 from edge.calls.media import (
+    BridgeError,
+    BridgeLink,
+    Direction,
     Dropped,
+    LinkState,
     MediaConflictError,
     MediaEvent,
+    NoRelayError,
     Offer,
     Publication,
     Published,
     Recorded,
+    RemotePublished,
+    RemoteUnpublished,
     SdpError,
     Slot,
     SlotsChanged,
@@ -57,12 +75,14 @@ from edge.calls.recording import Recorder
 from edge.calls.speaker import SpeakerDetector
 from edge.sfu.room import (
     ParticipantLeft,
+    RelayIce,
     Room,
     RoomConfig,
     SlotIdle,
     TrackEnded,
     TrackPublished,
 )
+from pki.names import check_site
 
 log = logging.getLogger("edge.calls.media")
 
@@ -121,6 +141,7 @@ class LocalMedia:
         self._clock = clock
         self._rooms: dict[str, _Room] = {}
         self._serial = itertools.count(1)
+        self._bridges: dict[str, dict[str, _Bridge]] = {}  # room -> plant -> its leg here
 
     # Membership
 
@@ -255,6 +276,7 @@ class LocalMedia:
                 pub = self._publication(r, key)
                 if pub is not None and pub.participant == participant and pub.kind == "audio":
                     await r.room.switch(other.camera, mid, None if held else key)
+        await self._bridge_hold(r, room, participant, held)  # other plants hear the same
 
     # Recording
 
@@ -277,6 +299,17 @@ class LocalMedia:
                 await recorder.stop()
             await asyncio.to_thread(Path(path).unlink, missing_ok=True)
             raise MediaConflictError(f"the recording could not start: {e}") from None
+
+    async def _record_late(self, r: _Room, key: str) -> None:
+        """A publication that appeared while the room records joins the recording."""
+        recorder = r.recorder
+        if recorder is None:
+            return
+        recorder.silence(key, self._held(r, key))
+        try:
+            await recorder.add(key)
+        except ValueError as e:  # it ended meanwhile
+            log.info("room %s: %s not recorded: %s", r.room.id, key, e)
 
     async def stop_recording(self, room: str) -> Recorded | None:
         r = self._rooms.get(room)
@@ -310,6 +343,7 @@ class LocalMedia:
                 await task
         r.ids.clear()
         r.members.clear()
+        self._bridges.pop(room, None)
         await r.room.close()
 
     async def close(self) -> None:
@@ -387,11 +421,15 @@ class LocalMedia:
                     continue
                 pub = Publication(event.publication, owner[0], event.kind, owner[1])
                 r.publications[pub.id] = pub
+                await self._record_late(r, pub.id)
                 await self._emit(Published(name, pub))
             elif isinstance(event, TrackEnded):
+                if r.recorder is not None:  # its track in the file just ends
+                    r.recorder.remove(event.publication)
                 gone = r.publications.pop(event.publication, None)
                 if gone is not None:
-                    await self._emit(Unpublished(name, gone))
+                    remote = gone.site is not None
+                    await self._emit((RemoteUnpublished if remote else Unpublished)(name, gone))
             elif isinstance(event, SlotIdle):
                 member = next(
                     (m for m in r.members.values() if m.camera == event.participant), None
@@ -405,7 +443,8 @@ class LocalMedia:
             elif isinstance(event, ParticipantLeft):
                 owner = r.ids.pop(event.participant, None)
                 if owner is None:
-                    continue  # taken out here, not failed
+                    await self._bridge_dropped(name, event.participant)
+                    continue  # taken out here, not failed (or a bridge connection)
                 login, source = owner
                 member = r.members.get(login)
                 if source is Source.SCREEN:
@@ -420,3 +459,307 @@ class LocalMedia:
             await asyncio.sleep(self._speaker_interval)
             if r.detector.tick(self._clock()):
                 await self._emit(Speaker(name, r.detector.current))
+
+    # Bridge legs to other plants: edge.calls.bridge drives these (docs/bridge.md)
+
+    async def bridge_open(self, room: str, site: str, ice: dict[str, Any]) -> None:
+        """The leg to plant ``site`` in ``room`` (the room is made on first use). ``ice`` is
+        the relay's TURN grant (``{"urls", "username", "credential"}``): connections of the
+        leg made from now on use it, relay-only (each new connection gets a new grant)."""
+        check_site(site)
+        settings = wire.relay_ice(ice)
+        if room not in self._rooms:
+            self._open(room)
+        legs = self._bridges.setdefault(room, {})
+        b = legs.get(site)
+        if b is None:
+            legs[site] = _Bridge(site, settings)
+        else:
+            b.ice = settings
+
+    async def bridge_offer(self, room: str, site: str) -> dict[str, Any]:
+        """This plant's publications for the leg's OUT connection: ``{"connection", "fresh",
+        "sdp", "map"}``. ``map`` is mid -> ``{"publication", "login", "source", "kind"}`` for
+        every live slot. A new connection (``fresh``) is made when there is none; else new
+        publications get new slots and ended ones' slots go ``inactive`` (slots grow, never
+        reused: a remote publication id is never reused). When more than
+        ``max(MAX_DEAD_SLOTS, live)`` slots are dead the offer starts a fresh connection
+        instead. ``sdp`` is ``None`` when there is nothing to change or nothing to send."""
+        r, b = self._bridge(room, site)
+        async with b.lock:
+            if b.offer_pending:
+                raise MediaConflictError("the previous bridge offer is not answered yet")
+            local = {
+                key: pub
+                for key in r.room.publications
+                if (pub := self._publication(r, key)) is not None and pub.site is None
+            }
+            live = {mid: key for mid, key in b.out_slots.items() if key is not None}
+            ended = [mid for mid, key in live.items() if key not in local]
+            dead = len(b.out_slots) - len(live) + len(ended)
+            if b.out_pid is not None and dead > max(MAX_DEAD_SLOTS, len(local)):
+                log.info("room %s: bridge to %s starts afresh (%d dead slots)", room, site, dead)
+                await self._bridge_drop(r, b, Direction.OUT)
+            fresh = b.out_pid is None
+            if fresh:
+                if not local:
+                    return {"connection": None, "fresh": False, "sdp": None, "map": {}}
+                pid = f"bridge~{site}~{next(self._serial)}o"
+                await r.room.join(pid, ice=b.ice)
+                b.out_pid, b.out_connection, b.out_slots = pid, secrets.token_hex(8), {}
+                live, ended = {}, []
+            missing = [key for key in local if key not in live.values()]
+            if not fresh and not missing and not ended:
+                return {"connection": b.out_connection, "fresh": False, "sdp": None, "map": {}}
+            pid = str(b.out_pid)
+            try:
+                if ended:
+                    await r.room.end_slots(pid, ended)
+                    for mid in ended:
+                        b.out_slots[mid] = None
+                        del live[mid]
+                offer = await r.room.subscribe(pid, missing)
+                pending = r.room.pending_slots(pid)
+            except ValueError as e:
+                await self._bridge_drop(r, b, Direction.OUT)
+                raise BridgeError(f"the bridge offer to {site} failed: {_reason(e)}") from None
+            if fresh and "relay" not in wire.candidate_types(offer.sdp):
+                await self._bridge_drop(r, b, Direction.OUT)
+                raise NoRelayError(f"the connection to {site} gathered no relay candidate")
+            connection = str(b.out_connection)
+            if fresh:
+                self._bridge_watch(room, b, Direction.OUT, r.room.connections(pid)[1], connection)
+            b.pending, b.offer_pending = pending, True
+            slots = {**live, **pending}
+            return {
+                "connection": connection,
+                "fresh": fresh,
+                "sdp": offer.sdp,
+                "map": {
+                    mid: {
+                        "publication": key,
+                        "login": local[key].participant,
+                        "source": local[key].source.value,
+                        "kind": local[key].kind,
+                    }
+                    for mid, key in slots.items()
+                    if key in local
+                },
+            }
+
+    async def bridge_answer(self, room: str, site: str, answer: dict[str, Any]) -> None:
+        """The other plant's answer to the last :meth:`bridge_offer`: the new slots start
+        forwarding. A refused answer lets the OUT connection go (make a new one)."""
+        connection, text = answer.get("connection"), answer.get("sdp")
+        if not isinstance(connection, str) or not isinstance(text, str):
+            raise BridgeError("a bridge answer needs its connection and SDP")
+        check_sdp(text)
+        r, b = self._bridge(room, site)
+        async with b.lock:
+            if not b.offer_pending or connection != b.out_connection or b.out_pid is None:
+                raise MediaConflictError(f"no bridge offer {connection[:64]} waits for an answer")
+            b.offer_pending = False
+            pid = b.out_pid
+            try:
+                wire.check_relay_only(text, f"plant {site}")
+                await r.room.answer(pid, RTCSessionDescription(text, "answer"))
+            except ValueError as e:
+                await self._bridge_drop(r, b, Direction.OUT)
+                raise SdpError(_reason(e)) from None
+            pending, b.pending = b.pending, {}
+            for mid, key in pending.items():
+                b.out_slots[mid] = key
+                if self._held(r, key):
+                    await r.room.switch(pid, mid, None)
+
+    async def bridge_accept(self, room: str, site: str, offer: dict[str, Any]) -> dict[str, Any]:
+        """The other plant's offer of its publications (the leg's IN connection): its
+        publications become remote publications here (:class:`RemotePublished`, labelled by
+        the map), and those it stops sending end. Returns ``{"connection", "sdp"}``."""
+        connection, text, fresh = offer.get("connection"), offer.get("sdp"), offer.get("fresh")
+        if not isinstance(connection, str) or not isinstance(text, str):
+            raise BridgeError("a bridge offer needs its connection and SDP")
+        if not isinstance(fresh, bool):
+            raise BridgeError("a bridge offer must say whether its connection is fresh")
+        check_sdp(text)
+        wire.check_relay_only(text, f"plant {site}")
+        entries = wire.check_map(offer.get("map"), site)
+        sending = wire.sending_media(text)
+        if set(sending) != set(entries):
+            raise BridgeError(
+                f"the offer's map names mids {sorted(entries)[:20]} but its SDP sends on "
+                f"{sorted(sending)[:20]}"
+            )
+        for mid, entry in entries.items():
+            if entry.kind != sending[mid]:
+                raise BridgeError(
+                    f"mid {mid} is {sending[mid]} in the SDP, {entry.kind} in the map"
+                )
+        r, b = self._bridge(room, site)
+        async with b.lock:
+            if fresh:
+                if b.in_pid is not None:
+                    await self._bridge_drop(r, b, Direction.IN)
+                pid = f"bridge~{site}~{next(self._serial)}i"
+                await r.room.join(pid, ice=b.ice)
+                b.in_pid, b.in_connection, b.in_map = pid, connection, {}
+            elif b.in_pid is None or connection != b.in_connection:
+                raise BridgeError(f"connection {connection[:64]} from {site} is not here any more")
+            else:
+                pid = b.in_pid
+                for mid, entry in entries.items():
+                    before = b.in_map.get(mid)
+                    if before is not None and before.publication != entry.publication:
+                        raise BridgeError(f"mid {mid} cannot change its publication")
+            try:
+                answer = await r.room.publish(pid, RTCSessionDescription(text, "offer"))
+            except ValueError as e:
+                await self._bridge_drop(r, b, Direction.IN)
+                raise SdpError(_reason(e)) from None
+            if b.in_pid != pid:
+                raise BridgeError(f"the connection from {site} dropped meanwhile")
+            if fresh and "relay" not in wire.candidate_types(answer.sdp):
+                await self._bridge_drop(r, b, Direction.IN)
+                raise NoRelayError(f"the connection from {site} gathered no relay candidate")
+            if fresh:
+                self._bridge_watch(room, b, Direction.IN, r.room.connections(pid)[0], connection)
+            for mid, entry in entries.items():
+                key = f"{pid}/{mid}"
+                if mid in b.in_map or key not in r.room.publications:
+                    continue
+                pub = Publication(key, entry.login, entry.kind, entry.source, site)
+                r.publications[key] = pub
+                b.in_map[mid] = entry
+                await self._emit(RemotePublished(room, pub))
+            for mid in [m for m in b.in_map if m not in entries]:
+                del b.in_map[mid]  # the room ended it: RemoteUnpublished comes from _pump
+            return {"connection": connection, "sdp": answer.sdp}
+
+    async def bridge_reset(self, room: str, site: str, direction: str) -> None:
+        """Let one connection of the leg go (``"out"``: the next :meth:`bridge_offer` makes
+        a new one; ``"in"``: its remote publications end). No event is emitted for it."""
+        try:
+            which = Direction(direction)
+        except ValueError:
+            raise BridgeError(f"direction must be 'out' or 'in', not {direction[:20]!r}") from None
+        r = self._rooms.get(room)
+        b = self._bridges.get(room, {}).get(site)
+        if r is None or b is None:
+            return
+        async with b.lock:
+            await self._bridge_drop(r, b, which)
+
+    async def bridge_close(self, room: str, site: str) -> None:
+        """The leg is gone from this room: both connections, their remote publications."""
+        r = self._rooms.get(room)
+        b = self._bridges.get(room, {}).pop(site, None)
+        if r is None or b is None:
+            return
+        async with b.lock:
+            for direction in Direction:
+                await self._bridge_drop(r, b, direction)
+
+    def bridge_peer_connections(self, room: str, site: str) -> dict[str, RTCPeerConnection]:
+        """The leg's live connections by direction (instrumentation and tests)."""
+        r = self._rooms.get(room)
+        b = self._bridges.get(room, {}).get(site)
+        found: dict[str, RTCPeerConnection] = {}
+        if r is None or b is None:
+            return found
+        if b.out_pid is not None and (pc := r.room.connections(b.out_pid)[1]) is not None:
+            found[Direction.OUT.value] = pc
+        if b.in_pid is not None and (pc := r.room.connections(b.in_pid)[0]) is not None:
+            found[Direction.IN.value] = pc
+        return found
+
+    def _bridge(self, room: str, site: str) -> tuple[_Room, _Bridge]:
+        r = self._rooms.get(room)
+        b = self._bridges.get(room, {}).get(site)
+        if r is None or b is None:
+            raise MediaConflictError(f"no bridge leg to {site[:64]} is open in this call")
+        return r, b
+
+    async def _bridge_drop(self, r: _Room, b: _Bridge, direction: Direction) -> None:
+        """Take one connection out here (the room's ParticipantLeft is then not a drop)."""
+        pid = b.forget(direction)
+        if pid is not None:
+            await r.room.leave(pid)
+
+    async def _bridge_dropped(self, name: str, participant: str) -> None:
+        """The room let a bridge connection go (failed, or closed by the other end)."""
+        for b in self._bridges.get(name, {}).values():
+            for direction in Direction:
+                pid, connection = b.current(direction)
+                if pid == participant and connection is not None:
+                    b.forget(direction)
+                    log.info("room %s: bridge %s %s dropped", name, b.site, direction.value)
+                    await self._emit(
+                        BridgeLink(name, b.site, direction, connection, LinkState.DROPPED)
+                    )
+                    return
+
+    def _bridge_watch(
+        self,
+        name: str,
+        b: _Bridge,
+        direction: Direction,
+        pc: RTCPeerConnection | None,
+        connection: str,
+    ) -> None:
+        if pc is None:
+            return
+
+        async def changed() -> None:
+            if pc.connectionState == "connected" and b.current(direction)[1] == connection:
+                await self._emit(
+                    BridgeLink(name, b.site, direction, connection, LinkState.CONNECTED)
+                )
+
+        pc.on("connectionstatechange", changed)
+
+    async def _bridge_hold(self, r: _Room, name: str, participant: str, held: bool) -> None:
+        for b in list(self._bridges.get(name, {}).values()):
+            if b.out_pid is None:
+                continue
+            for mid, key in list(b.out_slots.items()):
+                pub = None if key is None else self._publication(r, key)
+                if key is None or pub is None or key not in r.room.publications:
+                    continue
+                if pub.site is None and pub.participant == participant and pub.kind == "audio":
+                    await r.room.switch(b.out_pid, mid, None if held else key)
+
+
+MAX_DEAD_SLOTS = 16  # retired m-lines a bridge connection keeps before it starts afresh
+
+
+@dataclass(eq=False)
+class _Bridge:
+    """This plant's end of one bridge leg in one room: the OUT connection (offered here,
+    carrying local publications: mid -> publication, ``None`` once retired) and the IN
+    connection (the other plant's, whose mids map to remote publications)."""
+
+    site: str
+    ice: RelayIce
+    out_pid: str | None = None  # room participant ids: bridge~<site>~<n>o / ...i
+    out_connection: str | None = None
+    out_slots: dict[str, str | None] = field(default_factory=dict)
+    pending: dict[str, str] = field(default_factory=dict)  # offered, not answered
+    offer_pending: bool = False
+    in_pid: str | None = None
+    in_connection: str | None = None
+    in_map: dict[str, wire.MapEntry] = field(default_factory=dict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def current(self, direction: Direction) -> tuple[str | None, str | None]:
+        if direction is Direction.OUT:
+            return self.out_pid, self.out_connection
+        return self.in_pid, self.in_connection
+
+    def forget(self, direction: Direction) -> str | None:
+        """Clear one direction; its room participant id, if it had one."""
+        if direction is Direction.OUT:
+            pid, self.out_pid, self.out_connection = self.out_pid, None, None
+            self.out_slots, self.pending, self.offer_pending = {}, {}, False
+        else:
+            pid, self.in_pid, self.in_connection, self.in_map = self.in_pid, None, None, {}
+        return pid

@@ -6,11 +6,13 @@ The call service (:mod:`edge.calls.service`) decides *who* is in a call; the med
 (:class:`MediaRooms`) moves their audio and video. Between them pass only these calls and
 events, and every argument and result is plain data — strings, enums and frozen
 dataclasses of them — never an aiortc object, a socket or a callback into the web layer.
-That is what lets the rooms move into one SFU worker process per core later (THREATS C1):
-each call becomes a request on a pipe to the worker that holds the room (rooms pinned to
-workers by id), each result its reply, and the events come back on the same pipe. The
-first implementation, :class:`edge.calls.local_media.LocalMedia`, runs the rooms
-(:class:`edge.sfu.room.Room`) in the edge process.
+That is what lets the rooms live in SFU worker processes (THREATS C1): each call becomes a
+request on a pipe to the worker that holds the room, each result its reply, and the events
+come back on the same pipe (:class:`edge.calls.worker_media.WorkerMedia`, one worker per
+core, each running a :class:`edge.calls.local_media.LocalMedia`, which runs the rooms
+(:class:`edge.sfu.room.Room`) in its process). When a worker dies its rooms are made again
+on another and :class:`Moved` tells the call service, whose pages then publish and
+subscribe again: the call goes on.
 
 A room is named by the call id; a participant by login. Each participant has at most two
 *publish* connections (``Source.CAMERA``: microphone and camera; ``Source.SCREEN``: a
@@ -19,6 +21,9 @@ offered here with one slot per publication of the others and answered by the bro
 :meth:`MediaRooms.subscribe` re-points idle slots (whose publisher left) to new
 publications of the same kind before it adds slots, so a long meeting does not grow the
 browser's connection without bound; it returns an offer only when slots were added.
+People at other plants arrive over bridge legs (:mod:`edge.calls.bridge`, driven through
+``LocalMedia.bridge_*``): :class:`RemotePublished` / :class:`RemoteUnpublished` name them
+(``Publication.site`` is their plant), and subscribing offers them like local people.
 A room records (:meth:`MediaRooms.start_recording`) the publications it is given into a file
 named by the call service: the media side taps them and muxes what arrives.
 
@@ -50,6 +55,7 @@ class Publication:
     participant: str  # login
     kind: str  # "audio" or "video"
     source: Source
+    site: str | None = None  # None: of this plant; else the plant it comes from over a bridge
 
 
 @dataclass(frozen=True)
@@ -107,7 +113,69 @@ class Speaker:
     participant: str | None
 
 
-MediaEvent = Published | Unpublished | SlotsChanged | Dropped | Speaker
+@dataclass(frozen=True)
+class Moved:
+    """The room was lost with the SFU worker that held it (THREATS C1) and made again on
+    another: its publications ended (an :class:`Unpublished` came for each), its
+    participants (these logins) are in it again with no connection, and a recording that
+    ran was cut. Their pages must publish and subscribe again; the call goes on."""
+
+    room: str
+    participants: tuple[str, ...]
+
+
+class Direction(enum.Enum):
+    """A bridge leg's two connections: ``OUT`` carries this plant's publications (offered
+    here), ``IN`` the other plant's (offered there)."""
+
+    OUT = "out"
+    IN = "in"
+
+
+class LinkState(enum.Enum):
+    CONNECTED = "connected"
+    DROPPED = "dropped"  # failed or closed by the other end; the media side let it go
+
+
+@dataclass(frozen=True)
+class RemotePublished:
+    """A publication of another plant arrived over the bridge leg to ``publication.site``:
+    local subscribers may now get it (``publication.participant`` is the remote login)."""
+
+    room: str
+    publication: Publication
+
+
+@dataclass(frozen=True)
+class RemoteUnpublished:
+    """A remote publication ended (at its plant, or because its leg dropped)."""
+
+    room: str
+    publication: Publication
+
+
+@dataclass(frozen=True)
+class BridgeLink:
+    """One connection of a bridge leg connected or dropped (``edge.calls.bridge``)."""
+
+    room: str
+    site: str
+    direction: Direction
+    connection: str
+    state: LinkState
+
+
+MediaEvent = (
+    Published
+    | Unpublished
+    | SlotsChanged
+    | Dropped
+    | Speaker
+    | Moved
+    | RemotePublished
+    | RemoteUnpublished
+    | BridgeLink
+)
 
 
 @dataclass(frozen=True)
@@ -119,6 +187,7 @@ class Recorded:
     duration_ms: int
     frames: tuple[tuple[str, int], ...]  # (publication id, frames)
     resyncs: int
+    cut: bool = False  # the worker recording it died: the file ends at its last whole frame
 
 
 class SdpError(ValueError):
@@ -127,6 +196,15 @@ class SdpError(ValueError):
 
 class MediaConflictError(ValueError):
     """Not now (publishing twice, a subscribe offer still unanswered)."""
+
+
+class BridgeError(ValueError):
+    """A bridge leg's offer, answer or settings that cannot be used; the message says why."""
+
+
+class NoRelayError(BridgeError):
+    """A bridge connection gathered no relay candidate: the TURN server refused the
+    credential or did not answer (``edge.calls.bridge.turn_refusal`` tells which)."""
 
 
 class MediaRooms(Protocol):

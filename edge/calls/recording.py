@@ -14,6 +14,15 @@ one track per publication, each stamped ``(first arrival - start) + (RTP time - 
 time) / clock rate``, so tracks keep their relative timing. No decoder or encoder exists
 anywhere on this path: frame bytes are what the publishers' encoders produced.
 
+The set of publications changes while it records: :meth:`Recorder.add` taps one that
+appeared (someone joined, or started sharing a screen) and :meth:`Recorder.remove` lets go
+of one that ended (its track just has no more frames). A publication becomes a track of the
+file at its first frame (a video track's size comes from that first frame, a keyframe):
+the header keeps room for :data:`TRACKS_RESERVE` bytes of track entries
+(:meth:`edge.sfu.webm.WebmWriter.add_track`), so the one file holds everyone who published
+while it ran, each track starting at its own time. A publication that finds no room left
+(past ~1,200 tracks) is not recorded and is named in :attr:`RecordingInfo.refused`.
+
 Where recordings live: ``<root>/<call id>/<recording id>.webm`` with a JSON sidecar naming
 the participants who may download it (:func:`list_recordings`, :func:`recording_path`);
 deciding who is a participant is the call service's (``edge.calls.service``).
@@ -38,14 +47,13 @@ from edge.sfu.webm import Track, WebmWriter, vp8_size
 logger = logging.getLogger(__name__)
 
 MAX_PENDING = 256  # video packets held waiting for a gap to fill before resyncing
-HEADER_WAIT = 5.0  # seconds to wait for every video track's first keyframe (frame size)
-FALLBACK_SIZE = (640, 480)
+TRACKS_RESERVE = 64 * 1024  # header bytes for track entries: ~1,200 (audio 75 B, video 34 B)
+FALLBACK_SIZE = (640, 480)  # a first keyframe whose header does not parse
 _ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
 @dataclass
 class _Stream:
-    number: int
     publication: str
     video: bool
     clock_rate: int
@@ -57,9 +65,10 @@ class _Stream:
     next_seq: int | None = None  # video: the sequence number the next frame starts at
     pending: dict[int, tuple[bool, int, bytes, bool]] = field(default_factory=dict)
     # seq -> (marker, timestamp, payload, starts a partition 0)
-    size: tuple[int, int] | None = None
     frames: int = 0
     resyncs: int = 0
+    number: int = 0  # its track in the file, from its first frame on (0: none yet)
+    ended: bool = False  # untapped: the publication ended, or no track could be added
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,7 @@ class RecordingInfo:
     duration_ms: int
     frames: dict[str, int]  # publication -> frames written
     resyncs: int
+    refused: tuple[str, ...] = ()  # publications left out: no room for another track
 
 
 class Recorder:
@@ -77,16 +87,18 @@ class Recorder:
         path: Path,
         *,
         clock: Callable[[], float] = time.monotonic,
+        reserve: int = TRACKS_RESERVE,
     ) -> None:
         self._room = room
         self._path = path
         self._clock = clock
+        self._reserve = reserve
         self._streams: dict[str, _Stream] = {}
         self._file: BinaryIO | None = None
         self._writer: WebmWriter | None = None
-        self._held: list[tuple[int, int, bytes, bool]] = []  # before the header is written
         self._start = 0.0
         self._silenced: set[str] = set()  # audio publications the moderator holds
+        self._refused: list[str] = []
         self.malformed = 0
 
     def silence(self, publication: str, silenced: bool) -> None:
@@ -98,24 +110,49 @@ class Recorder:
             self._silenced.discard(publication)
 
     async def start(self, publications: Sequence[str]) -> None:
-        """Tap these publications (audio and video) and start the file."""
+        """Start the file and tap these publications (audio and video)."""
         if not publications:
             raise ValueError("nothing to record")
-        kinds = self._room.publications
         self._start = self._clock()
         self._path.parent.mkdir(parents=True, exist_ok=True)
         self._file = self._path.open("wb")
-        for number, key in enumerate(publications, start=1):
-            if key not in kinds:
-                raise ValueError(f"no publication {key} in room {self._room.id}")
-            video = kinds[key] == "video"
-            stream = _Stream(number, key, video, 90_000 if video else 48_000, f"rec:{key}")
-            self._streams[key] = stream
-            await self._room.tap(stream.tap, key, self._sink(stream))
+        self._writer = WebmWriter(self._file, [], reserve=self._reserve)
+        for key in publications:
+            await self.add(key)
+
+    async def add(self, publication: str) -> None:
+        """Record one more publication from now on (one that appeared while recording);
+        nothing if it is recorded already. ``ValueError`` if the room does not have it."""
+        if self._writer is None:
+            raise ValueError("the recorder was not started")
+        if publication in self._streams:
+            return
+        kind = self._room.publications.get(publication)
+        if kind is None:
+            raise ValueError(f"no publication {publication} in room {self._room.id}")
+        video = kind == "video"
+        stream = _Stream(publication, video, 90_000 if video else 48_000, f"rec:{publication}")
+        self._streams[publication] = stream
+        try:
+            await self._room.tap(stream.tap, publication, self._sink(stream))
+        except ValueError:
+            del self._streams[publication]
+            raise
+
+    def remove(self, publication: str) -> None:
+        """The publication ended: let it go (its track keeps the frames written so far)."""
+        stream = self._streams.get(publication)
+        if stream is not None and not stream.ended:
+            self._end(stream)
+
+    def _end(self, stream: _Stream) -> None:
+        stream.ended = True
+        stream.pending.clear()
+        self._room.untap(stream.tap)
 
     def _sink(self, stream: _Stream) -> Callable[[bytes], Awaitable[None]]:
         async def sink(data: bytes) -> None:
-            if 192 <= data[1] <= 223:  # RTCP (the rewritten sender reports)
+            if stream.ended or 192 <= data[1] <= 223:  # RTCP: the rewritten sender reports
                 return
             try:
                 await self._on_rtp(stream, data)
@@ -175,14 +212,18 @@ class Recorder:
             stream.next_seq = (seq + 1) & 0xFFFF
             frame = b"".join(parts)
             keyframe = bool(frame) and not frame[0] & 1
-            if keyframe and stream.size is None:
-                stream.size = vp8_size(frame)
             self._emit(stream, first[1], frame, keyframe, now)
 
     def _emit(self, stream: _Stream, timestamp: int, frame: bytes, key: bool, now: float) -> None:
+        writer = self._writer
+        if writer is None or stream.ended:
+            return
         if stream.first_ts is None:
+            if not self._add_track(writer, stream, frame):
+                return
             stream.first_ts, stream.first_at = timestamp, now
             stream.last_ts, stream.ext_ts = timestamp, timestamp
+        assert stream.first_ts is not None
         delta = (timestamp - stream.last_ts) & 0xFFFFFFFF
         if delta >= 0x80000000:
             delta -= 1 << 32
@@ -195,38 +236,34 @@ class Recorder:
             + (stream.ext_ts - stream.first_ts) * 1000 / stream.clock_rate
         )
         stream.frames += 1
-        if self._writer is None:
-            self._held.append((stream.number, time_ms, frame, key))
-            waiting = any(s.video and s.size is None for s in self._streams.values())
-            if waiting and now - self._start < HEADER_WAIT:
-                return
-            self._open()
-            return
-        self._writer.write(stream.number, time_ms, frame, key)
+        writer.write(stream.number, time_ms, frame, key)
 
-    def _open(self) -> None:
-        assert self._file is not None
-        tracks = [
-            Track(s.number, "V_VP8", *(s.size or FALLBACK_SIZE))
-            if s.video
-            else Track(s.number, "A_OPUS")
-            for s in self._streams.values()
-        ]
-        self._writer = WebmWriter(self._file, tracks)
-        held, self._held = self._held, []
-        held.sort(key=lambda h: h[1])
-        for number, time_ms, frame, key in held:
-            self._writer.write(number, time_ms, frame, key)
+    def _add_track(self, writer: WebmWriter, stream: _Stream, frame: bytes) -> bool:
+        """Make the stream a track of the file, at its first frame (a video keyframe)."""
+        number = max(writer.tracks, default=0) + 1
+        if stream.video:
+            track = Track(number, "V_VP8", *(vp8_size(frame) or FALLBACK_SIZE))
+        else:
+            track = Track(number, "A_OPUS")
+        try:
+            writer.add_track(track)
+        except ValueError as exc:
+            logger.warning(
+                "recording %s: %s not recorded: %s", self._path.name, stream.publication, exc
+            )
+            self._refused.append(stream.publication)
+            self._end(stream)
+            return False
+        stream.number = number
+        return True
 
     async def stop(self) -> RecordingInfo:
         """Untap everything and finish the file."""
         for stream in self._streams.values():
-            self._room.untap(stream.tap)
-        if self._file is None:
+            if not stream.ended:
+                self._end(stream)
+        if self._file is None or self._writer is None:
             raise ValueError("the recorder was not started")
-        if self._writer is None:
-            self._open()
-        assert self._writer is not None
         self._writer.close()
         self._file.close()
         return RecordingInfo(
@@ -234,6 +271,7 @@ class Recorder:
             self._writer.last_ms,
             {key: s.frames for key, s in self._streams.items()},
             sum(s.resyncs for s in self._streams.values()),
+            tuple(self._refused),
         )
 
 

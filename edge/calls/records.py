@@ -46,6 +46,28 @@ class CallRecord:
     ended_ms: int | None
     reason: str | None
     members: tuple[MemberRecord, ...]
+    home: str | None = None  # the plant that held the call, if not this one (a replica)
+
+    def event(self) -> dict[str, object]:
+        """The ended call as the core receives it (event ``call``): metadata only."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "moderator": self.moderator,
+            "created_ms": self.created_ms,
+            "answered_ms": self.answered_ms,
+            "ended_ms": self.ended_ms,
+            "reason": self.reason,
+            "members": [
+                {
+                    "login": m.login,
+                    "outcome": m.outcome,
+                    "joined_ms": m.joined_ms,
+                    "left_ms": m.left_ms,
+                }
+                for m in self.members
+            ],
+        }
 
 
 def outcome(call: Call, member: Member) -> str:
@@ -77,6 +99,7 @@ def record_of(call: Call) -> CallRecord:
             MemberRecord(m.login, outcome(call, m), _ms(m.joined_at), _ms(m.left_at))
             for m in call.members.values()
         ),
+        call.home,
     )
 
 

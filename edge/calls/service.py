@@ -25,13 +25,31 @@ a change the call's record keeps is saved first (``hooks.save``, a worker thread
 page that learns a call ended — by a frame or by the answer to its request — finds it in
 the history.
 
+When the SFU worker holding a call's room dies (THREATS C1, :class:`~edge.calls.media.Moved`),
+the call goes on: nothing in the model changes, the call's ``media_epoch`` grows and the
+members are told (a ``call`` frame); their pages publish and subscribe again. A recording
+that was running is finished as cut (the file up to the worker's death). A member joined
+again (a reload, or a page reconnecting after a move) keeps the moderator's hold.
+
 Recording (issue 7): the moderator of a meeting starts and stops it; it covers the
 publications present at its start (:meth:`MediaRooms.start_recording`, muxed as they arrive)
-and stops when the meeting ends, before the room closes. Every login of this plant that was
+and those that appear while it runs (the media side adds them: a late joiner, a screen
+share), and stops when the meeting ends, before the room closes. Every login of this plant that was
 joined while it recorded is kept (each change of the call adds who is in) and written into
 the recording's sidecar when it stops (:func:`edge.calls.recording.save_metadata`): they,
 and only they, list and download it, also after the meeting is gone
 (:meth:`CallService.recordings`). The call records do not hold recordings.
+
+Calls between plants (issue 8): with :attr:`CallService.remote` set
+(:class:`edge.calls.intersite.Intersite`), members may be people of other plants. An
+operation on a call another plant holds (a replica: :class:`~edge.calls.model.RemoteCallError`)
+is forwarded to that plant and answered from there (:meth:`CallService._op`); one from
+another plant's person on a call held here comes in through :meth:`CallService.act`. The
+events of people of other plants change nothing here but the call: their presence and their
+media are their own plant's (``InCall``, ``MediaJoin``/``MediaLeave``/``MediaHold`` are
+skipped for them), and every change is handed to the intersite, which tells the other
+plants and opens or closes the bridge legs. Remote publications (over a leg) are
+publications of the call like any other.
 """
 
 from __future__ import annotations
@@ -44,6 +62,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 from edge.calls.local_media import LocalMedia
 from edge.calls.media import (
@@ -51,8 +70,11 @@ from edge.calls.media import (
     MediaConflictError,
     MediaEvent,
     MediaRooms,
+    Moved,
     Offer,
     Published,
+    RemotePublished,
+    RemoteUnpublished,
     Slot,
     SlotsChanged,
     Source,
@@ -67,11 +89,13 @@ from edge.calls.model import (
     Changed,
     ConflictError,
     InCall,
+    InvalidError,
     MediaHold,
     MediaJoin,
     MediaLeave,
     MemberState,
     NotFoundError,
+    RemoteCallError,
     RoomClosed,
 )
 from edge.calls.recording import (
@@ -95,6 +119,18 @@ class CallHooks:
     slots: Callable[[str, str, tuple[Slot, ...]], None]  # call, login, their slots
     speaker: Callable[[Call], None]
     save: Callable[[list[CallRecord]], Awaitable[None]]
+
+
+class Remote(Protocol):
+    """Calls between plants (:class:`edge.calls.intersite.Intersite`)."""
+
+    def local(self, login: str) -> bool: ...
+
+    def changed(self, call: Call) -> None: ...
+
+    async def forward(self, call: Call, login: str, op: str, args: dict[str, Any]) -> None: ...
+
+    async def on_media(self, event: MediaEvent) -> None: ...
 
 
 @dataclass(eq=False)
@@ -130,6 +166,8 @@ class CallService:
         self._closing = False
         self._root = recordings  # None: this edge does not record
         self._recordings: dict[str, _Recording] = {}  # by call id, while recording
+        self._epochs: dict[str, int] = {}  # by call id: how often its room moved (C1)
+        self.remote: Remote | None = None  # other plants (edge.calls.intersite), if any
 
     # Reading
 
@@ -156,32 +194,89 @@ class CallService:
         return call
 
     async def join(self, call_id: str, login: str) -> Call:
-        await self._apply(self.calls.join(call_id, login, self.clock()))
-        return self.calls.get(call_id, login)
+        return await self._op(call_id, login, "join", {})
 
     async def decline(self, call_id: str, login: str) -> Call:
-        await self._apply(self.calls.decline(call_id, login, self.clock()))
-        return self.calls.get(call_id, login)
+        return await self._op(call_id, login, "decline", {})
 
     async def leave(self, call_id: str, login: str) -> Call:
-        await self._apply(self.calls.leave(call_id, login, self.clock()))
-        return self.calls.get(call_id, login)
+        return await self._op(call_id, login, "leave", {})
 
     async def invite(self, call_id: str, by: str, logins: Sequence[str]) -> Call:
-        await self._apply(self.calls.invite(call_id, by, logins, self.clock()))
-        return self.calls.get(call_id, by)
+        return await self._op(call_id, by, "invite", {"logins": list(logins)})
 
     async def mute(self, call_id: str, login: str, audio: bool, video: bool) -> Call:
-        await self._apply(self.calls.mute(call_id, login, audio, video, self.clock()))
-        return self.calls.get(call_id, login)
+        return await self._op(call_id, login, "mute", {"audio": audio, "video": video})
 
     async def moderate_mute(self, call_id: str, by: str, target: str) -> Call:
-        await self._apply(self.calls.moderate_mute(call_id, by, target, self.clock()))
-        return self.calls.get(call_id, by)
+        return await self._op(call_id, by, "moderate_mute", {"target": target})
 
     async def remove(self, call_id: str, by: str, target: str) -> Call:
-        await self._apply(self.calls.remove(call_id, by, target, self.clock()))
-        return self.calls.get(call_id, by)
+        return await self._op(call_id, by, "remove", {"target": target})
+
+    def _model_op(self, call_id: str, login: str, op: str, args: dict[str, Any]) -> list[CallEvent]:
+        now, c = self.clock(), self.calls
+        if op == "join":
+            return c.join(call_id, login, now)
+        if op == "decline":
+            return c.decline(call_id, login, now)
+        if op == "leave":
+            return c.leave(call_id, login, now)
+        if op == "busy":
+            return c.busy(call_id, login, now)
+        if op == "invite":
+            logins = args["logins"]
+            if not isinstance(logins, list) or not all(isinstance(x, str) for x in logins):
+                raise InvalidError("invite: a list of logins")
+            return c.invite(call_id, login, logins, now)
+        if op == "mute":
+            audio, video = args["audio"], args["video"]
+            if not isinstance(audio, bool) or not isinstance(video, bool):
+                raise InvalidError("mute: audio and video are true or false")
+            return c.mute(call_id, login, audio, video, now)
+        target = args["target"]
+        if not isinstance(target, str):
+            raise InvalidError(f"{op}: a login")
+        if op == "moderate_mute":
+            return c.moderate_mute(call_id, login, target, now)
+        if op == "remove":
+            return c.remove(call_id, login, target, now)
+        raise InvalidError(f"no operation {op!r}")
+
+    async def _op(self, call_id: str, login: str, op: str, args: dict[str, Any]) -> Call:
+        """Run ``op`` here, or at the call's home plant if this edge holds a replica."""
+        try:
+            events = self._model_op(call_id, login, op, args)
+        except RemoteCallError as e:
+            if self.remote is None:
+                raise ConflictError("this edge does not reach other plants now") from None
+            await self.remote.forward(e.call, login, op, args)
+            return self.calls.get(call_id, login)
+        await self._apply(events)
+        return self.calls.get(call_id, login)
+
+    # Calls between plants (edge.calls.intersite)
+
+    async def act(self, call_id: str, login: str, op: str, args: dict[str, Any]) -> Call:
+        """Another plant's person does ``op`` to a call this edge holds."""
+        events = self._model_op(call_id, login, op, args)
+        await self._apply(events)
+        return self.calls.get(call_id, login)
+
+    def replicate(self, raw: object, home: str) -> list[CallEvent]:
+        return self.calls.replicate(raw, home)
+
+    def live(self, call_id: str) -> Call | None:
+        return self.calls.live(call_id)
+
+    def current(self, login: str) -> Call | None:
+        return self.calls.current(login)
+
+    async def apply_remote(self, events: list[CallEvent]) -> None:
+        await self._apply(events)
+
+    def _local(self, login: str) -> bool:
+        return self.remote is None or self.remote.local(login)
 
     # Guests
 
@@ -222,6 +317,11 @@ class CallService:
         self._in(call_id, login)
         return await self.media.answer(call_id, login, sdp)
 
+    def media_epoch(self, call_id: str) -> int:
+        """How many times the call's room moved to another SFU worker (THREATS C1): when it
+        grows, a page's connections are gone and it publishes and subscribes again."""
+        return self._epochs.get(call_id, 0)
+
     # Recording
 
     def recording(self, call_id: str) -> bool:
@@ -229,7 +329,8 @@ class CallService:
         return call_id in self._recordings
 
     async def start_recording(self, call_id: str, by: str) -> Call:
-        """The moderator starts recording the meeting (the publications present now)."""
+        """The moderator starts recording the meeting (the publications present now, and
+        those that appear while it records)."""
         call = self.check_moderator(call_id, by)
         if self._root is None:
             raise ConflictError("this edge does not record calls")
@@ -348,15 +449,25 @@ class CallService:
                 if isinstance(event, Changed):
                     self._note(event.call)
                     self.hooks.changed(event.call)
-                elif isinstance(event, InCall):
+                    if self.remote is not None:
+                        self.remote.changed(event.call)
+                elif isinstance(event, InCall) and self._local(event.login):
                     self.hooks.in_call(event.login, event.in_call)
         for event in events:
+            if isinstance(event, MediaJoin | MediaLeave | MediaHold) and not self._local(
+                event.login
+            ):
+                continue  # their own plant's SFU carries their media (a bridge leg)
             if not isinstance(event, Changed | InCall):
                 await self._media(event)
 
     async def _media(self, event: CallEvent) -> None:
         if isinstance(event, MediaJoin):
             await self.media.join(event.call, event.login)
+            call = self.calls.live(event.call)
+            member = None if call is None else call.members.get(event.login)
+            if member is not None and member.held:  # joined again: media afresh, still held
+                await self.media.hold(event.call, event.login, True)
         elif isinstance(event, MediaLeave):
             await self.media.leave(event.call, event.login)
         elif isinstance(event, MediaHold):
@@ -364,6 +475,7 @@ class CallService:
         elif isinstance(event, RoomClosed):
             await self._finish(event.call)  # the recording stops with the meeting
             await self.media.close_room(event.call)
+            self._epochs.pop(event.call, None)
 
     def _spawn(self, events: list[CallEvent]) -> None:
         """Carry out ``events`` outside a request (a timer): failures are logged."""
@@ -380,19 +492,52 @@ class CallService:
 
     async def _on_media(self, event: MediaEvent) -> None:
         now = self.clock()
-        if isinstance(event, Published):
+        if self.remote is not None:
+            await self.remote.on_media(event)
+        if isinstance(event, Published | RemotePublished):
             await self._apply(self.calls.published(event.room, event.publication))
-        elif isinstance(event, Unpublished):
+        elif isinstance(event, Unpublished | RemoteUnpublished):
             await self._apply(self.calls.unpublished(event.room, event.publication))
         elif isinstance(event, SlotsChanged):
             if self.calls.live(event.room) is not None:
                 self.hooks.slots(event.room, event.participant, event.slots)
         elif isinstance(event, Dropped):
+            call = self.calls.live(event.room)
+            if call is not None and call.home is not None:  # a replica: the home decides
+                with contextlib.suppress(ConflictError, NotFoundError):
+                    await self._op(event.room, event.participant, "leave", {})
+                return
             await self._apply(self.calls.dropped(event.room, event.participant, now))
         elif isinstance(event, Speaker):
             call = self.calls.speaking(event.room, event.participant)
             if call is not None:
                 self.hooks.speaker(call)
+        elif isinstance(event, Moved):
+            await self._moved(event)
+
+    async def _moved(self, event: Moved) -> None:
+        """The room is on another SFU worker (C1): the call goes on as it was (members,
+        moderator, holds); a recording that ran was cut there and is kept as it stands;
+        the members are told (``media_epoch`` grows) and their pages publish and subscribe
+        again. The publications ended before (``Unpublished``)."""
+        call = self.calls.live(event.room)
+        if call is None or call.ended:
+            return
+        self._epochs[call.id] = self._epochs.get(call.id, 0) + 1
+        if call.id in self._recordings:
+            stored = await self._finish(call.id)
+            log.warning(
+                "call %s: its recording was cut by a media worker's death (%s)",
+                call.id,
+                "kept" if stored is not None else "nothing written",
+            )
+        log.info(
+            "call %s: media moved (%d), %d participants told",
+            call.id,
+            self._epochs[call.id],
+            len(event.participants),
+        )
+        await self._tell(call)
 
     # Time
 

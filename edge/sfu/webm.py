@@ -8,6 +8,14 @@ each video keyframe and before a block's time would leave the cluster's signed 1
 range. Nothing here decodes or encodes: a frame's bytes are copied into the file as they
 came (this is what "mux what arrives" means). The writer takes bytes and times in ms and
 writes to a binary file object; it reads no clock.
+
+Tracks that appear later (someone joins a meeting being recorded): with ``reserve``, the
+Tracks element is followed by an EBML Void of that many bytes, which Matroska readers skip.
+:meth:`WebmWriter.add_track` rewrites Tracks in place with one more entry and a smaller
+Void behind it, so the header region keeps its size and no block moves; the caller adds a
+track before its first block, so a file cut short at any moment lists every track it holds
+blocks of. When the reserve cannot hold another entry, ``add_track`` refuses with
+``ValueError`` and the file stays as it was. This needs a seekable file (a file on disk).
 """
 
 from __future__ import annotations
@@ -17,6 +25,8 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 UNKNOWN_SIZE = b"\x01\xff\xff\xff\xff\xff\xff\xff"
+TRACKS_ID = 0x1654AE6B
+MAX_TRACK = 16_382  # a track number in a SimpleBlock is at most a 2-byte EBML integer
 
 
 def _vint(value: int) -> bytes:
@@ -33,6 +43,16 @@ def element(element_id: int, payload: bytes) -> bytes:
         + _vint(len(payload))
         + payload
     )
+
+
+def void(size: int) -> bytes:
+    """The head of an EBML Void element ``size`` bytes long in all (its body is not
+    written: whatever bytes follow in the file are its content, which readers skip)."""
+    if size >= 9:  # a fixed 8-byte size, so the head is always 9 bytes
+        return b"\xec" + ((size - 9) | (1 << 56)).to_bytes(8, "big")
+    if size >= 2:
+        return b"\xec" + bytes([0x80 | (size - 2)])
+    raise ValueError(f"no Void element is {size} byte long")
 
 
 def uint(element_id: int, value: int) -> bytes:
@@ -92,9 +112,18 @@ def vp8_size(frame: bytes) -> tuple[int, int] | None:
 
 
 class WebmWriter:
-    def __init__(self, file: BinaryIO, tracks: list[Track], *, app: str = "zastava") -> None:
-        if not tracks or any(not 0 < t.number < 127 for t in tracks):
-            raise ValueError("a WebM file needs tracks numbered 1..126")
+    def __init__(
+        self, file: BinaryIO, tracks: list[Track], *, app: str = "zastava", reserve: int = 0
+    ) -> None:
+        """Write the header with ``tracks``; ``reserve`` bytes after them are kept for
+        :meth:`add_track` (0: the track list is final, and must not be empty)."""
+        if not tracks and not reserve:
+            raise ValueError("a WebM file needs a track, or room to add one")
+        if reserve < 0 or reserve == 1:
+            raise ValueError(f"cannot reserve {reserve} bytes for tracks")
+        numbers = [t.number for t in tracks]
+        if any(not 0 < n <= MAX_TRACK for n in numbers) or len(set(numbers)) != len(numbers):
+            raise ValueError(f"a WebM file needs distinct track numbers 1..{MAX_TRACK}")
         self._file = file
         self._tracks = {t.number: t for t in tracks}
         self._cluster: int | None = None  # the open cluster's time (ms)
@@ -117,7 +146,39 @@ class WebmWriter:
         info = element(0x1549A966, info_head + duration)
         self._duration_at = file.tell() + len(info) - 8  # the Duration's 8 value bytes
         file.write(info)
-        file.write(element(0x1654AE6B, b"".join(t.entry() for t in tracks)))
+        self._tracks_at = file.tell()
+        head = self._tracks_element()
+        self._region = len(head) + reserve  # Tracks + Void: never changes size
+        file.write(head)
+        if reserve:
+            file.write(void(reserve) + bytes(reserve - len(void(reserve))))
+
+    def _tracks_element(self) -> bytes:
+        return element(TRACKS_ID, b"".join(t.entry() for t in self._tracks.values()))
+
+    @property
+    def tracks(self) -> tuple[int, ...]:
+        """The track numbers in the file's header, in order."""
+        return tuple(self._tracks)
+
+    def add_track(self, track: Track) -> None:
+        """List one more track in the header (before its first block); ``ValueError`` if
+        its number is taken or out of range, or the reserve has no room for it."""
+        if track.number in self._tracks or not 0 < track.number <= MAX_TRACK:
+            raise ValueError(f"track number {track.number} is taken or out of range")
+        self._tracks[track.number] = track
+        head = self._tracks_element()
+        rest = self._region - len(head)
+        if rest < 0 or rest == 1:
+            del self._tracks[track.number]
+            raise ValueError(
+                f"no room for track {track.number} in the file's header "
+                f"({len(self._tracks)} tracks fill it)"
+            )
+        end = self._file.tell()
+        self._file.seek(self._tracks_at)
+        self._file.write(head + (void(rest) if rest else b""))
+        self._file.seek(end)
 
     def write(self, track: int, time_ms: int, frame: bytes, keyframe: bool) -> None:
         """One encoded frame of ``track`` at ``time_ms`` from the recording's start."""

@@ -78,6 +78,8 @@ const STRINGS = {
     recording: "● Идёт запись",
     recordings: "Записи совещания",
     recordingItem: "Запись {n}: {duration}, {size}",
+    unreachable: "нет связи с их площадкой",
+    plantUnreachable: "Нет связи с площадкой {site}: {reason}",
   },
   en: {
     call: "Call",
@@ -132,6 +134,8 @@ const STRINGS = {
     recording: "● Recording",
     recordings: "Recordings of the meeting",
     recordingItem: "Recording {n}: {duration}, {size}",
+    unreachable: "no connection to their plant",
+    plantUnreachable: "No connection to plant {site}: {reason}",
   },
 };
 
@@ -161,12 +165,16 @@ function gathered(pc) {
 }
 
 /** The media of the call this page is in: publish, screen share, subscribe. ``route(rest)``
- * is where its requests go (a guest's page: /api/guest/…). */
+ * is where its requests go (a guest's page: /api/guest/…). ``epoch`` is the call's
+ * ``media_epoch`` when the page joined: when it grows, the SFU worker that held the call's
+ * media died and the media is elsewhere now (moved()). */
 export class Media {
-  constructor(callId, onChange, route = (rest) => callPath(callId, rest)) {
+  constructor(callId, onChange, route = (rest) => callPath(callId, rest), epoch = 0) {
     this.callId = callId;
     this.onChange = onChange;
     this.route = route;
+    this.epoch = epoch;
+    this.chain = Promise.resolve(); // start() and moved(), one after the other
     this.local = null; // MediaStream: microphone and camera
     this.screen = null; // {stream, pc}
     this.publisher = null;
@@ -177,13 +185,46 @@ export class Media {
     this.closed = false;
   }
 
-  async start() {
-    this.local = await navigator.mediaDevices.getUserMedia({
-      audio: true,
-      video: { width: { ideal: 640 }, height: { ideal: 360 }, frameRate: { ideal: 15 } },
+  serial(op) {
+    const run = this.chain.then(op, op);
+    this.chain = run.catch(() => {});
+    return run;
+  }
+
+  start() {
+    return this.serial(async () => {
+      this.local = await navigator.mediaDevices.getUserMedia({
+        audio: true,
+        video: { width: { ideal: 640 }, height: { ideal: 360 }, frameRate: { ideal: 15 } },
+      });
+      this.onChange();
+      this.publisher = await this.publish(this.local, "camera");
     });
-    this.onChange();
-    this.publisher = await this.publish(this.local, "camera");
+  }
+
+  /** The call's media moved to another SFU worker (THREATS C1; the call's media_epoch
+   * grew): every connection here is dead. Join again (media afresh, on the edge's side),
+   * publish the same camera and screen again; the caller subscribes again after. */
+  moved(epoch) {
+    if (this.closed || !(epoch > this.epoch)) return Promise.resolve();
+    this.epoch = epoch;
+    return this.serial(async () => {
+      if (this.closed || this.epoch !== epoch || !this.local) return; // a later move follows
+      this.publisher?.close();
+      this.publisher = null;
+      this.subscriber?.close();
+      this.subscriber = null;
+      this.slots.clear();
+      const screen = this.screen;
+      screen?.pc.close();
+      this.onChange();
+      await post(this.route("/join"), {});
+      this.publisher = await this.publish(this.local, "camera");
+      if (screen && this.screen === screen && !this.closed) {
+        screen.pc = await this.publish(screen.stream, "screen");
+      }
+      this.onChange();
+    });
   }
 
   async publish(stream, source) {
@@ -247,9 +288,15 @@ export class Media {
     try {
       do {
         this.again = false;
-        const offer = await post(this.route("/subscribe"), {});
-        const slots = offer.sdp ? await this.answer(offer.sdp) : offer.slots;
-        this.applySlots(slots);
+        const epoch = this.epoch;
+        try {
+          const offer = await post(this.route("/subscribe"), {});
+          const slots = offer.sdp ? await this.answer(offer.sdp) : offer.slots;
+          this.applySlots(slots);
+        } catch (e) {
+          if (this.epoch === epoch) throw e;
+          return; // the media moved meanwhile: moved() is on it, subscribing follows
+        }
       } while (this.again && !this.closed);
     } finally {
       this.syncing = false;
@@ -428,6 +475,9 @@ export function createCalls({ push }) {
     lobbyList,
   );
   let lobby = []; // guests waiting in the lobby of the meeting I moderate
+  // plants of the active call whose bridge leg cannot connect (the relay refused it, …):
+  // site -> the logins of the call's people there (frame "call_plant")
+  const unreachable = new Map();
   const recordButton = h("button", {
     type: "button",
     id: "call-record",
@@ -566,7 +616,7 @@ export function createCalls({ push }) {
     if (active) return draw();
     say("");
     active = { id: call.id, media: null, audioMuted: false, videoMuted: false };
-    const media = new Media(call.id, () => draw());
+    const media = new Media(call.id, () => draw(), undefined, call.media_epoch || 0);
     active.media = media;
     view.hidden = false;
     document.body.classList.add("in-call");
@@ -604,6 +654,7 @@ export function createCalls({ push }) {
     grid.clear();
     replace(peopleList);
     lobby = [];
+    unreachable.clear();
     guestLinkOut.value = "";
     guestLinkOut.hidden = true;
   }
@@ -723,6 +774,16 @@ export function createCalls({ push }) {
         active.media?.setEnabled("audio", false);
         say(tr("heldByModerator"));
       }
+      const media = active.media;
+      if (media && call.media_epoch > media.epoch) {
+        // the SFU worker holding this call died; the call goes on elsewhere (C1)
+        media
+          .moved(call.media_epoch)
+          .then(() => synchronize())
+          .catch((e) => {
+            if (active?.media === media) fail(e);
+          });
+      }
       draw();
       synchronize();
       return;
@@ -741,11 +802,26 @@ export function createCalls({ push }) {
     } else if (frame.type === "call_lobby" && active?.id === frame.call) {
       lobby = Array.isArray(frame.guests) ? frame.guests : [];
       draw();
+    } else if (frame.type === "call_plant" && active?.id === frame.call) {
+      plantStatus(frame);
     } else if (frame.type === "call_speaker" && calls.has(frame.call)) {
       calls.get(frame.call).speaker = frame.login;
       if (active?.id === frame.call) draw();
     }
   });
+
+  // A plant of the call that this one cannot reach for media: said once, its people marked.
+  function plantStatus(frame) {
+    const site = String(frame.site);
+    if (frame.state === "retrying") {
+      const first = !unreachable.has(site);
+      unreachable.set(site, Array.isArray(frame.logins) ? frame.logins : []);
+      if (first) say(tr("plantUnreachable", { site, reason: String(frame.reason || "") }));
+    } else if (unreachable.delete(site) && unreachable.size === 0) {
+      say("");
+    }
+    draw();
+  }
 
   async function catchUp() {
     try {
@@ -915,6 +991,7 @@ export function createCalls({ push }) {
     );
   }
 
+  const away = (login) => [...unreachable.values()].some((logins) => logins.includes(login));
   function drawPeople(call) {
     const moderating = call.kind === "meeting" && call.moderator === me();
     replace(
@@ -924,7 +1001,13 @@ export function createCalls({ push }) {
         .map((m) =>
           h(
             "li",
-            { dataset: { login: m.login, state: m.state }, class: m.audio_muted ? "muted" : null },
+            {
+              dataset: { login: m.login, state: m.state },
+              class:
+                [m.audio_muted ? "muted" : "", away(m.login) ? "unreachable" : ""]
+                  .join(" ")
+                  .trim() || null,
+            },
             h("span", {
               class: "name",
               text: m.login === me() ? `${m.name} (${tr("you")})` : m.name,
@@ -934,6 +1017,7 @@ export function createCalls({ push }) {
               : null,
             m.guest ? h("span", { class: "muted guest", text: ` · ${tr("guest")}` }) : null,
             h("span", { class: "muted state", text: ` · ${tr(m.state)}` }),
+            away(m.login) ? h("span", { class: "away", text: ` · ${tr("unreachable")}` }) : null,
             moderating && m.login !== me() && m.state === "joined"
               ? [
                   h("button", {

@@ -145,6 +145,7 @@ function show(view_) {
   for (const m of me.call.members) names.set(m.login, m.name);
   say(tr("joined"));
   if (!media && !joining) start();
+  else if (media && me.call.media_epoch > media.epoch) moved(media, me.call.media_epoch);
   else if (media) synchronize();
   draw();
 }
@@ -153,7 +154,7 @@ async function start() {
   joining = true;
   try {
     me = await post("/api/guest/join", {});
-    const mine = new Media(me.call.id, () => draw(), guestRoute);
+    const mine = new Media(me.call.id, () => draw(), guestRoute, me.call.media_epoch || 0);
     media = mine;
     view.hidden = false;
     await mine.start();
@@ -167,6 +168,14 @@ async function start() {
   } finally {
     joining = false;
   }
+}
+
+/** The SFU worker holding the meeting died and it goes on elsewhere (C1): connect again. */
+function moved(mine, epoch) {
+  mine
+    .moved(epoch)
+    .then(() => media === mine && synchronize())
+    .catch((e) => media === mine && fail(e));
 }
 
 function synchronize() {
