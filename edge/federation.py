@@ -59,6 +59,7 @@ from pki.node import NodeCredentials
 from sync.agent import SyncAgent, SyncReport
 from sync.bundle.codec import Item, OpenedBundle, to_ms
 from sync.bundle.store import connect, transaction
+from sync.doorbell import Doorbell
 from sync.events import (
     CHAT_ITEM,
     CHAT_STREAM,
@@ -153,6 +154,15 @@ class EdgeFederation:
 
     def status(self) -> dict[str, object]:
         return {"core": self.core_site, **self.sync.status().as_json()}
+
+    def signal_link(self) -> Doorbell:
+        """The standing signalling channel to the relay (``edge.signalling`` rides on it)."""
+        return self.sync.doorbell
+
+    def credentials(self) -> NodeCredentials:
+        """The credentials with the trust store in force now (a CRL from the core replaces
+        it)."""
+        return self.creds
 
     # -- the federation thread -----------------------------------------------------------
 

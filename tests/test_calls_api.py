@@ -21,6 +21,7 @@ import asyncio
 import datetime as dt
 import json
 import re
+import sqlite3
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -251,10 +252,28 @@ def test_declined_cancelled_and_missed_calls_are_recorded(
     assert record(alice, missed)["outcome"] == "missed"
     history = [r["id"] for r in bob.ok("GET", "/api/calls/history?limit=3")["records"]]
     assert history == [missed, cancelled, declined]  # newest first
+    # each ended call's record is queued for the core once (event "call", metadata only)
+    conn = sqlite3.connect(live.config.db)
+    try:
+        sent = [
+            json.loads(data)
+            for (data,) in conn.execute(
+                "SELECT data FROM fed_outbox WHERE kind = 'zastava.event.call' ORDER BY id"
+            )
+        ]
+    finally:
+        conn.close()
+    by_id = {e["id"]: e for e in sent}
+    assert len(by_id) == len(sent) and {declined, cancelled, missed} <= set(by_id)
+    assert by_id[missed]["reason"] == "missed"
+    assert {m["login"]: m["outcome"] for m in by_id[declined]["members"]} == {
+        "alice": "declined",
+        "bob": "declined",
+    }
 
     # refusals with reasons
     r = alice.call("POST", "/api/calls", {"kind": "direct", "invite": ["dave"]})
-    assert r.status == 400 and "not a person of this plant" in r.json()["error"]
+    assert r.status == 400 and "not a person of a plant this edge reaches" in r.json()["error"]
     r = alice.call("POST", "/api/calls", {"kind": "direct", "invite": ["bob", "carol"]})
     assert r.status == 400 and r.json() == {"error": "a 1:1 call rings exactly one other person"}
     r = alice.call("POST", "/api/calls", {"kind": "direct", "invite": ["alice"]})

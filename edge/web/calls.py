@@ -31,6 +31,11 @@ meeting while it recorded lists it (``GET …/recordings``) and downloads it (``
 gets the 404 of an unknown call, and a guest pass reaches none of these routes. The files
 are under ``<data_dir>/recordings``.
 
+The SFU runs in worker processes, one per CPU (``[sfu]`` in ``edge.toml``,
+:func:`media_factory`; :class:`~edge.calls.worker_media.WorkerMedia`), started with the first
+call. When one dies, its calls go on elsewhere: the ``call`` frame's ``media_epoch`` grows
+and each page publishes and subscribes again (THREATS C1).
+
 The service starts with the app (``before_app_serving``: its record writer, display names
 looked up in worker threads) and ends every call when the app stops.
 """
@@ -38,6 +43,8 @@ looked up in worker threads) and ends every call when the app stops.
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import os
 import secrets
 import sqlite3
@@ -47,8 +54,11 @@ from typing import Any, BinaryIO, Final, TypeVar
 
 from quart import Quart, Response, current_app
 
+from edge import outbound, signal_peers
 from edge.auth.store import to_ms
+from edge.calls.bridge import Bridges, LegState, LegStatus
 from edge.calls.guests import Guests, is_guest
+from edge.calls.intersite import Intersite
 from edge.calls.local_media import LocalMedia
 from edge.calls.media import (
     MAX_SDP_CHARS,
@@ -65,12 +75,16 @@ from edge.calls.model import (
     CallKind,
     ConflictError,
     ForbiddenError,
+    MemberState,
     NotFoundError,
 )
 from edge.calls.recording import StoredRecording
 from edge.calls.records import CallRecord, history, save
-from edge.calls.service import CallHooks, CallService
+from edge.calls.service import CallHooks, CallService, MediaFactory
+from edge.calls.worker_media import WorkerMedia, default_workers
+from edge.config import SfuSettings
 from edge.db import transaction
+from edge.signalling import Link, SiteSignal
 from edge.web import shapes
 from edge.web.api import Access, Component, state_of
 from edge.web.api import Call as Request
@@ -80,6 +94,11 @@ from edge.web.hub import user_topic
 from edge.web.state import WebState
 from edge.web.uploads import DOWNLOAD_CSP, READ_CHUNK, content_disposition
 from pki.names import check_login
+from sync.signal import LegClosed
+
+log = logging.getLogger("edge.calls.web")
+
+CALL_EVENT: Final = "call"  # an ended call's record, for the core
 
 component = Component("calls", tag="calls")
 H = TypeVar("H", bound=Callable[..., Awaitable[Any]])
@@ -167,6 +186,12 @@ class CallJson:
     publications: list[PublicationJson]
     speaker: str | None
     recording: bool = field(metadata={"description": "the meeting is being recorded"})
+    media_epoch: int = field(
+        metadata={
+            "description": "grows each time the call's media moves to another SFU worker "
+            "(one died): the page's connections are gone, it publishes and subscribes again"
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -269,6 +294,7 @@ class WebCallHooks:
         self.names: dict[str, str] = {}
         self.guests = Guests(secrets.token_bytes)  # guest links and lobbies (edge.web.guests)
         self.recording: Callable[[str], bool] = lambda call_id: False  # the service's
+        self.media_epoch: Callable[[str], int] = lambda call_id: 0  # the service's
 
     async def learn_names(self, logins: Iterable[str]) -> None:
         wanted = [x for x in logins if x not in self.names and not is_guest(x)]
@@ -305,6 +331,7 @@ class WebCallHooks:
             [publication_json(p) for p in call.publications.values()],
             call.speaker,
             not call.ended and self.recording(call.id),
+            self.media_epoch(call.id),
         )
 
     def _publish(self, logins: Iterable[str], message: dict[str, Any]) -> None:
@@ -336,17 +363,37 @@ class WebCallHooks:
         )
 
     async def save(self, batch: list[CallRecord]) -> None:
+        """The records, and for each call this edge held that ended, its record for the
+        core (event ``call``, queued in the same transaction: sent exactly once)."""
+
         def write() -> None:
             with transaction(self.state.db.get()) as conn:
                 save(conn, batch)
+                for r in batch:
+                    if r.ended_ms is not None and r.home is None:
+                        outbound.queue_event(conn, CALL_EVENT, r.event(), r.ended_ms)
 
         await self.state.run(write)
+        if any(r.ended_ms is not None and r.home is None for r in batch):
+            self.state.wake_federation()
 
 
 @dataclass(eq=False)
 class WebCalls:
     service: CallService
     hooks: WebCallHooks
+    intersite: Intersite | None = None
+
+
+def media_factory(settings: SfuSettings) -> MediaFactory:
+    """The SFU as configured (``[sfu]``): worker processes (one per CPU by default, THREATS
+    C1), or the rooms in the edge process (``workers = 0``, or one CPU)."""
+    workers = default_workers() if settings.workers is None else settings.workers
+    if settings.workers is None and workers < 2 or workers == 0:
+        return LocalMedia
+    return functools.partial(
+        WorkerMedia, workers=workers, loop=settings.loop, pin=settings.pin_cpus
+    )
 
 
 def calls_of(app: Quart | None = None) -> WebCalls:
@@ -359,12 +406,114 @@ def calls_of(app: Quart | None = None) -> WebCalls:
         service = CallService(
             CallHooks(hooks.changed, hooks.in_call, hooks.slots, hooks.speaker, hooks.save),
             clock=state.clock,
-            media=LocalMedia,
+            media=media_factory(state.config.sfu),
             recordings=state.config.data_dir / "recordings",
         )
         hooks.recording = service.recording
+        hooks.media_epoch = service.media_epoch
         found = app.extensions[SERVICE_KEY] = WebCalls(service, hooks)
+        link = None if state.federation is None else state.federation.signal_link()
+        if link is not None:
+            found.intersite = connect_plants(state, service, link, hooks.learn_names)
     return found
+
+
+def _logins_in(message: dict[str, Any]) -> list[str]:
+    """The members' logins of the call snapshot a ``call`` or ``call.done`` message holds
+    (none for anything else; a malformed one is refused later, by the replica)."""
+    snap = message.get("snapshot")
+    members = snap.get("members") if isinstance(snap, dict) else None
+    if not isinstance(members, list):
+        return []
+    found = (m.get("login") for m in members[:512] if isinstance(m, dict))
+    return [x for x in found if isinstance(x, str) and 0 < len(x) <= 128]
+
+
+def _site_of(state: WebState, login: str) -> str | None:
+    try:
+        row = (
+            state.db.get().execute("SELECT site FROM zd_users WHERE login = ?", (login,)).fetchone()
+        )
+    except sqlite3.OperationalError:  # no directory yet
+        return None
+    return None if row is None else str(row[0])
+
+
+def connect_plants(
+    state: WebState,
+    service: CallService,
+    link: Link,
+    learn_names: Callable[[Iterable[str]], Awaitable[None]] | None = None,
+) -> Intersite:
+    """Calls with the other plants: edge-to-edge signalling over the relay link, replicas,
+    bridge legs (edge.calls.intersite). ``learn_names`` looks up the display names of the
+    people a call from another plant names (the directory has them), before the call is
+    shown, so pages name them as they name this plant's people."""
+    federation = state.federation
+    assert federation is not None
+    made: list[Intersite] = []
+
+    async def on_message(origin: str, message: dict[str, Any]) -> None:
+        if learn_names is not None:
+            await learn_names(_logins_in(message))
+        await made[0].on_message(origin, message)
+
+    async def leg_closed(closed: LegClosed) -> None:
+        log.info("relay: leg %s closed by %s (%s)", closed.leg, closed.by, closed.reason)
+        made[0].leg_closed(closed.leg)
+
+    signal = SiteSignal(
+        site=state.config.site,
+        creds=federation.credentials,
+        db=state.config.db,
+        link=link,
+        on_message=on_message,
+        on_leg_closed=leg_closed,
+        clock=state.clock,
+    )
+    intersite = Intersite(
+        site=state.config.site,
+        signal=signal,
+        site_of=lambda login: _site_of(state, login),
+        clock=state.clock,
+    )
+    made.append(intersite)
+
+    def on_status(status: LegStatus) -> None:
+        """A leg that cannot connect (refused by the relay, …) or connects again: the
+        people of this plant in the call are told (frame ``call_plant``), with the other
+        plant's people in it, so their page marks them as out of reach."""
+        call = service.live(status.room)
+        if call is None or status.state not in (LegState.RETRYING, LegState.CONNECTED):
+            return
+        here = [
+            m.login
+            for m in call.members.values()
+            if m.state is MemberState.JOINED and intersite.local(m.login) and not is_guest(m.login)
+        ]
+        frame = {
+            "type": "call_plant",
+            "call": status.room,
+            "site": status.site,
+            "state": status.state.value,
+            "reason": (status.reason or "")[:300],
+            "logins": [m for m in call.members if intersite.site_of(m) == status.site],
+        }
+        state.hub.publish_encoded([user_topic(x) for x in here], dumps(frame))
+
+    signal.start()
+    intersite.attach(
+        service,
+        lambda transport: Bridges(
+            service.media,  # type: ignore[arg-type] # LocalMedia and WorkerMedia bridge
+            transport,
+            site=state.config.site,
+            clock=state.clock,
+            on_status=on_status,
+        ),
+    )
+    service.remote = intersite
+    return intersite
 
 
 @component.blueprint.before_app_serving
@@ -376,6 +525,8 @@ async def _start() -> None:
 async def _stop() -> None:
     found: WebCalls | None = current_app.extensions.pop(SERVICE_KEY, None)
     if found is not None:
+        if found.intersite is not None:
+            await found.intersite.close()
         await found.service.close()
 
 
@@ -405,9 +556,19 @@ async def _refused(e: Exception) -> Response:
 # Who can be called
 
 
+def _plants(state: WebState) -> set[str]:
+    """Blocking: the plants whose people can be called from here: this one, and those this
+    edge signals with (calls between plants) when it has a link to the relay."""
+    conn = state.db.get()
+    if state.federation is None or state.federation.signal_link() is None:
+        return {state.config.site}
+    return {state.config.site, *signal_peers.sites(conn)}
+
+
 def _callable(state: WebState, logins: Sequence[str]) -> list[str]:
-    """Blocking: the logins that are not people of this plant (directory or account)."""
-    site = state.config.site
+    """Blocking: the logins that are not people of a plant that can be called from here
+    (directory or account)."""
+    plants = _plants(state)
     conn = state.db.get()
     refused = []
     for login in logins:
@@ -423,7 +584,7 @@ def _callable(state: WebState, logins: Sequence[str]) -> list[str]:
         except sqlite3.OperationalError:  # no directory yet
             row = None
         if row is not None:
-            if row[0] != site or not row[1]:
+            if row[0] not in plants or not row[1]:
                 refused.append(login)
         elif state.auth.store.account(login) is None:
             refused.append(login)
@@ -436,17 +597,19 @@ async def _invitees(request: Request, body: NewCall) -> tuple[list[str], str | N
     conversation = body.conversation
     if conversation is not None:
         view = await state.run(state.chat.view, login, conversation)
-        site = state.config.site
+        plants = await state.run(_plants, state)
         invite += [
             m.login
             for m in view.conversation.members
-            if m.site == site and m.login != login and m.login not in invite
+            if m.site in plants and m.login != login and m.login not in invite
         ]
     if not invite:
         raise ApiError(400, "nobody to call")
     refused = await state.run(_callable, state, invite)
     if refused:
-        raise ApiError(400, f"{refused[0]} cannot be called here: not a person of this plant")
+        raise ApiError(
+            400, f"{refused[0]} cannot be called here: not a person of a plant this edge reaches"
+        )
     return invite, conversation
 
 
@@ -578,7 +741,9 @@ async def invite(request: Request, body: InviteBody, call_id: str) -> CallJson:
     logins = list(dict.fromkeys(body.logins))
     refused = await request.state.run(_callable, request.state, logins)
     if refused:
-        raise ApiError(400, f"{refused[0]} cannot be called here: not a person of this plant")
+        raise ApiError(
+            400, f"{refused[0]} cannot be called here: not a person of a plant this edge reaches"
+        )
     await web.hooks.learn_names(logins)
     return web.hooks.call_json(await web.service.invite(call_id, request.login, logins))
 

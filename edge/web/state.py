@@ -33,7 +33,7 @@ import functools
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from edge.auth.passwords import PRODUCTION, HashParameters
 from edge.auth.results import AuthConfig
@@ -55,6 +55,10 @@ from edge.web.metrics import Metrics
 from edge.web.posting import PostBatcher
 from edge.web.presence_live import LivePresence
 from edge.web.workers import Workers
+from pki.node import NodeCredentials
+
+if TYPE_CHECKING:
+    from edge.signalling import Link
 
 T = TypeVar("T")
 
@@ -67,6 +71,14 @@ class FederationLink(Protocol):
     def wake(self) -> None: ...
 
     def status(self) -> dict[str, object]: ...
+
+    def signal_link(self) -> Link | None:
+        """The standing signalling channel to the relay (calls between plants)."""
+        ...
+
+    def credentials(self) -> NodeCredentials:
+        """The node's credentials with the trust store in force now (CRLs adopted)."""
+        ...
 
 
 def auth_config(config: EdgeConfig, hashing: HashParameters = PRODUCTION) -> AuthConfig:
