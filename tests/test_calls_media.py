@@ -31,6 +31,7 @@ from edge.calls.media import (
     MediaConflictError,
     MediaEvent,
     Published,
+    SlotAdapted,
     SlotsChanged,
     Source,
     Speaker,
@@ -39,6 +40,7 @@ from edge.calls.media import (
 from edge.calls.model import CallKind, CallState, EndReason
 from edge.calls.records import CallRecord
 from edge.calls.service import CallHooks, CallService
+from edge.sfu.room import SlotPaused, SlotResumed
 
 pytestmark = pytest.mark.slow
 
@@ -319,3 +321,69 @@ def test_a_page_that_goes_away_ends_a_1_1_call_through_the_service() -> None:
             await service.close()
 
     run(scenario)
+
+
+def test_adaptive_quality_keeps_the_speaker_and_tells_the_page() -> None:
+    """The call layer pins the active speaker's video for every subscriber (the last to be
+    paused on a weak link, edge.sfu.adapt), and a slot the SFU pauses or resumes reaches the
+    call service as SlotAdapted for that person (the web layer pushes ``call_paused``)."""
+
+    async def scenario() -> None:
+        events = Events()
+        media = LocalMedia(events, speaker_interval=3600)  # the test names the speaker
+        alice, bob = Publisher(clip()), Publisher(clip())
+        viewer = Viewer()
+        try:
+            await publish(media, "alice", alice)
+            await publish(media, "bob", bob)
+            await media.join(ROOM, "dave")
+            await wait_for(lambda: len(events.of(Published)) == 4, 5, "four publications")
+            slots = await subscribe(media, "dave", viewer)
+            r = media._rooms[ROOM]
+            dave = r.members["dave"].camera
+            bob_video = next(p for p in slots.values() if p and p.startswith("bob~") and "/1" in p)
+            r.detector.current = "bob"
+            media._prioritize(r)
+            link = r.room.worker.forwarder._link(dave)  # what the SFU will pause last
+            assert link._pinned == (bob_video,)
+            # alice herself is never pinned for herself; bob's video is, for her
+            assert r.room.worker.forwarder._link(r.members["alice"].camera)._pinned == (bob_video,)
+            assert r.room.worker.forwarder._link(r.members["bob"].camera)._pinned == ()
+
+            mid = next(m for m, p in slots.items() if p == bob_video)
+            await r.room.events.put(SlotPaused(dave, mid, bob_video))
+            await r.room.events.put(SlotResumed(dave, mid, bob_video))
+            await wait_for(lambda: len(events.of(SlotAdapted)) == 2, 5, "adapted events")
+            assert events.of(SlotAdapted) == [
+                SlotAdapted(ROOM, "dave", mid, True),
+                SlotAdapted(ROOM, "dave", mid, False),
+            ]
+
+            told: list[tuple[str, str, str, bool]] = []
+            service = CallService(
+                CallHooks(
+                    lambda call: None,
+                    lambda login, on: None,
+                    lambda call, login, slots: None,
+                    lambda call: None,
+                    _nothing,
+                    lambda *a: told.append(a),
+                ),
+                clock=lambda: dt.datetime.now(dt.UTC),
+                media=lambda sink: media,
+                new_id=lambda: ROOM,
+            )
+            await service.start(CallKind.MEETING, "dave", ["alice", "bob"])
+            await service._on_media(SlotAdapted(ROOM, "dave", mid, True))
+            assert told == [(ROOM, "dave", mid, True)]
+        finally:
+            await viewer.close()
+            for client in (alice, bob):
+                await client.close()
+            await media.close()
+
+    run(scenario)
+
+
+async def _nothing(batch: list[CallRecord]) -> None:
+    return None

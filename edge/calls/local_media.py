@@ -65,6 +65,7 @@ from edge.calls.media import (
     RemoteUnpublished,
     SdpError,
     Slot,
+    SlotAdapted,
     SlotsChanged,
     Source,
     Speaker,
@@ -79,6 +80,8 @@ from edge.sfu.room import (
     Room,
     RoomConfig,
     SlotIdle,
+    SlotPaused,
+    SlotResumed,
     TrackEnded,
     TrackPublished,
 )
@@ -422,6 +425,8 @@ class LocalMedia:
                 pub = Publication(event.publication, owner[0], event.kind, owner[1])
                 r.publications[pub.id] = pub
                 await self._record_late(r, pub.id)
+                if pub.source is Source.SCREEN:
+                    self._prioritize(r)
                 await self._emit(Published(name, pub))
             elif isinstance(event, TrackEnded):
                 if r.recorder is not None:  # its track in the file just ends
@@ -440,6 +445,13 @@ class LocalMedia:
                 if key == event.publication:  # not re-pointed meanwhile
                     member.slots[event.mid] = (kind, None)
                     await self._emit(SlotsChanged(name, member.login, self._slots(r, member)))
+            elif isinstance(event, SlotPaused | SlotResumed):
+                member = next(
+                    (m for m in r.members.values() if m.camera == event.participant), None
+                )
+                if member is not None:
+                    paused = isinstance(event, SlotPaused)
+                    await self._emit(SlotAdapted(name, member.login, event.mid, paused))
             elif isinstance(event, ParticipantLeft):
                 owner = r.ids.pop(event.participant, None)
                 if owner is None:
@@ -458,7 +470,25 @@ class LocalMedia:
         while not r.closed:
             await asyncio.sleep(self._speaker_interval)
             if r.detector.tick(self._clock()):
+                self._prioritize(r)
                 await self._emit(Speaker(name, r.detector.current))
+
+    def _prioritize(self, r: _Room) -> None:
+        """Adaptive quality keeps what matters most on a weak link (edge.sfu.adapt): screen
+        shares first, then the active speaker's camera; other videos are paused first."""
+        videos = [p for p in r.publications.values() if p.kind == "video"]
+        pinned = [p.id for p in videos if p.source is Source.SCREEN]
+        pinned += [
+            p.id
+            for p in videos
+            if p.source is Source.CAMERA and p.participant == r.detector.current
+        ]
+        for member in r.members.values():
+            own = [k for k in pinned if r.publications[k].participant != member.login]
+            try:
+                r.room.set_priority(member.camera, [k for k in own if k in r.room.publications])
+            except ValueError:
+                pass  # not (or no longer) subscribed: nothing to order
 
     # Bridge legs to other plants: edge.calls.bridge drives these (docs/bridge.md)
 

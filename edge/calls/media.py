@@ -98,6 +98,18 @@ class SlotsChanged:
 
 
 @dataclass(frozen=True)
+class SlotAdapted:
+    """Adaptive quality (:mod:`edge.sfu.adapt`): the participant's link cannot carry this
+    video slot now (``paused``: nothing is sent on it; the page shows the person's name
+    instead of a frozen picture), or can again (it restarts on a keyframe)."""
+
+    room: str
+    participant: str
+    mid: str
+    paused: bool
+
+
+@dataclass(frozen=True)
 class Dropped:
     """A participant's media connection failed: their page is gone."""
 
@@ -169,6 +181,7 @@ MediaEvent = (
     Published
     | Unpublished
     | SlotsChanged
+    | SlotAdapted
     | Dropped
     | Speaker
     | Moved

@@ -76,6 +76,7 @@ from edge.calls.media import (
     RemotePublished,
     RemoteUnpublished,
     Slot,
+    SlotAdapted,
     SlotsChanged,
     Source,
     Speaker,
@@ -119,6 +120,8 @@ class CallHooks:
     slots: Callable[[str, str, tuple[Slot, ...]], None]  # call, login, their slots
     speaker: Callable[[Call], None]
     save: Callable[[list[CallRecord]], Awaitable[None]]
+    # call, login, mid, paused: adaptive quality paused or resumed one of their videos
+    adapted: Callable[[str, str, str, bool], None] | None = None
 
 
 class Remote(Protocol):
@@ -501,6 +504,9 @@ class CallService:
         elif isinstance(event, SlotsChanged):
             if self.calls.live(event.room) is not None:
                 self.hooks.slots(event.room, event.participant, event.slots)
+        elif isinstance(event, SlotAdapted):
+            if self.calls.live(event.room) is not None and self.hooks.adapted is not None:
+                self.hooks.adapted(event.room, event.participant, event.mid, event.paused)
         elif isinstance(event, Dropped):
             call = self.calls.live(event.room)
             if call is not None and call.home is not None:  # a replica: the home decides

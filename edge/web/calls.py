@@ -22,7 +22,9 @@ Pushed to the ``user:`` topic of every member of a call (:class:`WebCallHooks`):
   missed, joined, left, muted, removed, a publication started or ended, ended);
 - ``{"type": "call_slots", "call": id, "slots": [Slot]}`` to one participant whose slots
   changed because a publisher left;
-- ``{"type": "call_speaker", "call": id, "login": login | null}`` to the members.
+- ``{"type": "call_speaker", "call": id, "login": login | null}`` to the members;
+- ``{"type": "call_paused", "call": id, "mid": mid, "paused": bool}`` to one participant whose
+  link cannot carry that video now (adaptive quality, ``edge.sfu.adapt``), or can again.
 
 Recording (issue 7): the moderator starts and stops it (``POST …/recording``; a ``call``
 frame tells everyone, ``recording: true``); it stops when the meeting ends. Who was in the
@@ -357,6 +359,10 @@ class WebCallHooks:
         }
         self._publish([login], frame)
 
+    def adapted(self, call_id: str, login: str, mid: str, paused: bool) -> None:
+        frame = {"type": "call_paused", "call": call_id, "mid": mid, "paused": paused}
+        self._publish([login], frame)
+
     def speaker(self, call: Call) -> None:
         self._publish(
             call.members, {"type": "call_speaker", "call": call.id, "login": call.speaker}
@@ -404,7 +410,14 @@ def calls_of(app: Quart | None = None) -> WebCalls:
         state = state_of(app)
         hooks = WebCallHooks(state)
         service = CallService(
-            CallHooks(hooks.changed, hooks.in_call, hooks.slots, hooks.speaker, hooks.save),
+            CallHooks(
+                hooks.changed,
+                hooks.in_call,
+                hooks.slots,
+                hooks.speaker,
+                hooks.save,
+                hooks.adapted,
+            ),
             clock=state.clock,
             media=media_factory(state.config.sfu),
             recordings=state.config.data_dir / "recordings",

@@ -47,6 +47,7 @@ const STRINGS = {
     inviteWho: "Логины через запятую",
     you: "Вы",
     screenOf: "Экран: {name}",
+    pausedTile: "{name} — видео приостановлено: слабый канал",
     mute: "Выключить микрофон",
     remove: "Удалить",
     moderator: "ведущий",
@@ -103,6 +104,7 @@ const STRINGS = {
     inviteWho: "Logins, separated by commas",
     you: "You",
     screenOf: "Screen: {name}",
+    pausedTile: "{name} — video paused: weak link",
     mute: "Mute",
     remove: "Remove",
     moderator: "host",
@@ -424,6 +426,7 @@ export function createCalls({ push }) {
   const calls = new Map(); // id -> the latest Call from the edge
   let active = null; // {id, media, audioMuted, videoMuted}
   let offered = null; // id of the call shown in the incoming bar
+  const pausedMids = new Set(); // videos the edge paused for this page's weak link
 
   const notice = h("p", { class: "call-notice", id: "call-notice", role: "status" });
   const incomingText = h("span", { id: "incoming-text" });
@@ -478,6 +481,9 @@ export function createCalls({ push }) {
   // plants of the active call whose bridge leg cannot connect (the relay refused it, …):
   // site -> the logins of the call's people there (frame "call_plant")
   const unreachable = new Map();
+  // the latest "call_plant" frame per call and plant, for a call not entered yet (the
+  // frame may come before the answer to "join" does)
+  const plantFrames = new Map(); // call id -> Map(site -> frame)
   const recordButton = h("button", {
     type: "button",
     id: "call-record",
@@ -616,6 +622,8 @@ export function createCalls({ push }) {
     if (active) return draw();
     say("");
     active = { id: call.id, media: null, audioMuted: false, videoMuted: false };
+    pausedMids.clear();
+    for (const frame of plantFrames.get(call.id)?.values() || []) plantStatus(frame);
     const media = new Media(call.id, () => draw(), undefined, call.media_epoch || 0);
     active.media = media;
     view.hidden = false;
@@ -672,6 +680,7 @@ export function createCalls({ push }) {
 
   function ended(call) {
     calls.delete(call.id);
+    plantFrames.delete(call.id);
     hideIncoming(call.id);
     const wasActive = active?.id === call.id;
     if (wasActive) close();
@@ -777,6 +786,7 @@ export function createCalls({ push }) {
       const media = active.media;
       if (media && call.media_epoch > media.epoch) {
         // the SFU worker holding this call died; the call goes on elsewhere (C1)
+        pausedMids.clear(); // new connections, new slots: nothing is paused there yet
         media
           .moved(call.media_epoch)
           .then(() => synchronize())
@@ -802,8 +812,15 @@ export function createCalls({ push }) {
     } else if (frame.type === "call_lobby" && active?.id === frame.call) {
       lobby = Array.isArray(frame.guests) ? frame.guests : [];
       draw();
-    } else if (frame.type === "call_plant" && active?.id === frame.call) {
-      plantStatus(frame);
+    } else if (frame.type === "call_plant" && typeof frame.call === "string") {
+      if (!plantFrames.has(frame.call)) plantFrames.set(frame.call, new Map());
+      plantFrames.get(frame.call).set(String(frame.site), frame);
+      if (active?.id === frame.call) plantStatus(frame);
+    } else if (frame.type === "call_paused" && active?.id === frame.call) {
+      // adaptive quality: the edge stopped (or resumed) this video for our weak link
+      if (frame.paused) pausedMids.add(String(frame.mid));
+      else pausedMids.delete(String(frame.mid));
+      draw();
     } else if (frame.type === "call_speaker" && calls.has(frame.call)) {
       calls.get(frame.call).speaker = frame.login;
       if (active?.id === frame.call) draw();
@@ -949,9 +966,14 @@ export function createCalls({ push }) {
       tileVideo(el, tracks, false);
       if (group.mid) el.dataset.mid = group.mid;
       else delete el.dataset.mid;
+      const paused = Boolean(group.mid && pausedMids.has(group.mid));
+      el.classList.toggle("paused", paused);
       const name = nameOf(group.login);
-      el.querySelector("figcaption").textContent =
-        group.source === "screen" ? tr("screenOf", { name }) : name;
+      el.querySelector("figcaption").textContent = paused
+        ? tr("pausedTile", { name })
+        : group.source === "screen"
+          ? tr("screenOf", { name })
+          : name;
       const who = member(call, group.login);
       el.classList.toggle("muted", Boolean(who?.audio_muted));
       el.classList.toggle("speaking", call.speaker === group.login && group.source === "camera");
