@@ -12,6 +12,7 @@ from typing import Any
 
 from edge import db
 from edge.web.inbound import Inbound
+from pki.node import NodeCredentials
 from sync.events import ChatEnvelope
 from tests.test_edge_api import Browser, Edge
 from tests.test_edge_chat_api import chat_fixture, people, post  # noqa: F401
@@ -135,6 +136,12 @@ class WakeCounter:
 
     def status(self) -> dict[str, object]:
         return {"running": True}
+
+    def signal_link(self) -> None:
+        return None  # no relay link: no calls between plants
+
+    def credentials(self) -> NodeCredentials:
+        raise AssertionError("not used without a signal link")
 
 
 def test_the_federation_is_woken_for_cross_site_messages_only(chat: Edge) -> None:
