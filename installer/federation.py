@@ -71,14 +71,16 @@ def build_federation(
     cost: KdfCost | None = None,
     *,
     ip_addresses: Mapping[str, Sequence[str]] | None = None,
+    names: Sequence[NodeName] = NODES,
 ) -> tuple[str, list[DemoNode]]:
-    """Create the demo CA and enroll every node under ``base``, reusing what exists.
+    """Create the demo CA and enroll every node of ``names`` (the demo's :data:`NODES` by
+    default) under ``base``, reusing what exists.
 
     ``ip_addresses`` (site -> addresses) go into that node's TLS certificate beside
     ``localhost`` when it is enrolled: the relay's TURN server takes an edge as a peer only
     by the addresses its certificate names. Returns the root fingerprint and the enrolled nodes.
     """
-    steps = len(NODES) + 1
+    steps = len(names) + 1
     paths = CaPaths.of(base / "ca")
     pw_file = base / "ca-passphrase.txt"
     if not paths.issuing_key.exists():
@@ -101,7 +103,7 @@ def build_federation(
         print(f"[1/{steps}] reusing the demo CA in {paths.ca_dir}", flush=True)
     ca: IssuingCA | None = None
     nodes = []
-    for step, name in enumerate(NODES, start=2):
+    for step, name in enumerate(names, start=2):
         node_dir = base / "nodes" / f"{name.role.value}-{name.site}"
         if not (node_dir / "certs" / "tls.pem").exists():
             print(f"[{step}/{steps}] enrolling {name.uri}: request, sign, import", flush=True)
@@ -387,12 +389,18 @@ DEMO_USERS = (
 )
 
 
-def seed_directory(layout: Layout, now: Callable[[], dt.datetime]) -> list[User]:
-    """Create the master directory with the demo sites and users (idempotent)."""
+def seed_directory(
+    layout: Layout,
+    now: Callable[[], dt.datetime],
+    sites: Sequence[Site] = DEMO_SITES,
+    users: Sequence[User] = DEMO_USERS,
+) -> list[User]:
+    """Create the master directory with ``sites`` and ``users`` (the demo's by default;
+    idempotent)."""
     layout.directory_db.parent.mkdir(parents=True, exist_ok=True)
     with Directory.open(layout.directory_db, clock=now) as d:
-        for site in DEMO_SITES:
+        for site in sites:
             d.add_site(site)
-        for user in DEMO_USERS:
+        for user in users:
             d.add_user(user)
-    return list(DEMO_USERS)
+    return list(users)

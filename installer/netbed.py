@@ -1,12 +1,13 @@
 """The isolation test bed: plants, relay and core in network namespaces of their own.
 
-Theory of operation. :func:`up` builds four network namespaces, ``znb-<run>-plant-a``,
-``-plant-b``, ``-relay`` and ``-core``, and three veth links, each a /24 of its own: plant-a
-to relay (10.231.1.0/24), plant-b to relay (10.231.2.0/24), core to relay (10.231.3.0/24).
+Theory of operation. :func:`up` builds five network namespaces, ``znb-<run>-plant-a``,
+``-plant-b``, ``-plant-c``, ``-relay`` and ``-core``, and four veth links, each a /24 of its
+own: plant-a to relay (10.231.1.0/24), plant-b to relay (10.231.2.0/24), core to relay
+(10.231.3.0/24), plant-c to relay (10.231.4.0/24).
 The relay end of each link is ``.1``, the other end ``.2``. There is no other link and no
 default route anywhere; the relay does not forward (``net.ipv4.ip_forward=0`` in its
 namespace) and IPv6 is off in every namespace. So a plant reaches the relay's address on its
-own link and nothing else: not the other plant, not the core, not the relay's other links
+own link and nothing else: not the other plants, not the core, not the relay's other links
 (the kernel answers "network unreachable" before a packet leaves).
 
 Everything is done with explicit ``ip`` commands, each printed before it runs. Every name
@@ -15,7 +16,8 @@ never in the caller's), so deleting a run's namespaces removes everything it bui
 :func:`down` kills every process still in them, then deletes them; without a run id it
 removes every test bed's leftovers, after a crash too.
 
-:func:`run_federation` places the demo federation (installer/federation.py) in a bed: the
+:func:`run_federation` places the demo federation (installer/federation.py), with a third
+plant (``plant-c``, two more people) and an account for every person, in a bed: the
 relay's SSH server on its namespace, coturn with the configuration ``installer/turn.py``
 renders on the relay's plant-facing addresses, the core and each edge in their namespaces,
 reaching the relay at its address on their link. :func:`inside` lets the calling thread
@@ -39,12 +41,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from installer import turn as turn_conf
+from installer.demo import USERS_FILE, demo_accounts
 from installer.federation import (
+    DEMO_SITES,
+    DEMO_USERS,
+    NODES,
     Layout,
     Placement,
     build_federation,
@@ -55,20 +62,31 @@ from installer.federation import (
 from installer.layout import Installation
 from installer.supervisor import Supervisor
 from pki.keyfile import KdfCost
-from pki.names import Role
+from pki.names import NodeName, Role
+from sync.directory import Site, User
 from sync.turn import TurnConfig
 
 PREFIX = "znb-"
 SUBNET = "10.231"
 RELAY = "relay"
 CORE = "core"
-PLANTS = ("plant-a", "plant-b")
+PLANTS = ("plant-a", "plant-b", "plant-c")
 # (node, link number): the node's link to the relay is SUBNET.<number>.0/24
-LINKS = (("plant-a", 1), ("plant-b", 2), (CORE, 3))
+LINKS = (("plant-a", 1), ("plant-b", 2), (CORE, 3), ("plant-c", 4))
 SSH_PORT = 2222
 TURN_PORT = 3478
 RELAY_SITE = "dmz"
 CORE_SITE = "hq"
+# The demo's nodes, sites and people, and a third plant (a meeting of three plants, issue 8).
+BED_NODES = (*NODES, NodeName(Role.EDGE, "plant-c"))
+BED_SITES = (*DEMO_SITES, Site("plant-c", "Завод В"))
+BED_USERS = (
+    *DEMO_USERS,
+    User("morozov", "Морозов Алексей Викторович", "plant-c", "Цех 7", ("+7 351 555-03-01",)),
+    User("volkova", "Волкова Ольга Игоревна", "plant-c", "Лаборатория", ("+7 351 555-03-02",)),
+)
+# The relay's [calls] policy in the bed: every plant may call every plant.
+CALLS_ALLOW: tuple[tuple[str, str], ...] = (("edge", "edge"),)
 
 USER_ERRORS: tuple[type[BaseException], ...] = ()
 
@@ -90,7 +108,7 @@ class Bed:
         return cls(secrets.token_hex(3))
 
     def ns(self, node: str) -> str:
-        """The namespace of ``node`` (``relay``, ``core``, ``plant-a``, ``plant-b``)."""
+        """The namespace of ``node`` (``relay``, ``core`` or a plant of :data:`PLANTS`)."""
         return f"{PREFIX}{self.run_id}-{node}"
 
     @property
@@ -269,20 +287,46 @@ class Packet:
         sport, dport = int.from_bytes(d[t : t + 2], "big"), int.from_bytes(d[t + 2 : t + 4], "big")
         return src, sport, dst, dport, d[t + off : 14 + total]
 
+    @property
+    def ip_protocol(self) -> int | None:
+        """The IPv4 protocol number (6 TCP, 17 UDP, 1 ICMP); None for anything else (ARP)."""
+        d = self.data
+        return d[23] if len(d) >= 34 and d[12:14] == b"\x08\x00" else None
+
+    @property
+    def udp(self) -> tuple[str, int, str, int, bytes] | None:
+        """(source, source port, destination, destination port, payload) of an IPv4 UDP
+        datagram (not a fragment); None for anything else."""
+        d = self.data
+        if self.ip_protocol != 17 or int.from_bytes(d[20:22], "big") & 0x3FFF:
+            return None
+        u = 14 + (d[14] & 0x0F) * 4
+        if len(d) < u + 8:
+            return None
+        length = int.from_bytes(d[u + 4 : u + 6], "big")
+        src, dst = socket.inet_ntoa(d[26:30]), socket.inet_ntoa(d[30:34])
+        sport, dport = int.from_bytes(d[u : u + 2], "big"), int.from_bytes(d[u + 2 : u + 4], "big")
+        return src, sport, dst, dport, d[u + 8 : u + length]
+
 
 class Capture:
     """Every frame on every interface of namespace ``ns`` (a raw AF_PACKET socket made
     there; what tcpdump -i any would see), until :meth:`stop`. ``drops`` counts frames the
-    kernel could not queue (a capture with drops proves nothing)."""
+    kernel could not queue (a capture with drops proves nothing). ``keep`` sees each frame
+    as it arrives and says whether to keep it in :attr:`packets` (all are kept without it):
+    a long capture of media can be checked as it goes instead of held."""
 
-    def __init__(self, ns: str) -> None:
+    def __init__(self, ns: str, keep: Callable[[Packet], bool] | None = None) -> None:
         eth_p_all = 0x0003
         with inside(ns):
             self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(eth_p_all))
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 << 20)
         self.sock.settimeout(0.1)
         self.packets: list[Packet] = []
+        self.seen = 0
         self.drops = 0
+        self.error: BaseException | None = None  # what ``keep`` raised (the capture stopped)
+        self._keep = keep
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"capture {ns}", daemon=True)
         self._thread.start()
@@ -293,7 +337,14 @@ class Capture:
                 data, addr = self.sock.recvfrom(65536)
             except TimeoutError:
                 continue
-            self.packets.append(Packet(str(addr[0]), data))
+            packet = Packet(str(addr[0]), data)
+            self.seen += 1
+            try:
+                if self._keep is None or self._keep(packet):
+                    self.packets.append(packet)
+            except BaseException as e:
+                self.error = e
+                return
 
     def stop(self) -> list[Packet]:
         self._stop.set()
@@ -302,6 +353,8 @@ class Capture:
         stats = self.sock.getsockopt(263, packet_statistics, 8)  # SOL_PACKET
         self.drops = int.from_bytes(stats[4:8], sys.byteorder)
         self.sock.close()
+        if self.error is not None:
+            raise self.error
         return self.packets
 
 
@@ -323,6 +376,7 @@ class Federation:
     layout: Layout
     supervisor: Supervisor
     turn: TurnConfig
+    accounts: tuple[dict[str, Any], ...] = ()  # installer.demo's: login, site, password, TOTP
 
 
 def require_tools() -> None:
@@ -337,18 +391,21 @@ def run_federation(
     bed: Bed, base: Path, *, interval: float = 0.5, cost: KdfCost | None = None
 ) -> Federation:
     """Enroll, configure and register (not start) the federation's processes in ``bed``:
-    ``relay``, ``core``, ``edge-<site>`` and ``turn`` (coturn, in the relay's namespace)."""
+    ``relay``, ``core``, ``edge-<site>`` for each plant and ``turn`` (coturn, in the relay's
+    namespace). Every person of a plant gets an account at its edge (a password and an
+    authenticator secret, as the demo's: ``DIR/demo-users.json``)."""
     now = dt.datetime.now(dt.UTC)
     ips = {
         RELAY_SITE: tuple(bed.relay_address(n) for n, _ in LINKS),
         CORE_SITE: (bed.address(CORE),),
     }
     ips.update({p: (bed.address(p),) for p in PLANTS})
-    root, nodes = build_federation(base, now, cost, ip_addresses=ips)
+    root, nodes = build_federation(base, now, cost, ip_addresses=ips, names=BED_NODES)
     layout = write_layout(
         base, root, nodes, relay_port=SSH_PORT, interval=interval, placements=placements(bed)
     )
-    seed_directory(layout, lambda: dt.datetime.now(dt.UTC))
+    users = seed_directory(layout, lambda: dt.datetime.now(dt.UTC), BED_SITES, BED_USERS)
+    accounts = demo_accounts(layout, users)
     turn = _turn_files(layout, bed, now)
     sup = supervise(layout)
     relay_ns, turn_host = bed.ns(RELAY), bed.turn_addresses[0]
@@ -359,12 +416,13 @@ def run_federation(
         netns=relay_ns,
         ready=lambda: tcp_listening(relay_ns, turn_host, turn.port),
     )
-    return Federation(bed, layout, sup, turn)
+    return Federation(bed, layout, sup, turn, tuple(accounts))
 
 
 def _turn_files(layout: Layout, bed: Bed, now: dt.datetime) -> TurnConfig:
     """coturn's secret and ``turnserver.conf`` as the relay's installer writes them
-    (installer/turn.py), its peers the edges certified in ``relay-nodes/``."""
+    (installer/turn.py), its peers the edges certified in ``relay-nodes/``; the relay's
+    ``[turn]`` and ``[calls]`` sections (:data:`CALLS_ALLOW`)."""
     relay_dir = layout.base / "relay-host"  # what an installation's data_dir holds: node/
     relay_dir.mkdir(exist_ok=True)
     if not (relay_dir / "node").exists():
@@ -389,7 +447,23 @@ def _turn_files(layout: Layout, bed: Bed, now: dt.datetime) -> TurnConfig:
     )
     for line in turn_conf.write_conf(inst, config, now):
         print(f"turn: {line}", flush=True)
+    # The relay grants call legs with this TURN server, between the plants CALLS_ALLOW names.
+    (layout.base / "turn.toml").write_text(config.toml())
+    set_call_policy(layout, CALLS_ALLOW)
     return config
+
+
+_CALLS_SECTIONS = re.compile(r"\n*\[turn\]\n.*", re.DOTALL)
+
+
+def set_call_policy(layout: Layout, allow: Sequence[tuple[str, str]]) -> None:
+    """Write the relay's ``[turn]`` and ``[calls]`` sections, ``allow`` its pairs of plants
+    (or roles) that may call each other, in place of any written before. The relay reads
+    them when it starts."""
+    text = _CALLS_SECTIONS.sub("", layout.relay_toml.read_text()).rstrip("\n")
+    pairs = ", ".join(f'["{a}", "{b}"]' for a, b in allow)
+    text += f'\n\n[turn]\nconfig = "turn.toml"\n\n[calls]\nallow = [{pairs}]\n'
+    layout.relay_toml.write_text(text)
 
 
 # --- the command -----------------------------------------------------------------------------
@@ -419,6 +493,9 @@ def cmd_up(args: argparse.Namespace) -> int:
             print(f"  {site}: {fed.layout.url(site)} (from {bed.ns(site)})")
         print(f"  relay: SSH {bed.relay_address('plant-a')}:{SSH_PORT}, TURN port {TURN_PORT}")
         print(f"  logs: {fed.layout.base / 'logs'}")
+        people = ", ".join(f"{a['login']} ({a['site']})" for a in fed.accounts)
+        print(f"  people: {people}; passwords and authenticator secrets in")
+        print(f"    {fed.layout.base / USERS_FILE}; a code: zastava demo code LOGIN --dir DIR")
         while all(fed.supervisor.running(n) for n in fed.supervisor.children):
             time.sleep(0.5)
         print("a node exited; stopping", file=sys.stderr)
@@ -445,8 +522,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "netbed",
         help="the isolation test bed: plants, relay and core in network namespaces (root)",
-        description="Network namespaces plant-a, plant-b, relay and core, linked only "
-        "plant-relay and core-relay; the relay does not forward. See docs/netbed.md.",
+        description="Network namespaces plant-a, plant-b, plant-c, relay and core, linked "
+        "only plant-relay and core-relay; the relay does not forward. See docs/netbed.md.",
     )
     p.set_defaults(group_parser=p)
     s = p.add_subparsers(title="commands", metavar="COMMAND")
@@ -454,7 +531,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "up",
         help="build the namespaces and links (and run the federation in them)",
         description="Build a test bed and print it. With --federation DIR, also enroll and "
-        "run relay (SSH and coturn), core and both edges in it until Ctrl-C, then remove it.",
+        "run relay (SSH and coturn), core and the three edges in it until Ctrl-C, then remove it.",
     )
     q.add_argument("--run-id", help="the bed's name (default: random); namespaces znb-ID-*")
     q.add_argument(

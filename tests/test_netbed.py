@@ -33,6 +33,7 @@ from tests.test_federation_procs import Fed, chat_at, eventually, now, texts
 from tests.test_turn import TurnClient, TurnError
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(180)]
+HOUR = dt.timedelta(hours=1)
 
 
 def net_inode(path: str) -> int | None:
@@ -68,7 +69,7 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BedFed]:
     netbed.require_tools()
     bed = netbed.up(Bed.new())
     inodes = {i for ns in bed.namespaces if (i := net_inode(f"/run/netns/{ns}")) is not None}
-    assert len(inodes) == 4
+    assert len(inodes) == len(bed.namespaces) == 5
     f: BedFed | None = None
     try:
         f = BedFed(bed, tmp_path_factory.mktemp("netbed"))
@@ -224,7 +225,7 @@ def test_a_chat_message_crosses_the_relay_and_no_plaintext_does(fed: BedFed) -> 
                 ssh_links.add(p.interface)
     for flow, stream in flows.items():  # a marker split across segments too
         assert not any(f in stream for f in forbidden), flow
-    assert {"to-plant-a", "to-plant-b", "to-core"} <= ssh_links, ssh_links
+    assert {"to-plant-a", "to-plant-b", "to-plant-c", "to-core"} <= ssh_links, ssh_links
 
 
 @dataclass
@@ -246,12 +247,20 @@ def turn_client(fed: BedFed, plant: str, cred: turn.Credential) -> PlantTurnClie
 
 def test_a_turn_leg_between_the_plants_flows_through_the_relay(fed: BedFed) -> None:
     """Relay-only at both ends, as a bridge leg is: each plant allocates on the relay with a
-    credential the relay issued, and the data goes relayed address to relayed address."""
+    credential the relay issued, and the data goes relayed address to relayed address. C3: a
+    credential the relay did not sign, or an expired one, gets 401 from each plant's link."""
     secret = turn.load_secret(fed.net.turn.secret_file)
     t = dt.datetime.now(dt.UTC)
     a = turn_client(fed, "plant-a", turn.issue(secret, "leg-1.plant-a", now=t))
     b = turn_client(fed, "plant-b", turn.issue(secret, "leg-1.plant-b", now=t))
-    forged = turn_client(fed, "plant-a", turn.issue(turn.new_secret(), "leg-1.plant-a", now=t))
+    refused_clients = [
+        turn_client(fed, plant, turn.issue(turn.new_secret(), f"leg-1.{plant}", now=t))
+        for plant in PLANTS
+    ]
+    old = t - dt.timedelta(hours=2)
+    refused_clients.append(
+        turn_client(fed, "plant-c", turn.issue(secret, "leg-2.plant-c", now=old, ttl=HOUR))
+    )
     try:
         relayed_a, relayed_b = a.allocate(), b.allocate()
         assert relayed_a[0] in fed.bed.turn_addresses and relayed_b[0] in fed.bed.turn_addresses
@@ -261,11 +270,12 @@ def test_a_turn_leg_between_the_plants_flows_through_the_relay(fed: BedFed) -> N
         assert b.data() == (relayed_a, b"srtp a->b")
         b.send(relayed_a, b"srtp b->a")
         assert a.data() == (relayed_b, b"srtp b->a")
-        with pytest.raises(TurnError) as refused:  # C3: no credential of the relay's, no leg
-            forged.allocate()
-        assert refused.value.code == 401
+        for forged in refused_clients:  # C3: no credential of the relay's, no leg
+            with pytest.raises(TurnError) as refused:
+                forged.allocate()
+            assert refused.value.code == 401, forged.username
     finally:
-        for c in (a, b, forged):
+        for c in (a, b, *refused_clients):
             c.close()
 
 
@@ -275,7 +285,7 @@ def test_down_removes_a_crashed_beds_namespaces_and_processes() -> None:
     inodes = {i for ns in bed.namespaces if (i := net_inode(f"/run/netns/{ns}")) is not None}
     procs = [subprocess.Popen(["ip", "netns", "exec", bed.ns(n), "sleep", "600"]) for n in PLANTS]
     try:
-        eventually(lambda: len(processes_in(inodes)) == 2, what="two sleepers in the bed")
+        eventually(lambda: len(processes_in(inodes)) == len(PLANTS), what="sleepers in the bed")
         removed = netbed.down(bed.run_id)
         assert sorted(removed) == sorted(bed.namespaces)
         for p in procs:

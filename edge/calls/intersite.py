@@ -29,7 +29,13 @@ while someone of this plant is joined too. The TURN grant for a leg's connection
 the relay (:meth:`SiteSignal.request_leg`): the leg id and the call reference are hashes of
 the call id and the two plants, so the relay's audit log names legs and calls without
 learning which call is which; the plant that answers a fresh connection *joins* the leg the
-offering plant opened.
+offering plant opened. Both plants see when a leg is no longer wanted; the one whose name
+sorts first closes it at the relay, the other only if the relay has not said it closed
+within :data:`CLOSE_DELAY` (a second close would be refused and logged as a refusal). A
+``LEG_CLOSED`` from the relay (:meth:`Intersite.leg_closed`) makes a leg not this plant's to
+close. Snapshots are applied one at a time, so a person's request that a ``call.done``
+answers returns only once the change is carried out here (their media joined), even when
+the same change came first as a ``call`` snapshot.
 
 **What it trusts.** The envelope's verified origin says which plant spoke; a ``call`` snapshot
 is applied only from the plant that is the call's home (the first snapshot for an id makes
@@ -145,6 +151,8 @@ class Intersite:
         # not return while the same change, come first as a ``call`` snapshot, is still
         # being carried out (their media joined) by another task.
         self._applying = asyncio.Lock()
+        self._legs_lock = asyncio.Lock()  # one pass over the legs at a time
+        self._asking: dict[str, asyncio.Future[None]] = {}  # relay leg id -> grant in flight
         self.answer_timeout = ANSWER_TIMEOUT
         self.close_delay = CLOSE_DELAY
 
@@ -330,6 +338,10 @@ class Intersite:
                         self._send_snapshot(call, remote)
 
     async def _legs(self, call: Call) -> None:
+        async with self._legs_lock:
+            await self._legs_now(call)
+
+    async def _legs_now(self, call: Call) -> None:
         bridges = self.bridges
         if bridges is None:
             return
@@ -343,8 +355,12 @@ class Intersite:
             if room == call.id and site not in wanted:  # the relay logs the tear-down
                 reason = "call ended" if call.ended else "left"
                 if self.site < site:
-                    del self.granted[relay_leg]
-                    await self.signal.close_leg(relay_leg, reason)
+                    asking = self._asking.get(relay_leg)
+                    if asking is not None:  # a renewal on its way: close after it
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(asyncio.shield(asking), self.close_delay)
+                    if self.granted.pop(relay_leg, None) is not None:
+                        await self.signal.close_leg(relay_leg, reason)
                 elif relay_leg not in self._closing:
                     self._closing[relay_leg] = asyncio.ensure_future(
                         self._close_late(relay_leg, reason)
@@ -410,6 +426,12 @@ class _Transport:
     async def grant(self, site: str, room: str, *, answering: bool = False) -> dict[str, Any]:
         leg = leg_id(room, self.owner.site, site)
         join = answering and leg not in self.owner.granted
-        g = await self.owner.signal.request_leg(leg, site, call_ref(room), join=join)
-        self.owner._granted(leg, room, site)
+        asking = self.owner._asking.setdefault(leg, asyncio.get_running_loop().create_future())
+        try:
+            g = await self.owner.signal.request_leg(leg, site, call_ref(room), join=join)
+            self.owner._granted(leg, room, site)
+        finally:
+            if self.owner._asking.get(leg) is asking:
+                del self.owner._asking[leg]
+                asking.set_result(None)
         return {"urls": list(g.urls), "username": g.username, "credential": g.credential}
