@@ -256,6 +256,15 @@ def test_a_call_from_plant_a_to_plant_b_in_real_browsers(
     audited_leg(fed, call_id, "plant-a", "plant-b")
     assert not a.problems + b.problems
 
+    # the call's record reaches the core once, from the plant that held it
+    def recorded() -> list[tuple[str, dict[str, Any]]]:
+        return [(o, e) for o, e in fed.core_events("call") if e.get("id") == call_id]
+
+    ((origin, record),) = eventually(recorded, timeout=60, what="the call's record at the core")
+    assert origin == "plant-a" and record["reason"] == "hung_up"
+    outcomes = {m["login"]: m["outcome"] for m in record["members"]}
+    assert outcomes == {"ivanov": "answered", "sidorov": "answered"}
+
 
 # --- the relay's audit log -------------------------------------------------------------------
 
