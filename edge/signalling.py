@@ -119,6 +119,7 @@ class SiteSignal:
         on_message: MessageHandler,
         on_leg_closed: Callable[[LegClosed], Awaitable[None]] | None = None,
         on_connect: Callable[[], Awaitable[None]] | None = None,
+        on_error: Callable[[str], Awaitable[None]] | None = None,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self.site = site
@@ -128,6 +129,7 @@ class SiteSignal:
         self._on_message = on_message
         self._on_leg_closed = on_leg_closed
         self._on_connect = on_connect
+        self._on_error = on_error
         self._clock = clock
         self._loop: asyncio.AbstractEventLoop | None = None
         self._seen: dict[bytes, float] = {}  # header hash -> when it expires (monotonic)
@@ -245,7 +247,10 @@ class SiteSignal:
                     LegRefusedError(f"the relay refused leg {message.leg}: {message.reason}")
                 )
         elif frame.type is FrameType.ERROR:
-            log.warning("relay: %s", frame.payload.decode(errors="replace")[:500])
+            text = frame.payload.decode(errors="replace")[:500]
+            log.warning("relay: %s", text)
+            if self._on_error is not None:
+                self._spawn(self._on_error(text))
 
     def _envelope(self, data: bytes) -> None:
         creds = self._creds()

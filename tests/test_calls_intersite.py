@@ -70,10 +70,17 @@ class Relay:
         self.legs: dict[str, tuple[str, str, str]] = {}  # leg -> (opener, peer, call ref)
         self.log: list[tuple[str, ...]] = []
         self.messages: list[tuple[str, str, dict[str, Any]]] = []
+        self.blocked: set[tuple[str, str]] = set()  # (origin, recipient) the policy refuses
 
     async def send(self, origin: str, site: str, message: dict[str, Any]) -> None:
         data = json.loads(json.dumps(message))
         self.messages.append((origin, site, data))
+        if (origin, site) in self.blocked:  # as the relay answers a refused envelope
+            sender = self.plants[origin].intersite
+            error = f"policy: {origin} may not signal {site}"
+            task = asyncio.ensure_future(sender.relay_error(error))
+            self.plants[origin].tasks.add(task)
+            return
         target = self.plants[site]
         asyncio.get_running_loop().call_soon(
             lambda: target.tasks.add(
@@ -309,6 +316,28 @@ def test_busy_declined_and_refused_across_plants(turnserver: Turnserver) -> None
             await a.intersite.on_message(B, {"type": "call.act", "req": 5})
             await a.intersite.on_message(B, {"type": "nonsense"})
             assert call3.state is CallState.ACTIVE
+        finally:
+            await a.close()
+            await b.close()
+
+    run(scenario)
+
+
+def test_a_plant_the_relay_does_not_reach_is_said_at_once(turnserver: Turnserver) -> None:  # noqa: F811
+    """The relay refuses the call's envelope to plant-b (its policy): the 1:1 call ends at
+    once as "unreachable" instead of ringing into the void for 30 s."""
+
+    async def scenario() -> None:
+        relay = Relay(turnserver)
+        a, b = Plant(relay, A, lambda: "call-u"), Plant(relay, B, lambda: "b")
+        relay.blocked.add((A, B))
+        try:
+            call = await a.service.start(CallKind.DIRECT, "ivanov", ["sidorov"])
+            await wait_for(lambda: call.state is CallState.ENDED, 10, "the call ended")
+            assert call.reason is EndReason.UNREACHABLE
+            assert call.members["sidorov"].state is MemberState.MISSED
+            assert b.service.calls.live("call-u") is None
+            assert a.records[-1].reason == "unreachable"
         finally:
             await a.close()
             await b.close()

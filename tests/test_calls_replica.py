@@ -209,3 +209,13 @@ def test_anything_else_is_a_value_error(raw: dict[str, Any]) -> None:
         here.replicate(raw, "plant-a")
     except ValueError:
         assert here.all() == []
+
+
+def test_unreachable_at_the_other_plant() -> None:
+    home, call = home_meeting()
+    assert home.unreachable("c1", "sidorov", at(1)) == [Changed(call)]
+    assert call.members["sidorov"].state is MemberState.MISSED
+    assert home.unreachable("c1", "sidorov", at(1)) == []  # only a ringing member
+    direct, _ = home.start("c2", CallKind.DIRECT, "kuznetsova", ["petrov"], at(2))
+    events = home.unreachable("c2", "petrov", at(3))
+    assert direct.reason is EndReason.UNREACHABLE and RoomClosed("c2") in events

@@ -52,6 +52,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import logging
+import re
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol
@@ -86,6 +87,11 @@ _STATUS: Final[dict[type[CallError], int]] = {
 _ERRORS: Final[dict[int, type[CallError]]] = {v: k for k, v in _STATUS.items()}
 
 
+_UNDELIVERED: Final = re.compile(
+    r"policy: [a-z0-9-]+ may not signal ([a-z0-9-]+)|([a-z0-9-]+) is not connected"
+)
+
+
 class Signal(Protocol):
     """What this needs of :class:`edge.signalling.SiteSignal`."""
 
@@ -108,6 +114,8 @@ class Service(Protocol):
     def live(self, call_id: str) -> Call | None: ...
 
     def current(self, login: str) -> Call | None: ...
+
+    def held_calls(self) -> list[Call]: ...
 
 
 class RemoteError(ConflictError):
@@ -196,6 +204,21 @@ class Intersite:
             if remote:
                 self._send_snapshot(call, remote, twice=call.ended)
         self._spawn(self._legs(call))
+
+    async def relay_error(self, text: str) -> None:
+        """The relay refused or could not deliver a message to a plant ("policy: A may not
+        signal B", "B is not connected"): the people of that plant still being rung for a
+        call held here cannot be reached; a 1:1 call ends saying so, at once."""
+        match = _UNDELIVERED.fullmatch(text.strip())
+        if match is None or self.service is None:
+            return
+        site = match.group(1) or match.group(2)
+        for call in self.service.held_calls():
+            for m in list(call.members.values()):
+                if m.state is MemberState.RINGING and self.site_of(m.login) == site:
+                    log.info("call %s: %s cannot be reached: %s", call.id, m.login, text)
+                    with contextlib.suppress(CallError):
+                        await self.service.act(call.id, m.login, "unreachable", {})
 
     async def forward(self, call: Call, login: str, op: str, args: dict[str, Any]) -> None:
         """``login`` (of this plant) does ``op`` to a replica: the home decides."""

@@ -86,6 +86,7 @@ class EndReason(enum.Enum):
     CANCELLED = "cancelled"
     EMPTY = "empty"
     SHUTDOWN = "shutdown"
+    UNREACHABLE = "unreachable"  # the callee's plant cannot be reached (relay policy, down)
 
 
 # -- refusals -------------------------------------------------------------------------------
@@ -539,6 +540,19 @@ class Calls:
         member.ring_until = None
         if call.kind is CallKind.DIRECT:
             return self._end(call, EndReason.BUSY, now)
+        return [Changed(call)]
+
+    def unreachable(self, call_id: str, login: str, now: dt.datetime) -> list[CallEvent]:
+        """``login``'s plant cannot be reached (the relay refused or could not deliver the
+        call to it): not rung after all; a 1:1 call ends at once, saying why."""
+        call = self._calls.get(call_id)
+        member = None if call is None else call.members.get(login)
+        if call is None or member is None or member.state is not MemberState.RINGING:
+            return []
+        member.state = MemberState.MISSED
+        member.ring_until = None
+        if call.kind is CallKind.DIRECT:
+            return self._end(call, EndReason.UNREACHABLE, now)
         return [Changed(call)]
 
     def replicate(self, raw: object, home: str) -> list[CallEvent]:

@@ -227,6 +227,8 @@ class CallService:
             return c.leave(call_id, login, now)
         if op == "busy":
             return c.busy(call_id, login, now)
+        if op == "unreachable":  # never from another plant: edge.calls.intersite checks
+            return c.unreachable(call_id, login, now)
         if op == "invite":
             logins = args["logins"]
             if not isinstance(logins, list) or not all(isinstance(x, str) for x in logins):
@@ -274,6 +276,10 @@ class CallService:
 
     def current(self, login: str) -> Call | None:
         return self.calls.current(login)
+
+    def held_calls(self) -> list[Call]:
+        """The live calls this edge holds (not replicas of other plants' calls)."""
+        return [c for c in self.calls.all() if c.home is None]
 
     async def apply_remote(self, events: list[CallEvent]) -> None:
         await self._apply(events)

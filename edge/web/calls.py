@@ -76,6 +76,7 @@ from edge.calls.model import (
     CallError,
     CallKind,
     ConflictError,
+    EndReason,
     ForbiddenError,
     MemberState,
     NotFoundError,
@@ -181,9 +182,7 @@ class CallJson:
     created_ms: int
     answered_ms: int | None
     ended_ms: int | None
-    reason: str | None = field(
-        metadata={"description": "hung_up, declined, busy, missed, cancelled, empty, shutdown"}
-    )
+    reason: str | None = field(metadata={"description": ", ".join(r.value for r in EndReason)})
     members: list[MemberJson]
     publications: list[PublicationJson]
     speaker: str | None
@@ -482,6 +481,7 @@ def connect_plants(
         link=link,
         on_message=on_message,
         on_leg_closed=leg_closed,
+        on_error=lambda text: made[0].relay_error(text),
         clock=state.clock,
     )
     intersite = Intersite(

@@ -62,6 +62,7 @@ const STRINGS = {
     removedByModerator: "Ведущий удалил вас из совещания",
     missedFrom: "Пропущенный звонок: {name}",
     isBusy: "{name} занят(а) в другом звонке",
+    isUnreachable: "Нет связи с площадкой, где работает {name}: звонок не доставлен",
     didDecline: "{name} отклоняет звонок",
     noAnswer: "{name} не отвечает",
     ended: "Звонок завершён",
@@ -119,6 +120,7 @@ const STRINGS = {
     removedByModerator: "The host removed you from the meeting",
     missedFrom: "Missed call: {name}",
     isBusy: "{name} is in another call",
+    isUnreachable: "{name}'s plant cannot be reached: the call was not delivered",
     didDecline: "{name} declined the call",
     noAnswer: "{name} does not answer",
     ended: "The call has ended",
@@ -688,7 +690,12 @@ export function createCalls({ push }) {
     const other = call.members.find((m) => m.login !== me());
     const name = other ? nameOf(other.login) : "";
     if (call.kind === "direct" && call.moderator === me()) {
-      const reasons = { busy: "isBusy", declined: "didDecline", missed: "noAnswer" };
+      const reasons = {
+        busy: "isBusy",
+        declined: "didDecline",
+        missed: "noAnswer",
+        unreachable: "isUnreachable",
+      };
       if (reasons[call.reason]) return say(tr(reasons[call.reason], { name }));
     }
     if (mine === "missed") return say(tr("missedFrom", { name: nameOf(call.moderator) }));
