@@ -363,13 +363,12 @@ def _bad(key: str) -> str:
 
 
 @dataclass(frozen=True)
-class LegRefused(_LegMessage):
-    """relay → node: a LEG_REQUEST or LEG_CLOSE for ``leg`` was refused, and why."""
+class _LegReason(_LegMessage):
+    """A leg and a reason: what LEG_REFUSED and LEG_CLOSE carry."""
 
     leg: str
     reason: str
 
-    TYPE: ClassVar[FrameType] = FrameType.LEG_REFUSED
     REQUIRED: ClassVar[frozenset[str]] = frozenset({"leg", "reason"})
 
     def __post_init__(self) -> None:
@@ -380,30 +379,25 @@ class LegRefused(_LegMessage):
         return {"leg": self.leg, "reason": self.reason}
 
     @classmethod
-    def _from_json(cls, obj: dict[str, Any]) -> LegRefused:
+    def _from_json(cls: type[_R], obj: dict[str, Any]) -> _R:
         return cls(_text(obj, "leg", LEG_ID, _LEG_FORM), _reason(obj))
+
+
+_R = TypeVar("_R", bound=_LegReason)
 
 
 @dataclass(frozen=True)
-class LegClose(_LegMessage):
+class LegRefused(_LegReason):
+    """relay → node: a LEG_REQUEST or LEG_CLOSE for ``leg`` was refused, and why."""
+
+    TYPE: ClassVar[FrameType] = FrameType.LEG_REFUSED
+
+
+@dataclass(frozen=True)
+class LegClose(_LegReason):
     """node → relay: this side ends ``leg``."""
 
-    leg: str
-    reason: str
-
     TYPE: ClassVar[FrameType] = FrameType.LEG_CLOSE
-    REQUIRED: ClassVar[frozenset[str]] = frozenset({"leg", "reason"})
-
-    def __post_init__(self) -> None:
-        _check(self.leg, "leg", LEG_ID, _LEG_FORM)
-        _reason({"reason": self.reason})
-
-    def to_json(self) -> dict[str, Any]:
-        return {"leg": self.leg, "reason": self.reason}
-
-    @classmethod
-    def _from_json(cls, obj: dict[str, Any]) -> LegClose:
-        return cls(_text(obj, "leg", LEG_ID, _LEG_FORM), _reason(obj))
 
 
 @dataclass(frozen=True)

@@ -532,27 +532,29 @@ class Calls:
 
     def busy(self, call_id: str, login: str, now: dt.datetime) -> list[CallEvent]:
         """``login``'s own plant says they are in another call: rung no more."""
-        call = self._calls.get(call_id)
-        member = None if call is None else call.members.get(login)
-        if call is None or member is None or member.state is not MemberState.RINGING:
-            return []
-        member.state = MemberState.BUSY
-        member.ring_until = None
-        if call.kind is CallKind.DIRECT:
-            return self._end(call, EndReason.BUSY, now)
-        return [Changed(call)]
+        return self._not_rung(call_id, login, MemberState.BUSY, EndReason.BUSY, now)
 
     def unreachable(self, call_id: str, login: str, now: dt.datetime) -> list[CallEvent]:
         """``login``'s plant cannot be reached (the relay refused or could not deliver the
         call to it): not rung after all; a 1:1 call ends at once, saying why."""
+        return self._not_rung(call_id, login, MemberState.MISSED, EndReason.UNREACHABLE, now)
+
+    def _not_rung(
+        self,
+        call_id: str,
+        login: str,
+        state: MemberState,
+        reason: EndReason,
+        now: dt.datetime,
+    ) -> list[CallEvent]:
         call = self._calls.get(call_id)
         member = None if call is None else call.members.get(login)
         if call is None or member is None or member.state is not MemberState.RINGING:
             return []
-        member.state = MemberState.MISSED
+        member.state = state
         member.ring_until = None
         if call.kind is CallKind.DIRECT:
-            return self._end(call, EndReason.UNREACHABLE, now)
+            return self._end(call, reason, now)
         return [Changed(call)]
 
     def replicate(self, raw: object, home: str) -> list[CallEvent]:
