@@ -261,6 +261,8 @@ def test_a_late_publisher_is_recorded_from_when_it_came_until_it_left(tmp_path: 
             assert {k: n for k, n in written(recorder).items() if k in bobs} == bob_frames
             info = await recorder.stop()
             marks["end"] = time.monotonic() - start
+            with pytest.raises(ValueError, match="the recorder is not running"):
+                await recorder.add(sorted(alices)[0])
             assert recorder.malformed == 0 and info.refused == ()
             return info, alices, bobs
         finally:

@@ -99,6 +99,7 @@ class Recorder:
         self._start = 0.0
         self._silenced: set[str] = set()  # audio publications the moderator holds
         self._refused: list[str] = []
+        self._stopped = False
         self.malformed = 0
 
     def silence(self, publication: str, silenced: bool) -> None:
@@ -123,8 +124,8 @@ class Recorder:
     async def add(self, publication: str) -> None:
         """Record one more publication from now on (one that appeared while recording);
         nothing if it is recorded already. ``ValueError`` if the room does not have it."""
-        if self._writer is None:
-            raise ValueError("the recorder was not started")
+        if self._writer is None or self._stopped:
+            raise ValueError("the recorder is not running")
         if publication in self._streams:
             return
         kind = self._room.publications.get(publication)
@@ -138,6 +139,12 @@ class Recorder:
         except ValueError:
             del self._streams[publication]
             raise
+        if self.stopped:  # stopped while the tap was being set up
+            self._end(stream)
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
 
     def remove(self, publication: str) -> None:
         """The publication ended: let it go (its track keeps the frames written so far)."""
@@ -216,7 +223,7 @@ class Recorder:
 
     def _emit(self, stream: _Stream, timestamp: int, frame: bytes, key: bool, now: float) -> None:
         writer = self._writer
-        if writer is None or stream.ended:
+        if writer is None or stream.ended or self._stopped:
             return
         if stream.first_ts is None:
             if not self._add_track(writer, stream, frame):
@@ -259,6 +266,7 @@ class Recorder:
 
     async def stop(self) -> RecordingInfo:
         """Untap everything and finish the file."""
+        self._stopped = True
         for stream in self._streams.values():
             if not stream.ended:
                 self._end(stream)
