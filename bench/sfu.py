@@ -4,16 +4,36 @@
                                   [--connect-limit 60] [--repeat 1]
                                   [--kinds zastava,janus,janus-1loop,relay]
                                   [--sfu-cpu 0] [--generator-cpu 1] [--loop uvloop|asyncio]
+                                  [--generator-loop uvloop|asyncio] [--clients lean|aiortc]
+                                  [--pace-grid 0]
                                   [--width 320 --height 240 --fps 15 --bitrate 300000]
                                   [--janus-bitrate 2500000] [--janus-event-loops 0]
-                                  [--profile PATH]
+                                  [--sfu-tree DIR] [--profile PATH] [--generator-profile PATH]
 
 The SFU under test runs in its own process pinned to ``--sfu-cpu``; this process is the load
 generator, pinned to ``--generator-cpu``: ``--rooms`` rooms of ``--participants``
-headless aiortc clients, each publishing pre-encoded VP8 + Opus (``bench.sfu_clients``: no
-encoder on the client) and subscribing to every other participant's audio and video. The
-subscribers only count RTP packets (no decoder, so the generator's core goes to the
-network). ICE over the host's own address (aioice never offers 127.0.0.1), no STUN/TURN.
+WebRTC clients, each publishing pre-encoded VP8 + Opus (no encoder on the client) and
+subscribing to every other participant's audio and video. The subscribers only count RTP
+packets (no decoder, so the generator's core goes to the network). ICE over the host's own
+address (aioice never offers 127.0.0.1), no STUN/TURN.
+
+The clients (``--clients``): ``lean`` (the default, ``bench.sfu_lean_clients``) are real
+WebRTC peers to the SFU (aiortc's SDP, ICE, DTLS-SRTP, its RTCP handling), but their RTP
+skips aiortc's per-packet Python: publishers send pre-packetized frames with the header
+patched in place and SRTP-protected straight to the ICE socket, subscribers count each
+packet right after SRTP at the socket (no parsing into ``RtpPacket``, no jitter buffer)
+and send a receiver report per second; each publisher's audio and video go out when due,
+at phases of their own (``--pace-grid MS`` instead sends every frame due within a step of
+that many ms together: a burstier load, to see how an SFU's cost depends on how packets
+arrive). ``aiortc`` (``bench.sfu_clients``, always used for
+``relay``, whose re-encoding drops the stamps) runs every packet through aiortc's sender
+and receiver, as before; it saturated its one core near 16 four-person rooms. The
+generator runs on uvloop (``--generator-loop``) and, once every client is set up, moves
+their objects out of the garbage collector's way (``gc.freeze``).
+
+``--sfu-tree DIR`` makes the SFU process import ``edge`` from ``DIR`` (``git archive HEAD edge
+| tar -x -C DIR``), so that other people's edits in progress in the checkout do not change
+the SFU under test between runs.
 
 Kinds: ``zastava`` is ``edge.sfu.room.Room`` (packet forwarding, never decodes), signalled
 over a pipe to a forked process; ``janus`` is Debian's ``janus`` binary with its videoroom
@@ -67,6 +87,9 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import cProfile
+import functools
+import gc
 import multiprocessing as mp
 import os
 import sys
@@ -89,6 +112,7 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport  # noqa: E402
 from aiortc.rtp import is_rtcp  # noqa: E402
 
 from bench.janus import JanusConfig, JanusProcess, JanusServer, janus_version  # noqa: E402
+from bench.lean_rtp import packetize  # noqa: E402
 from bench.sfu_clients import (  # noqa: E402
     Publisher,
     Subscriber,
@@ -96,6 +120,7 @@ from bench.sfu_clients import (  # noqa: E402
     stamp_of,
     wait_for,
 )
+from bench.sfu_lean_clients import LeanPublisher, LeanSubscriber  # noqa: E402
 
 # -- instrumentation inside the SFU process ---------------------------------------------------
 
@@ -322,17 +347,23 @@ class RelayServer:
             await pc.close()
 
 
-def serve(kind: str, conn: Connection, cpu: int, loop: str, profile: str | None) -> None:
+def serve(
+    kind: str, conn: Connection, cpu: int, loop: str, profile: str | None, tree: str | None
+) -> None:
     os.sched_setaffinity(0, {cpu})
+    if tree is not None:  # the SFU's code from a fixed export, not the working tree
+        if "edge" in sys.modules:
+            raise RuntimeError("edge was imported before the fork: --sfu-tree cannot apply")
+        sys.path.insert(0, tree)
     if loop == "uvloop":
         import uvloop
 
         uvloop.install()
+    else:  # the generator's own choice is inherited through the fork
+        asyncio.set_event_loop_policy(None)
     if profile is None:
         asyncio.run(_serve(kind, conn))
         return
-    import cProfile
-
     profiler = cProfile.Profile()
     profiler.runcall(asyncio.run, _serve(kind, conn))
     profiler.dump_stats(f"{profile}.{kind}")
@@ -344,8 +375,9 @@ async def _serve(kind: str, conn: Connection) -> None:
     while True:
         op, args = await asyncio.to_thread(conn.recv)
         try:
+            result: Any = None
             if op == "mark":
-                result: Any = probe.mark()
+                probe.mark()
             elif op == "report":
                 result = probe.report()
                 if kind != "relay":
@@ -396,18 +428,24 @@ class Loss:
         self.sent_in_window = 0
 
     def packet(self, subscriber: int, kind: str, packet: Any, now: float) -> None:
+        """An aiortc ``RtpPacket`` seen by a :class:`bench.sfu_clients.Subscriber`."""
         if not (self.measuring or self.counting):
             return
         sent = stamp_of(packet.payload) if self.stamped else None
+        self.raw(subscriber, packet.ssrc, packet.sequence_number, sent, now)
+
+    def raw(self, subscriber: int, ssrc: int, seq: int, sent: float | None, now: float) -> None:
+        """One RTP packet: the subscriber's index, its SSRC, sequence number and stamp."""
+        if not (self.measuring or self.counting):
+            return
         if sent is not None and self.window[0] <= sent <= self.window[1]:
             self.sent_in_window += 1
         if not self.measuring:
             return
         if sent is not None and 0 <= now - sent < 60:  # a stamp, not bytes that look like one
             self.latencies.append(now - sent)
-        key = (subscriber, packet.ssrc)
+        key = (subscriber, ssrc)
         state = self.streams.get(key)
-        seq = packet.sequence_number
         if state is None:
             self.streams[key] = [seq, seq, {seq}]  # first ext, highest ext, seen
             return
@@ -423,28 +461,56 @@ class Loss:
         return expected, received
 
 
+def _lean_packet(
+    loss: Loss, index: int, kind: str, ssrc: int, seq: int, sent: float | None, now: float
+) -> None:
+    loss.raw(index, ssrc, seq, sent, now)
+
+
+def keyframes_sent(publisher: Any) -> int:
+    """Keyframes a publisher sent in answer to PLI/FIR (lean or aiortc client)."""
+    if isinstance(publisher, LeanPublisher):
+        return publisher.keyframes_sent
+    return publisher.video.keyframes_sent if publisher.video is not None else 0
+
+
 async def generate(
     signal: Any, args: argparse.Namespace, stamp: bool, sfu_pid: int
 ) -> dict[str, Any]:
     clip = make_clip(args.clip_seconds, args.fps, args.width, args.height, args.bitrate)
+    lean = args.clients == "lean" and stamp  # a re-encoding relay gets aiortc's clients
+    packets = packetize(clip) if lean else None
     loss = Loss(stamped=stamp)
     media = asyncio.Event()  # the publishers send once every client is connected
-    publishers: list[Publisher] = []
-    subscribers: list[Subscriber] = []
+    publishers: list[Any] = []
+    subscribers: list[Any] = []
     for r in range(args.rooms):
         room = f"room-{r}"
         names = [f"p{i}" for i in range(args.participants)]
         for name in names:
             await signal("join", room, name)
-            publisher = Publisher(clip, stamp=stamp, gate=media)
+            publisher: Any = (
+                LeanPublisher(
+                    packets, media, connect_limit=args.connect_limit + 5, grid=args.pace_grid / 1e3
+                )
+                if packets is not None
+                else Publisher(clip, stamp=stamp, gate=media)
+            )
             answer = await signal("publish", room, name, (await publisher.offer()).sdp)
             await publisher.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
             publishers.append(publisher)
         for name in names:
             index = len(subscribers)
-            subscriber = Subscriber(
-                decode=False, on_packet=lambda k, p, t, i=index: loss.packet(i, k, p, t)
-            )
+            subscriber: Any
+            if lean:
+                subscriber = LeanSubscriber(
+                    functools.partial(_lean_packet, loss, index),
+                    connect_limit=args.connect_limit + 5,
+                )
+            else:
+                subscriber = Subscriber(
+                    decode=False, on_packet=functools.partial(loss.packet, index)
+                )
             offer = await signal("subscribe", room, name)
             answer = await subscriber.answer(RTCSessionDescription(offer, "offer"))
             await signal("answer", room, name, answer.sdp)
@@ -458,12 +524,19 @@ async def generate(
 
     with contextlib.suppress(TimeoutError):
         await wait_for(all_connected, args.connect_limit, "every client connected")
+    # the clients' objects, set up once, out of the collector's way: full collections that
+    # walked hundreds of peer connections took ~10 % of the generator's core
+    gc.collect()
+    gc.freeze()
     media.set()
     await asyncio.sleep(args.warmup)
     connected = sum(s.pc.connectionState == "connected" for s in subscribers)
-    keyframes0 = sum(p.video.keyframes_sent for p in publishers if p.video is not None)
+    keyframes0 = sum(keyframes_sent(p) for p in publishers)
     by_kind0 = {k: sum(s.received.packets[k] for s in subscribers) for k in ("audio", "video")}
-    gen_cpu0, t0 = time.process_time(), time.monotonic()
+    profiler = cProfile.Profile() if args.generator_profile else None
+    if profiler is not None:
+        profiler.enable()
+    gen_cpu0, gen_sys0, t0 = time.process_time(), os.times().system, time.monotonic()
     await signal("mark")
     loss.window = (time.monotonic(), float("inf"))
     loss.measuring = loss.counting = True
@@ -475,21 +548,30 @@ async def generate(
         backlog["generator"].append(udp_backlog())
     loss.measuring = False
     loss.window = (loss.window[0], time.monotonic())
-    report = await signal("report")
+    report: dict[str, Any] = dict(await signal("report"))
     report["generator_drops"] = own_udp_drops()
-    gen_cpu = (time.process_time() - gen_cpu0) / (time.monotonic() - t0)
+    gen_wall = time.monotonic() - t0
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(args.generator_profile)
+    gen_cpu = (time.process_time() - gen_cpu0) / gen_wall
+    gen_sys = (os.times().system - gen_sys0) / gen_wall
     by_kind = {
         k: sum(s.received.packets[k] for s in subscribers) - by_kind0[k] for k in ("audio", "video")
     }
     received = sum(by_kind.values())
-    keyframes = sum(p.video.keyframes_sent for p in publishers if p.video is not None) - keyframes0
+    keyframes = sum(keyframes_sent(p) for p in publishers) - keyframes0
     await asyncio.sleep(1.0)  # what became of the window's last publisher packets
     loss.counting = False
+    for publisher in publishers:
+        if isinstance(publisher, LeanPublisher):
+            publisher.stop_media()
     await signal("stop")
     for publisher in publishers:
         await publisher.close()
     for subscriber in subscribers:
         await subscriber.close()
+    gc.unfreeze()
     expected, got = loss.totals()
     streams = args.rooms * args.participants * (args.participants - 1) * 2
     report.update(
@@ -499,6 +581,7 @@ async def generate(
         received=received,
         loss=1 - got / expected if expected else float("nan"),
         generator_load=gen_cpu,
+        generator_system=gen_sys,
         forwarded=expected,
         sent_in_window=loss.sent_in_window,
         backlog={k: (max(v, default=0), sum(v) / max(1, len(v))) for k, v in backlog.items()},
@@ -540,7 +623,9 @@ def _run_one(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"unknown kind {kind!r}: one of {', '.join(KINDS)}")
     parent, child = mp.Pipe()
     process = mp.get_context("fork").Process(
-        target=serve, args=(kind, child, args.sfu_cpu, args.loop, args.profile), daemon=True
+        target=serve,
+        args=(kind, child, args.sfu_cpu, args.loop, args.profile, args.sfu_tree),
+        daemon=True,
     )
     process.start()
     assert process.pid is not None
@@ -642,7 +727,8 @@ def show(kind: str, r: dict[str, Any]) -> str:
         f"{r['received_by_kind']['audio'] / r['wall']:.0f}/"
         f"{r['received_by_kind']['video'] / r['wall']:.0f} pkt/s  "
         f"keyframes on request {r['keyframes_sent']}  "
-        f"RSS {r['rss_kib'] / 1024:.0f} MiB  generator {r['generator_load'] * 100:.0f}%  "
+        f"RSS {r['rss_kib'] / 1024:.0f} MiB  generator {r['generator_load'] * 100:.0f}% "
+        f"(system {r['generator_system'] * 100:.0f}%)  "
         f"UDP backlog mean/max SFU {r['backlog']['sfu'][1] / 1024:.0f}/"
         f"{r['backlog']['sfu'][0] / 1024:.0f} KiB generator "
         f"{r['backlog']['generator'][1] / 1024:.0f}/{r['backlog']['generator'][0] / 1024:.0f} KiB  "
@@ -674,6 +760,21 @@ def main() -> None:
     parser.add_argument("--sfu-cpu", type=int, default=0)
     parser.add_argument("--generator-cpu", type=int, default=1)
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    parser.add_argument("--generator-loop", choices=("uvloop", "asyncio"), default="uvloop")
+    parser.add_argument(
+        "--pace-grid",
+        type=float,
+        default=0.0,
+        help="lean publishers send each frame at the next multiple of this many ms (0: when"
+        " due): every frame due within a step leaves together, a burstier load",
+    )
+    parser.add_argument(
+        "--clients",
+        choices=("lean", "aiortc"),
+        default="lean",
+        help="lean: aiortc handshake, RTP sent and counted around aiortc (bench.sfu_lean_clients);"
+        " aiortc: the whole aiortc stack per packet (bench.sfu_clients; always for relay)",
+    )
     parser.add_argument("--width", type=int, default=320)
     parser.add_argument("--height", type=int, default=240)
     parser.add_argument("--fps", type=int, default=15)
@@ -689,8 +790,21 @@ def main() -> None:
         help="janus.jcfg event_loops (0: Janus's default, one loop thread per handle)",
     )
     parser.add_argument("--profile", help="cProfile the SFU process into PROFILE.<kind>")
+    parser.add_argument(
+        "--generator-profile",
+        help="cProfile the generator over the window into this file (the last run's; wall time)",
+    )
+    parser.add_argument(
+        "--sfu-tree",
+        help="import the SFU (edge/) from this folder, e.g. `git archive HEAD edge | tar -x -C"
+        " DIR`, so that edits in progress in the checkout do not change the SFU under test",
+    )
     args = parser.parse_args()
     os.sched_setaffinity(0, {args.generator_cpu})
+    if args.generator_loop == "uvloop":
+        import uvloop
+
+        uvloop.install()
     make_clip(args.clip_seconds, args.fps, args.width, args.height, args.bitrate)  # before fork
     print(
         f"# {args.rooms} rooms x {args.participants} participants, VP8 {args.width}x{args.height}"

@@ -111,7 +111,7 @@ def _vp8(frames: list[av.VideoFrame], fps: int, bitrate: int, intra: bool) -> tu
     return tuple(out)
 
 
-def _opus(seconds: float) -> tuple[bytes, ...]:
+def _opus(seconds: float, tone: float = 440.0) -> tuple[bytes, ...]:
     codec = av.CodecContext.create("libopus", "w")
     codec.sample_rate = 48_000
     codec.layout = "stereo"
@@ -121,9 +121,9 @@ def _opus(seconds: float) -> tuple[bytes, ...]:
     samples = 960
     for index in range(int(seconds * 50)):
         t = (np.arange(samples) + index * samples) / 48_000
-        tone = (np.sin(2 * math.pi * 440 * t) * 8000).astype(np.int16)
+        wave = (np.sin(2 * math.pi * tone * t) * 8000).astype(np.int16)
         frame = av.AudioFrame.from_ndarray(
-            np.repeat(tone, 2).reshape(1, -1), format="s16", layout="stereo"
+            np.repeat(wave, 2).reshape(1, -1), format="s16", layout="stereo"
         )
         frame.sample_rate = 48_000
         frame.pts = index * samples
@@ -132,21 +132,27 @@ def _opus(seconds: float) -> tuple[bytes, ...]:
     return tuple(out)
 
 
-_CLIPS: dict[tuple[float, int, int, int, int], Clip] = {}
+_CLIPS: dict[tuple[float, int, int, int, int, float], Clip] = {}
 
 
 def make_clip(
-    seconds: float = 4.0, fps: int = 15, width: int = 320, height: int = 240, bitrate: int = 300_000
+    seconds: float = 4.0,
+    fps: int = 15,
+    width: int = 320,
+    height: int = 240,
+    bitrate: int = 300_000,
+    tone: float = 440.0,
 ) -> Clip:
-    """A looping clip (cached per process): frame 0 of ``video`` is its only keyframe."""
-    key = (seconds, fps, width, height, bitrate)
+    """A looping clip (cached per process): frame 0 of ``video`` is its only keyframe; the
+    audio is a sine of ``tone`` Hz (another tone: other Opus bytes)."""
+    key = (seconds, fps, width, height, bitrate, tone)
     if key not in _CLIPS:
         frames = [_picture(i, width, height) for i in range(int(seconds * fps))]
         _CLIPS[key] = Clip(
             fps,
             _vp8(frames, fps, bitrate, False),
             _vp8(frames, fps, bitrate * 4, True),
-            _opus(seconds),
+            _opus(seconds, tone),
         )
     return _CLIPS[key]
 
@@ -169,7 +175,7 @@ class EncodedVideoTrack(MediaStreamTrack):
     def request_keyframe(self) -> None:
         self._keyframe = True
 
-    async def recv(self) -> av.Packet:
+    async def recv(self) -> av.Packet:  # type: ignore[type-arg]
         if self.readyState != "live":
             raise MediaStreamError
         if self._start is None:
@@ -206,7 +212,7 @@ class EncodedAudioTrack(MediaStreamTrack):
         self._index = 0
         self._start: float | None = None
 
-    async def recv(self) -> av.Packet:
+    async def recv(self) -> av.Packet:  # type: ignore[type-arg]
         if self.readyState != "live":
             raise MediaStreamError
         if self._start is None:
