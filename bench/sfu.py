@@ -55,7 +55,8 @@ subscriber streams delivered anything in the window):
 * CPU of the SFU process (all threads, user + system, so the kernel's UDP send path too) per
   forwarded RTP packet and per forwarded stream-second (one subscriber receiving one track
   for one second). Forwarded packets are counted by the SFU itself for ``zastava`` and
-  ``relay`` (at ``RTCDtlsTransport._send_rtp``) and, for ``janus``, from the subscribers'
+  ``relay`` (at ``RTCDtlsTransport._send_rtp``, and where ``edge.sfu.egress`` sends without
+  it) and, for ``janus``, from the subscribers'
   sequence numbers (the span each stream's numbers covered in the window, lost ones
   included); both counts are printed for ``zastava`` as a cross-check, and a third: the
   packets received (until 1 s after the window) that the publishers sent inside the window,
@@ -164,6 +165,18 @@ class Probe:
         aioice.ice.Connection.data_received = stamped_data_received  # type: ignore[method-assign]
         aioice.ice.Connection.recv = stamped_recv  # type: ignore[method-assign]
         RTCDtlsTransport._send_rtp = counted_send_rtp  # type: ignore[method-assign]
+        try:  # the SFU's fast egress sends without _send_rtp: count it where it sends
+            from edge.sfu import egress
+        except ImportError:  # a tree from before it (--sfu-tree)
+            return
+
+        def observed(data: bytes, rtcp: bool) -> None:
+            if probe.measuring and not rtcp:
+                probe.sent += 1
+                if per_packet_latency and probe.arrival:
+                    probe.latencies.append(time.monotonic() - probe.arrival)
+
+        egress.observe(observed)
 
     def mark(self) -> None:
         self.sent = 0

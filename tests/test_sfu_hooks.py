@@ -71,3 +71,76 @@ def test_a_different_installed_version_fails_loudly(monkeypatch: pytest.MonkeyPa
         hooks.HookError, match="aiortc 1.17.0 is installed, but edge.sfu hooks aiortc 1.16.0"
     ):
         hooks.check_version()
+
+
+# -- fast egress (edge.sfu.egress): aioice's nominated pair and pylibsrtp's libsrtp context --
+
+
+def test_a_moved_aioice_internal_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aioice.ice import CandidatePair
+
+    instances = asyncio.run(hooks.sample_instances())
+    monkeypatch.delattr(CandidatePair, "remote_addr")
+    with pytest.raises(hooks.HookError, match=r"aioice.ice.CandidatePair.remote_addr is gone"):
+        hooks.check_hooks(instances)
+
+
+@pytest.mark.parametrize(
+    ("owner", "attribute"),
+    [
+        (hooks.SRTP, "_srtp"),
+        (hooks.DTLS, "_tx_srtp"),
+        (hooks.DTLS, "_RTCDtlsTransport__tx_bytes"),
+        (hooks.CONNECTION, "_nominated"),
+        (hooks.STUN, "transport"),
+    ],
+)
+def test_a_moved_fast_egress_instance_attribute_fails_loudly(owner: str, attribute: str) -> None:
+    instances = asyncio.run(hooks.sample_instances())
+    delattr(instances[owner], attribute)
+    with pytest.raises(hooks.HookError, match=f"{owner}.{attribute} is gone"):
+        hooks.check_hooks(instances)
+
+
+def test_a_renamed_libsrtp_function_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    instances = asyncio.run(hooks.sample_instances())
+
+    class Lib:  # pylibsrtp's cffi lib without srtp_protect_rtcp
+        srtp_protect = object()
+
+    monkeypatch.setattr("pylibsrtp._binding.lib", Lib())
+    with pytest.raises(hooks.HookError, match=r"pylibsrtp._binding.lib.srtp_protect_rtcp is gone"):
+        hooks.check_hooks(instances)
+
+
+@pytest.mark.parametrize("package", ["aioice", "pylibsrtp"])
+def test_another_aioice_or_pylibsrtp_fails_loudly(
+    monkeypatch: pytest.MonkeyPatch, package: str
+) -> None:
+    from importlib.metadata import version as real
+
+    monkeypatch.setattr(hooks, "version", lambda name: "9.9.9" if name == package else real(name))
+    with pytest.raises(hooks.HookError, match=f"{package} 9.9.9 is installed, but edge.sfu's"):
+        hooks.check_version()
+
+
+@pytest.mark.parametrize("lock", ["runtime.lock", "dev.lock"])
+@pytest.mark.parametrize("package", ["aioice", "pylibsrtp"])
+def test_the_lock_pins_aioice_and_pylibsrtp_as_the_hooks_expect(lock: str, package: str) -> None:
+    text = (ROOT / "requirements" / lock).read_text()
+    pinned = re.search(rf"^{package}==([^\s\\]+)", text, re.MULTILINE)
+    assert pinned is not None, f"requirements/{lock} does not pin {package}"
+    assert pinned.group(1) == hooks.PINNED_OTHERS[package]
+
+
+def test_a_wrapped_send_rtp_is_noticed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiortc.rtcdtlstransport import RTCDtlsTransport
+
+    assert hooks.send_rtp_is_aiortcs()
+    original = RTCDtlsTransport._send_rtp
+
+    async def _send_rtp(self: object, data: bytes) -> None:
+        await original(self, data)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(RTCDtlsTransport, "_send_rtp", _send_rtp)
+    assert not hooks.send_rtp_is_aiortcs()

@@ -23,6 +23,9 @@ from typing import Any
 from aiortc.rtp import AnyRtcpPacket, RtcpRrPacket, RtcpSrPacket, RtpPacket
 
 PINNED_AIORTC = "1.16.0"
+# fast egress also uses these packages' internals (aioice's nominated pair, pylibsrtp's
+# libsrtp context): pinned in requirements/*.lock like aiortc
+PINNED_OTHERS = {"aioice": "0.13.0", "pylibsrtp": "1.0.0"}
 
 RECEIVER = "aiortc.rtcrtpreceiver.RTCRtpReceiver"
 SENDER = "aiortc.rtcrtpsender.RTCRtpSender"
@@ -30,6 +33,14 @@ DTLS = "aiortc.rtcdtlstransport.RTCDtlsTransport"
 TRANSCEIVER = "aiortc.rtcrtptransceiver.RTCRtpTransceiver"
 STATISTICS = "aiortc.rtcrtpreceiver.StreamStatistics"
 ROUTER = "aiortc.rtcdtlstransport.RtpRouter"
+DTLS_STATE = "aiortc.rtcdtlstransport.State"
+ICE = "aiortc.rtcicetransport.RTCIceTransport"
+CONNECTION = "aioice.ice.Connection"
+PAIR = "aioice.ice.CandidatePair"
+STUN = "aioice.ice.StunProtocol"
+TURN = "aioice.turn.TurnTransport"
+SRTP = "pylibsrtp.Session"
+SRTP_LIB = "pylibsrtp._binding.lib"
 
 
 class Use(enum.Enum):
@@ -136,6 +147,49 @@ HOOKS: tuple[Hook, ...] = (
         "without bound (THREATS C4)",
     ),
     Hook(TRANSCEIVER, "_codecs", Use.READ, "codecs negotiated on a transceiver, first is used"),
+    # -- fast egress (edge.sfu.egress): what _send_rtp does, without its per-packet layers --
+    Hook(DTLS, "_state", Use.READ, "fast egress only while the DTLS transport is connected"),
+    Hook(DTLS_STATE, "CONNECTED", Use.READ, "the DTLS state fast egress needs"),
+    Hook(
+        DTLS,
+        "_tx_srtp",
+        Use.READ,
+        "the transport's outbound SRTP session: fast egress protects with its libsrtp context "
+        "(same keys, same rollover state as _send_rtp)",
+    ),
+    Hook(
+        DTLS,
+        "_RTCDtlsTransport__tx_bytes",
+        Use.WRITTEN,
+        "the transport's sent-bytes statistic counts fast-egress packets too",
+    ),
+    Hook(
+        DTLS,
+        "_RTCDtlsTransport__tx_packets",
+        Use.WRITTEN,
+        "the transport's sent-packets statistic counts fast-egress packets too",
+    ),
+    Hook(ICE, "_connection", Use.READ, "the aioice connection under an ICE transport"),
+    Hook(
+        CONNECTION,
+        "_nominated",
+        Use.READ,
+        "the nominated candidate pair per component: fast egress sends where aioice's "
+        "sendto would, and re-resolves when the pair changes",
+    ),
+    Hook(PAIR, "protocol", Use.READ, "the nominated pair's local protocol (its socket)"),
+    Hook(PAIR, "local_candidate", Use.READ, "its local candidate (a relay one: no fast egress)"),
+    Hook(PAIR, "remote_addr", Use.READ, "the address aioice sends the pair's data to"),
+    Hook(
+        STUN,
+        "transport",
+        Use.READ,
+        "the pair's asyncio datagram transport, whose sendto fast egress calls",
+    ),
+    Hook(TURN, "sendto", Use.READ, "a TURN-framed transport: never used for fast egress"),
+    Hook(SRTP, "_srtp", Use.READ, "the libsrtp context of a pylibsrtp session"),
+    Hook(SRTP_LIB, "srtp_protect", Use.CALLED, "libsrtp: protect RTP in place"),
+    Hook(SRTP_LIB, "srtp_protect_rtcp", Use.CALLED, "libsrtp: protect RTCP in place"),
     Hook(
         TRANSCEIVER,
         "_headerExtensions",
@@ -163,6 +217,14 @@ def check_version() -> None:
             "private internals: re-check every entry of edge.sfu.hooks.HOOKS against the new "
             "version before changing the pin"
         )
+    for package, pinned in PINNED_OTHERS.items():
+        installed = version(package)
+        if installed != pinned:
+            raise HookError(
+                f"{package} {installed} is installed, but edge.sfu's fast egress uses "
+                f"{package} {pinned}'s private internals: re-check the hooks of "
+                "edge.sfu.hooks.HOOKS on it before changing the pin"
+            )
 
 
 def check_hooks(instances: dict[str, object]) -> None:
@@ -194,21 +256,42 @@ def check_hooks(instances: dict[str, object]) -> None:
 
 async def sample_instances() -> dict[str, object]:
     """One live instance of each hooked class (needs a running event loop)."""
+    import asyncio
+    import os
+
+    from aioice import Candidate
+    from aioice.ice import CandidatePair, StunProtocol
     from aiortc import RTCConfiguration, RTCPeerConnection
     from aiortc.rtcrtpreceiver import StreamStatistics
+    from pylibsrtp import Policy, Session
 
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    transport = None
     try:
         transceiver = pc.addTransceiver("video")
+        dtls = transceiver.receiver.transport
+        connection = dtls.transport._connection
+        transport, protocol = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: StunProtocol(connection), local_addr=("127.0.0.1", 0)
+        )
+        protocol.local_candidate = Candidate("1", 1, "udp", 1, "127.0.0.1", 9, "host")
+        remote = Candidate("2", 1, "udp", 1, "127.0.0.1", 9, "host")
         return {
             RECEIVER: transceiver.receiver,
             SENDER: transceiver.sender,
-            DTLS: transceiver.receiver.transport,
+            DTLS: dtls,
             TRANSCEIVER: transceiver,
             STATISTICS: StreamStatistics(90_000),
-            ROUTER: transceiver.receiver.transport._rtp_router,
+            ROUTER: dtls._rtp_router,
+            ICE: dtls.transport,
+            CONNECTION: connection,
+            PAIR: CandidatePair(protocol, remote),
+            STUN: protocol,
+            SRTP: Session(Policy(key=os.urandom(30), ssrc_type=Policy.SSRC_ANY_OUTBOUND)),
         }
     finally:
+        if transport is not None:
+            transport.close()
         await pc.close()
 
 
@@ -300,3 +383,91 @@ def rtp_sink(transport: Any) -> Callable[[bytes], Awaitable[None]]:
 def negotiated(transceiver: Any) -> tuple[list[Any], list[Any]]:
     """(codecs, header extensions) negotiated on a transceiver."""
     return list(transceiver._codecs), list(transceiver._headerExtensions)
+
+
+# -- fast egress (edge.sfu.egress) ----------------------------------------------------------
+
+
+def send_rtp_is_aiortcs() -> bool:
+    """Whether ``RTCDtlsTransport._send_rtp`` is aiortc's own (not wrapped by a meter)."""
+    from aiortc.rtcdtlstransport import RTCDtlsTransport
+
+    function = RTCDtlsTransport._send_rtp
+    return bool(
+        function.__module__ == "aiortc.rtcdtlstransport"
+        and function.__qualname__ == "RTCDtlsTransport._send_rtp"
+    )
+
+
+class Route:
+    """Where and how one DTLS transport's RTP goes: the state it was resolved in (DTLS
+    connected, its SRTP session, the nominated ICE pair) and what sending needs (libsrtp
+    context, the pair's datagram transport and remote address). ``fast`` is False when the
+    state does not allow fast egress (the reason is in ``why``)."""
+
+    __slots__ = (
+        "dtls",
+        "state",
+        "nominated",
+        "session",
+        "pair",
+        "fast",
+        "why",
+        "ctx",
+        "sendto",
+        "address",
+    )
+
+    def __init__(self, dtls: Any) -> None:
+        from aioice.turn import TurnTransport
+        from aiortc.rtcdtlstransport import State
+
+        self.dtls = dtls
+        self.state: Any = dtls._state
+        self.nominated: dict[int, Any] = dtls.transport._connection._nominated
+        self.session: Any = dtls._tx_srtp
+        self.pair: Any = self.nominated.get(1)
+        self.fast = False
+        self.ctx: Any = None
+        self.sendto: Callable[[bytes, tuple[str, int]], None] | None = None
+        self.address: tuple[str, int] = ("", 0)
+        if self.state is not State.CONNECTED or self.session is None:
+            self.why = "DTLS is not connected"
+        elif self.pair is None:
+            self.why = "no nominated ICE pair"
+        elif self.pair.local_candidate.type == "relay":
+            self.why = "the nominated pair is a TURN relay"
+        else:
+            transport = getattr(self.pair.protocol, "transport", None)
+            if transport is None or isinstance(transport, TurnTransport):
+                self.why = "the nominated pair has no plain datagram transport"
+            elif transport.is_closing():
+                self.why = "the nominated pair's socket is closing"
+            else:
+                self.why = ""
+                self.fast = True
+                self.ctx = self.session._srtp[0]
+                self.sendto = transport.sendto
+                self.address = self.pair.remote_addr
+
+    def current(self) -> bool:
+        """Whether the transport is still in the state this route was resolved in."""
+        dtls = self.dtls
+        return bool(
+            dtls._tx_srtp is self.session
+            and self.nominated.get(1) is self.pair
+            and dtls._state is self.state
+        )
+
+    def count(self, size: int) -> None:
+        """Count a sent packet in the transport's statistics, as ``_send_rtp`` does."""
+        dtls = self.dtls
+        dtls._RTCDtlsTransport__tx_bytes += size
+        dtls._RTCDtlsTransport__tx_packets += 1
+
+
+def srtp_library() -> tuple[Any, Any, Any]:
+    """(cffi ``ffi``, libsrtp ``srtp_protect``, ``srtp_protect_rtcp``) of pylibsrtp."""
+    from pylibsrtp._binding import ffi, lib
+
+    return ffi, lib.srtp_protect, lib.srtp_protect_rtcp

@@ -7,8 +7,11 @@ instead of aiortc's depayloader, jitter buffer and decoder; receive statistics a
 aiortc's own table so its RTCP task still sends receiver reports. A subscriber's
 transceiver is attached as a slot: its sender carries a track that never yields a frame (so
 aiortc never builds an encoder), its ``_handle_rtcp_packet`` is replaced so feedback reaches
-:meth:`Forwarder.subscriber_rtcp`, and forwarded bytes go straight to its DTLS transport's
-``_send_rtp`` (SRTP protect, send). Every private name used is in :mod:`edge.sfu.hooks`.
+:meth:`Forwarder.subscriber_rtcp`, and forwarded bytes go to its :class:`edge.sfu.egress.Egress`,
+which SRTP-protects and sends them in one synchronous call on the transport's own session and
+nominated ICE pair, or hands them to the DTLS transport's ``_send_rtp`` (SRTP protect, send)
+whenever that fast path does not apply (not connected yet, a TURN relay pair). Every private
+name used is in :mod:`edge.sfu.hooks`.
 
 :meth:`Worker.dispatch` turns the core's events into those calls; a ticker calls
 :meth:`Forwarder.tick` every ``tick_interval`` seconds. A subscriber whose transport is gone
@@ -32,6 +35,7 @@ from aiortc.mediastreams import MediaStreamError
 from aiortc.rtp import RTCP_PSFB_APP, AnyRtcpPacket, RtcpPsfbPacket, RtpPacket, pack_remb_fci
 
 from edge.sfu import hooks
+from edge.sfu.egress import Egress
 from edge.sfu.forwarder import (
     Codec,
     Event,
@@ -110,7 +114,8 @@ class Worker:
         self._on_adapt = on_adapt
         self._receivers: dict[str, Any] = {}  # publication -> aiortc receiver
         self._remb_ssrc: dict[str, int] = {}
-        self._sinks: dict[str, Callable[[bytes], Awaitable[None]]] = {}  # slot -> _send_rtp
+        self._egress: dict[str, Egress] = {}  # slot -> its transport's egress
+        self._sinks: dict[str, Callable[[bytes], Awaitable[None]]] = {}  # recorder slots
         self._ticker: asyncio.Task[None] | None = None
 
     # -- attaching ------------------------------------------------------------------------
@@ -182,7 +187,7 @@ class Worker:
             mid=transceiver.mid,
             subscriber=subscriber,
         )
-        self._sinks[key] = hooks.rtp_sink(sender.transport)
+        self._egress[key] = Egress(sender.transport)
         forwarder, clock, dispatch = self.forwarder, self._clock, self.dispatch
 
         async def on_rtcp(packet: AnyRtcpPacket) -> None:
@@ -222,6 +227,7 @@ class Worker:
         self.forwarder.set_priority(subscriber, publications, self._clock())
 
     def detach_slot(self, key: str) -> None:
+        self._egress.pop(key, None)
         self._sinks.pop(key, None)
         self.forwarder.remove_slot(key)
 
@@ -231,9 +237,17 @@ class Worker:
     # -- events ---------------------------------------------------------------------------
 
     async def dispatch(self, events: list[Event]) -> None:
-        sinks = self._sinks
+        egresses, sinks = self._egress, self._sinks
         for event in events:
             if type(event) is SendRtp or type(event) is SendRtcp:
+                egress = egresses.get(event.slot)
+                if egress is not None:
+                    if not egress.send(event.data, type(event) is SendRtcp):
+                        try:
+                            await egress.fallback(event.data)
+                        except ConnectionError:
+                            pass
+                    continue
                 sink = sinks.get(event.slot)
                 if sink is not None:
                     try:

@@ -1,0 +1,254 @@
+"""The SFU's fast egress (edge.sfu.egress) with real aiortc peers, and coturn for a relay leg.
+
+On a host-candidate connection the forwarded packets leave through the fast path (libsrtp on
+the transport's own session, straight to the nominated pair's socket) and a real aiortc
+subscriber authenticates, decrypts and decodes them; on a relay-only connection (a bridge
+leg through TURN) every packet goes through aiortc's ``_send_rtp`` and still decodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import random
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
+from aiortc.rtcconfiguration import RTCBundlePolicy, RTCIceTransportPolicy
+
+from bench.sfu_clients import Clip, Publisher, Subscriber, make_clip, wait_for
+from edge.sfu import egress as egress_module
+from edge.sfu.egress import Egress
+from edge.sfu.room import RelayIce, Room
+from sync import turn
+from tests.test_turn import Turnserver, config, relay_range, start_turnserver, udp_port
+
+pytestmark = pytest.mark.slow
+
+
+def clip() -> Clip:
+    return make_clip(seconds=4.0, fps=10, width=160, height=120, bitrate=150_000)
+
+
+def run(test: Callable[[], Awaitable[None]], limit: float = 90) -> None:
+    asyncio.run(asyncio.wait_for(test(), limit))
+
+
+async def publish(room: Room, name: str, publisher: Publisher) -> None:
+    await room.join(name)
+    answer = await room.publish(name, await publisher.offer())
+    await publisher.pc.setRemoteDescription(answer)
+
+
+async def subscribe(room: Room, name: str, subscriber: Subscriber) -> None:
+    answer = await subscriber.answer(await room.subscribe(name, None))
+    await room.answer(name, answer)
+
+
+def egresses(room: Room) -> list[Egress]:
+    found: dict[str, Egress] = room.worker._egress
+    return list(found.values())
+
+
+def transport_stats(room: Room) -> tuple[int, int]:
+    """(packets, bytes) sent by the SFU's DTLS transports, as aiortc's getStats counts them."""
+    packets = octets = 0
+    for pc in room.peer_connections():
+        for transceiver in pc.getTransceivers():
+            if transceiver.direction == "sendonly":
+                stats = transceiver.sender.transport._get_stats()
+                for value in stats.values():
+                    if value.type == "transport":
+                        packets, octets = packets + value.packetsSent, octets + value.bytesSent
+                break  # one bundled transport per connection
+    return packets, octets
+
+
+def test_a_host_connection_takes_the_fast_path_and_the_subscriber_decodes() -> None:
+    async def scenario() -> None:
+        room = Room("egress-host", rng=random.Random(1))
+        alice = Publisher(clip())
+        await publish(room, "alice", alice)
+        bob = Subscriber()
+        await room.join("bob")
+        await subscribe(room, "bob", bob)
+        try:
+            await wait_for(lambda: bob.received.frames["video"] >= 5, 30, "first frames")
+            slots = egresses(room)
+            assert len(slots) == 2, slots  # bob's audio and video slots
+            slow_before = sum(e.slow for e in slots)
+            fast_before = sum(e.fast for e in slots)
+            frames_before = dict(bob.received.frames)
+            packets_before = dict(bob.received.packets)
+            await wait_for(
+                lambda: (
+                    bob.received.frames["video"] >= frames_before["video"] + 15
+                    and bob.received.frames["audio"] >= frames_before["audio"] + 50
+                ),
+                40,
+                "more frames",
+            )
+            report = (
+                f"fast {[e.fast for e in slots]} slow {[e.slow for e in slots]} "
+                f"why {[e.why_not_fast for e in slots]} frames {bob.received.frames} "
+                f"packets {bob.received.packets}"
+            )
+            # once connected, every forwarded packet left on the fast path...
+            assert all(e.why_not_fast == "" for e in slots), report
+            assert sum(e.slow for e in slots) == slow_before, report
+            fast = sum(e.fast for e in slots) - fast_before
+            received = sum(bob.received.packets.values()) - sum(packets_before.values())
+            assert fast >= 60, report
+            # ...and the subscriber authenticated and decrypted them (aiortc drops a packet
+            # whose SRTP tag fails before its receiver sees it) and decoded the frames
+            assert received >= 0.9 * fast, report
+            # the transport's statistics count them as aiortc's _send_rtp would
+            packets, octets = transport_stats(room)
+            assert packets >= sum(e.fast for e in slots), (packets, report)
+            assert octets > 100 * packets, (octets, packets)
+        finally:
+            await room.close()
+            await alice.close()
+            await bob.close()
+
+    run(scenario)
+
+
+def test_fast_egress_follows_the_nominated_pair_and_falls_back_without_one() -> None:
+    async def scenario() -> None:
+        room = Room("egress-pair", rng=random.Random(2))
+        alice = Publisher(clip())
+        await publish(room, "alice", alice)
+        bob = Subscriber()
+        await room.join("bob")
+        await subscribe(room, "bob", bob)
+        try:
+            await wait_for(lambda: bob.received.packets["video"] >= 20, 30, "first packets")
+            video = next(e for e in egresses(room) if e.fast > 0)
+            dtls = video._dtls
+            nominated = dtls.transport._connection._nominated
+            pair = nominated.pop(1)  # as aioice leaves it between two nominations
+            slow = video.slow
+            await wait_for(lambda: video.slow > slow, 20, "a packet on the fallback path")
+            assert video.why_not_fast == "no nominated ICE pair"
+            nominated[1] = pair  # a (re)nominated pair: resolved again, fast again
+            fast, received = video.fast, bob.received.packets["video"]
+            await wait_for(lambda: video.fast > fast + 20, 20, "fast path again")
+            assert video.why_not_fast == ""
+            await wait_for(
+                lambda: bob.received.packets["video"] > received + 20, 20, "packets decrypted"
+            )
+        finally:
+            await room.close()
+            await alice.close()
+            await bob.close()
+
+    run(scenario)
+
+
+def test_a_wrapped_send_rtp_keeps_every_packet_unless_egress_is_observed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aiortc.rtcdtlstransport import RTCDtlsTransport
+
+    original = RTCDtlsTransport._send_rtp
+    metered = [0]
+
+    async def _send_rtp(self: Any, data: bytes) -> None:  # a benchmark's meter
+        metered[0] += 1
+        await original(self, data)
+
+    monkeypatch.setattr(RTCDtlsTransport, "_send_rtp", _send_rtp)
+    observed: list[bool] = []
+
+    async def scenario() -> None:
+        room = Room("egress-meter", rng=random.Random(3))
+        alice = Publisher(clip())
+        await publish(room, "alice", alice)
+        bob = Subscriber()
+        await room.join("bob")
+        await subscribe(room, "bob", bob)
+        try:
+            await wait_for(lambda: bob.received.packets["video"] >= 20, 30, "first packets")
+            slots = egresses(room)
+            assert sum(e.fast for e in slots) == 0
+            assert "wrapped" in slots[0].why_not_fast
+            egress_module.observe(lambda data, rtcp: observed.append(rtcp))
+            for e in slots:  # the state is unchanged: force a new resolution
+                e._route = None
+            await wait_for(lambda: len(observed) >= 20, 20, "observed fast packets")
+            assert sum(e.fast for e in slots) >= 20
+        finally:
+            egress_module.observe(None)
+            await room.close()
+            await alice.close()
+            await bob.close()
+
+    run(scenario)
+    assert metered[0] > 0
+
+
+@pytest.fixture
+def turnserver(tmp_path: Path) -> Iterator[Turnserver]:
+    c = config(tmp_path, port=udp_port(), relay_ports=relay_range())
+    turn.write_secret(c.secret_file, turn.new_secret())
+    c.state_dir.mkdir(mode=0o700)
+    text = turn.render(
+        c, secret=turn.load_secret(c.secret_file), peers=[], allow_loopback_peers=True
+    )
+    c.conf_file.write_text(text)
+    c.conf_file.chmod(0o600)
+    ts = start_turnserver(c)
+    try:
+        yield ts
+    finally:
+        ts.stop()
+
+
+def test_a_relay_connection_falls_back_to_aiortcs_send_path(turnserver: Turnserver) -> None:
+    secret = turn.load_secret(turnserver.config.secret_file)
+    host, port = turnserver.address
+
+    def credential(leg: str) -> turn.Credential:
+        return turn.issue(secret, leg, now=dt.datetime.now(dt.UTC), ttl=dt.timedelta(hours=1))
+
+    async def scenario() -> None:
+        url = f"turn:{host}:{port}?transport=udp"
+        sfu_side, client_side = credential("call.plant-a.plant-b"), credential("call.plant-b.a")
+        room = Room("egress-relay", rng=random.Random(4))
+        alice = Publisher(clip())
+        await publish(room, "alice", alice)
+        bob = Subscriber()
+        unused = bob.pc
+        bob.pc = RTCPeerConnection(  # the other plant's SFU: relay-only too
+            RTCConfiguration(
+                iceServers=[RTCIceServer([url], client_side.username, client_side.password)],
+                iceTransportPolicy=RTCIceTransportPolicy.RELAY,
+                bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
+            )
+        )
+        bob.pc.on("track", bob._on_track)
+        await unused.close()
+        await room.join("bob", RelayIce((url,), sfu_side.username, sfu_side.password))
+        await subscribe(room, "bob", bob)
+        try:
+            await wait_for(lambda: bob.received.frames["video"] >= 10, 60, "relayed frames")
+            slots = egresses(room)
+            report = (
+                f"fast {[e.fast for e in slots]} slow {[e.slow for e in slots]} "
+                f"why {[e.why_not_fast for e in slots]} frames {bob.received.frames}"
+            )
+            assert sum(e.fast for e in slots) == 0, report
+            assert all(e.why_not_fast == "the nominated pair is a TURN relay" for e in slots), (
+                report
+            )
+            assert sum(e.slow for e in slots) >= 50, report
+        finally:
+            await room.close()
+            await alice.close()
+            await bob.close()
+
+    run(scenario, 120)
