@@ -39,10 +39,10 @@ import time
 from dataclasses import fields
 from typing import Any
 
-import aioice.ice
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtp import is_rtcp
 
+from bench.arrivals import stamp_arrivals
 from bench.bridge_rpc import Channel
 from edge.calls.bridge import BridgeConfig, Bridges, LegState, LegStatus
 from edge.calls.local_media import LocalMedia
@@ -84,21 +84,10 @@ class Probe:
 
     def install(self) -> None:
         probe = self
-        stamps: dict[int, collections.deque[float]] = collections.defaultdict(collections.deque)
-        data_received = aioice.ice.Connection.data_received
-        recv = aioice.ice.Connection.recv
         send_rtp = RTCDtlsTransport._send_rtp
 
-        def stamped_data_received(self: Any, data: bytes, component: int) -> None:
-            stamps[id(self)].append(time.monotonic())
-            data_received(self, data, component)
-
-        async def stamped_recv(self: Any) -> bytes:
-            data: bytes = await recv(self)
-            queue = stamps[id(self)]
-            if queue:
-                probe.arrival = queue.popleft()
-            return data
+        def arrived(t: float) -> None:
+            probe.arrival = t
 
         async def _send_rtp(self: Any, data: bytes) -> None:  # same parameters (edge.sfu.hooks)
             await send_rtp(self, data)
@@ -111,8 +100,7 @@ class Probe:
                     if probe.arrival:
                         probe.latencies[split].append(time.monotonic() - probe.arrival)
 
-        aioice.ice.Connection.data_received = stamped_data_received  # type: ignore[method-assign]
-        aioice.ice.Connection.recv = stamped_recv  # type: ignore[method-assign]
+        stamp_arrivals(arrived)
         RTCDtlsTransport._send_rtp = _send_rtp  # type: ignore[method-assign]
 
     def mark(self, bridge: set[int]) -> None:

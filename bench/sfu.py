@@ -112,6 +112,7 @@ from aiortc.contrib.media import MediaRelay  # noqa: E402
 from aiortc.rtcdtlstransport import RTCDtlsTransport  # noqa: E402
 from aiortc.rtp import is_rtcp  # noqa: E402
 
+from bench.arrivals import stamp_arrivals  # noqa: E402
 from bench.janus import JanusConfig, JanusProcess, JanusServer, janus_version  # noqa: E402
 from bench.lean_rtp import packetize  # noqa: E402
 from bench.sfu_clients import (  # noqa: E402
@@ -139,44 +140,28 @@ class Probe:
 
     def install(self, per_packet_latency: bool) -> None:
         probe = self
-        stamps: dict[int, collections.deque[float]] = collections.defaultdict(collections.deque)
-        data_received = aioice.ice.Connection.data_received
-        recv = aioice.ice.Connection.recv
         send_rtp = RTCDtlsTransport._send_rtp
 
-        def stamped_data_received(self: Any, data: bytes, component: int) -> None:
-            stamps[id(self)].append(time.monotonic())
-            data_received(self, data, component)
+        def arrived(t: float) -> None:
+            probe.arrival = t
 
-        async def stamped_recv(self: Any) -> bytes:
-            data: bytes = await recv(self)
-            queue = stamps[id(self)]
-            if queue:
-                probe.arrival = queue.popleft()
-            return data
-
-        async def counted_send_rtp(self: Any, data: bytes) -> None:
-            await send_rtp(self, data)
-            if probe.measuring and not is_rtcp(data):
-                probe.sent += 1
-                if per_packet_latency and probe.arrival:
-                    probe.latencies.append(time.monotonic() - probe.arrival)
-
-        aioice.ice.Connection.data_received = stamped_data_received  # type: ignore[method-assign]
-        aioice.ice.Connection.recv = stamped_recv  # type: ignore[method-assign]
-        RTCDtlsTransport._send_rtp = counted_send_rtp  # type: ignore[method-assign]
-        try:  # the SFU's fast egress sends without _send_rtp: count it where it sends
-            from edge.sfu import egress
-        except ImportError:  # a tree from before it (--sfu-tree)
-            return
-
-        def observed(data: bytes, rtcp: bool) -> None:
+        def sent(rtcp: bool) -> None:
             if probe.measuring and not rtcp:
                 probe.sent += 1
                 if per_packet_latency and probe.arrival:
                     probe.latencies.append(time.monotonic() - probe.arrival)
 
-        egress.observe(observed)
+        async def counted_send_rtp(self: Any, data: bytes) -> None:
+            await send_rtp(self, data)
+            sent(is_rtcp(data))
+
+        stamp_arrivals(arrived)
+        RTCDtlsTransport._send_rtp = counted_send_rtp  # type: ignore[method-assign]
+        try:  # the SFU's fast egress sends without _send_rtp: count it where it sends
+            from edge.sfu import egress
+        except ImportError:  # a tree from before it (--sfu-tree)
+            return
+        egress.observe(lambda data, rtcp: sent(rtcp))
 
     def mark(self) -> None:
         self.sent = 0

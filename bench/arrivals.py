@@ -1,0 +1,39 @@
+"""Arrival stamps inside an SFU process under benchmark, shared by bench/sfu.py and
+bench/bridge_plant.py.
+
+Theory of operation. aioice hands a received datagram to ``Connection.data_received`` (the
+moment it left the socket) and the DTLS transport takes it later through
+``Connection.recv``. Wrapping both records, per connection, when each datagram arrived, and
+tells the probe that arrival time just before the transport processes that datagram: a
+forwarded packet sent while processing it was in the SFU for ``now - arrival``.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aioice.ice
+
+
+def stamp_arrivals(arrived: Callable[[float], None]) -> None:
+    """Call ``arrived(t)`` with each datagram's arrival time as the transport takes it."""
+    stamps: dict[int, collections.deque[float]] = collections.defaultdict(collections.deque)
+    data_received = aioice.ice.Connection.data_received
+    recv = aioice.ice.Connection.recv
+
+    def stamped_data_received(self: Any, data: bytes, component: int) -> None:
+        stamps[id(self)].append(time.monotonic())
+        data_received(self, data, component)
+
+    async def stamped_recv(self: Any) -> bytes:
+        data: bytes = await recv(self)
+        queue = stamps[id(self)]
+        if queue:
+            arrived(queue.popleft())
+        return data
+
+    aioice.ice.Connection.data_received = stamped_data_received  # type: ignore[method-assign]
+    aioice.ice.Connection.recv = stamped_recv  # type: ignore[method-assign]
