@@ -9,9 +9,10 @@ leg through TURN) every packet goes through aiortc's ``_send_rtp`` and still dec
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import random
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,15 +68,25 @@ def transport_stats(room: Room) -> tuple[int, int]:
     return packets, octets
 
 
-def test_a_host_connection_takes_the_fast_path_and_the_subscriber_decodes() -> None:
-    async def scenario() -> None:
-        room = Room("egress-host", rng=random.Random(1))
-        alice = Publisher(clip())
+@contextlib.asynccontextmanager
+async def alice_to_bob(name: str, seed: int) -> AsyncIterator[tuple[Room, Subscriber]]:
+    """A room where alice publishes the clip and bob, on host candidates, receives it."""
+    room = Room(name, rng=random.Random(seed))
+    alice, bob = Publisher(clip()), Subscriber()
+    try:
         await publish(room, "alice", alice)
-        bob = Subscriber()
         await room.join("bob")
         await subscribe(room, "bob", bob)
-        try:
+        yield room, bob
+    finally:
+        await room.close()
+        await alice.close()
+        await bob.close()
+
+
+def test_a_host_connection_takes_the_fast_path_and_the_subscriber_decodes() -> None:
+    async def scenario() -> None:
+        async with alice_to_bob("egress-host", 1) as (room, bob):
             await wait_for(lambda: bob.received.frames["video"] >= 5, 30, "first frames")
             slots = egresses(room)
             assert len(slots) == 2, slots  # bob's audio and video slots
@@ -109,23 +120,13 @@ def test_a_host_connection_takes_the_fast_path_and_the_subscriber_decodes() -> N
             packets, octets = transport_stats(room)
             assert packets >= sum(e.fast for e in slots), (packets, report)
             assert octets > 100 * packets, (octets, packets)
-        finally:
-            await room.close()
-            await alice.close()
-            await bob.close()
 
     run(scenario)
 
 
 def test_fast_egress_follows_the_nominated_pair_and_falls_back_without_one() -> None:
     async def scenario() -> None:
-        room = Room("egress-pair", rng=random.Random(2))
-        alice = Publisher(clip())
-        await publish(room, "alice", alice)
-        bob = Subscriber()
-        await room.join("bob")
-        await subscribe(room, "bob", bob)
-        try:
+        async with alice_to_bob("egress-pair", 2) as (room, bob):
             await wait_for(lambda: bob.received.packets["video"] >= 20, 30, "first packets")
             video = next(e for e in egresses(room) if e.fast > 0)
             dtls = video._dtls
@@ -141,10 +142,6 @@ def test_fast_egress_follows_the_nominated_pair_and_falls_back_without_one() -> 
             await wait_for(
                 lambda: bob.received.packets["video"] > received + 20, 20, "packets decrypted"
             )
-        finally:
-            await room.close()
-            await alice.close()
-            await bob.close()
 
     run(scenario)
 
@@ -165,27 +162,19 @@ def test_a_wrapped_send_rtp_keeps_every_packet_unless_egress_is_observed(
     observed: list[bool] = []
 
     async def scenario() -> None:
-        room = Room("egress-meter", rng=random.Random(3))
-        alice = Publisher(clip())
-        await publish(room, "alice", alice)
-        bob = Subscriber()
-        await room.join("bob")
-        await subscribe(room, "bob", bob)
-        try:
-            await wait_for(lambda: bob.received.packets["video"] >= 20, 30, "first packets")
-            slots = egresses(room)
-            assert sum(e.fast for e in slots) == 0
-            assert "wrapped" in slots[0].why_not_fast
-            egress_module.observe(lambda data, rtcp: observed.append(rtcp))
-            for e in slots:  # the state is unchanged: force a new resolution
-                e._route = None
-            await wait_for(lambda: len(observed) >= 20, 20, "observed fast packets")
-            assert sum(e.fast for e in slots) >= 20
-        finally:
-            egress_module.observe(None)
-            await room.close()
-            await alice.close()
-            await bob.close()
+        async with alice_to_bob("egress-meter", 3) as (room, bob):
+            try:
+                await wait_for(lambda: bob.received.packets["video"] >= 20, 30, "first packets")
+                slots = egresses(room)
+                assert sum(e.fast for e in slots) == 0
+                assert "wrapped" in slots[0].why_not_fast
+                egress_module.observe(lambda data, rtcp: observed.append(rtcp))
+                for e in slots:  # the state is unchanged: force a new resolution
+                    e._route = None
+                await wait_for(lambda: len(observed) >= 20, 20, "observed fast packets")
+                assert sum(e.fast for e in slots) >= 20
+            finally:
+                egress_module.observe(None)
 
     run(scenario)
     assert metered[0] > 0
