@@ -191,32 +191,53 @@ def open_database(path: Path) -> dict[str, int]:
 
 
 class ThreadConnections:
-    """One connection per thread (worker threads of the web layer), all closed together."""
+    """One connection per thread (worker threads of the web layer).
+
+    ``close`` closes the connections no other live thread owns; a live thread's connection
+    may be inside a statement right now (SQLite's step runs without the GIL), and closing it
+    under that statement crashes the process, so its owner closes it at its next ``get``,
+    which then raises like every ``get`` after ``close``."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        self._owners: dict[sqlite3.Connection, threading.Thread] = {}
         self._lock = threading.Lock()
         self._closed = False
 
     def get(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if self._closed:
+            if conn is not None:
+                self._local.conn = None
+                with self._lock:
+                    self._owners.pop(conn, None)
+                conn.close()
+            raise RuntimeError("the database is closed")
         if conn is None:
             with self._lock:
                 if self._closed:
                     raise RuntimeError("the database is closed")
                 conn = connect(self.path, check_same_thread=False)
-                self._all.append(conn)
+                self._owners[conn] = threading.current_thread()
             self._local.conn = conn
         return conn
 
     def close(self) -> None:
+        me = threading.current_thread()
         with self._lock:
             self._closed = True
-            for conn in self._all:
+            idle = [c for c, owner in self._owners.items() if owner is me or not owner.is_alive()]
+            for conn in idle:
+                del self._owners[conn]
                 conn.close()
-            self._all.clear()
+
+    @property
+    def open_connections(self) -> int:
+        """Connections still open: those of live threads that have not called ``get`` since
+        ``close``."""
+        with self._lock:
+            return len(self._owners)
 
 
 def schema_versions(conn: sqlite3.Connection) -> dict[str, int]:

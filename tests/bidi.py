@@ -298,7 +298,10 @@ class Firefox:
         self._listening = threading.Event()
         self._drainer: threading.Thread | None = None
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 120.0) -> None:
+        # 120 s: a cold start reads libxul (~150 MB) from disk; measured 18 s on a quiet VM
+        # with a cold page cache, and a fresh CI machine's first start (the other test worker
+        # busy) printed nothing at all in 30 s. A warm start takes under a second.
         # MOZ_DISABLE_NONLOCAL_CONNECTIONS: Firefox's own test switch; no connection to an
         # address not on this machine (a proxy on loopback still is), remote settings off
         env = dict(
@@ -325,9 +328,13 @@ class Firefox:
         )
         self._drainer = threading.Thread(target=self._drain, name="firefox-stderr", daemon=True)
         self._drainer.start()
+        began = time.monotonic()
         if not self._listening.wait(timeout) or not self.url:
             self.stop(0)
-            raise RuntimeError(f"Firefox did not start its BiDi server: {self.stderr[-20:]}")
+            waited = time.monotonic() - began
+            raise RuntimeError(
+                f"Firefox did not start its BiDi server in {waited:.0f} s: {self.stderr[-20:]}"
+            )
 
     def _drain(self) -> None:
         assert self.process is not None and self.process.stderr is not None

@@ -17,6 +17,7 @@ from edge.db import (
     LockedError,
     RestoreError,
     SchemaError,
+    ThreadConnections,
     backup,
     connect,
     known_schemas,
@@ -68,6 +69,42 @@ def test_connections_are_wal_durable_with_foreign_keys_and_a_busy_timeout(tmp_pa
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"auth_accounts", "web_audit", "fed_outbox", "zd_users", "schema_versions"} <= tables
     conn.close()
+
+
+def test_closing_leaves_a_statement_running_in_another_thread_to_finish(tmp_path: Path) -> None:
+    # closing a connection under a running statement crashed the process (a CI run: the
+    # maintenance worker inside audit.prune while a test closed the database)
+    path = tmp_path / "edge.sqlite"
+    open_database(path)
+    db = ThreadConnections(path)
+    mine = db.get()
+    started, done = threading.Event(), threading.Event()
+    results: list[object] = []
+
+    def worker() -> None:
+        conn = db.get()
+        started.set()
+        count = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000000) "
+        results.append(conn.execute(count + "SELECT count(*) FROM n").fetchone()[0])
+        done.wait(10)
+        try:
+            db.get()
+        except RuntimeError as e:
+            results.append(str(e))
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    assert started.wait(10)
+    db.close()  # while the worker counts
+    with pytest.raises(sqlite3.ProgrammingError):
+        mine.execute("SELECT 1")  # this thread's own connection is closed at once
+    assert db.open_connections == 1  # the worker's, still in its statement
+    done.set()
+    thread.join(30)
+    assert results == [1000000, "the database is closed"]
+    assert db.open_connections == 0  # the worker closed its own at its next get
+    with pytest.raises(RuntimeError, match="closed"):
+        db.get()
 
 
 def test_a_database_from_a_newer_release_is_refused(tmp_path: Path) -> None:
