@@ -5,7 +5,9 @@ Theory of operation. aioice hands a received datagram to ``Connection.data_recei
 moment it left the socket) and the DTLS transport takes it later through
 ``Connection.recv``. Wrapping both records, per connection, when each datagram arrived, and
 tells the probe that arrival time just before the transport processes that datagram: a
-forwarded packet sent while processing it was in the SFU for ``now - arrival``.
+forwarded packet sent while processing it was in the SFU for ``now - arrival``. A datagram
+the SFU's fast ingress (``edge.sfu.ingress``) takes in the socket callback is processed at
+once: its arrival is the moment the ingress takes it.
 """
 
 from __future__ import annotations
@@ -37,3 +39,9 @@ def stamp_arrivals(arrived: Callable[[float], None]) -> None:
 
     aioice.ice.Connection.data_received = stamped_data_received  # type: ignore[method-assign]
     aioice.ice.Connection.recv = stamped_recv  # type: ignore[method-assign]
+    # the SFU's fast ingress takes most media in the socket callback, before aioice's queue
+    try:
+        from edge.sfu import ingress
+    except ImportError:  # an SFU tree from before it (bench/sfu.py --sfu-tree)
+        return
+    ingress.observe(lambda: arrived(time.monotonic()))

@@ -28,7 +28,8 @@ expected, and the caller then awaits :meth:`Egress.fallback` (aiortc's ``_send_r
   at it) and no :func:`observe` callback registered: whoever wraps it still sees every
   packet. A meter that wants the fast path registers a callback with :func:`observe`.
 
-Every private name this touches is in :mod:`edge.sfu.hooks` (``Route``, ``HOOKS``).
+Every private name this touches is in :mod:`edge.sfu.hooks` (``Route``, ``HOOKS``);
+:meth:`Egress.send` reads and counts the few it needs per copy itself (no call per check).
 """
 
 from __future__ import annotations
@@ -93,7 +94,14 @@ class Egress:
         """Protect and send ``data`` (RTP, or RTCP if ``rtcp``); False: nothing was sent,
         await :meth:`fallback` instead."""
         route = self._route
-        if route is None or not route.current():
+        dtls = self._dtls
+        # Route.current and Route.count, written out: this runs for every forwarded copy
+        if (
+            route is None
+            or dtls._tx_srtp is not route.session
+            or route.nominated.get(1) is not route.pair
+            or dtls._state is not route.state
+        ):
             route = self._resolve()
         if not route.fast:
             return False
@@ -105,9 +113,10 @@ class Egress:
         length[0] = size
         if (_protect_rtcp if rtcp else _protect)(route.ctx, self._cdata, length):
             return False
-        protected: bytes = self._buffer[0 : length[0]]
-        route.sendto(protected, route.address)  # type: ignore[misc]
-        route.count(len(protected))
+        size = length[0]
+        route.sendto(self._buffer[0:size], route.address)  # type: ignore[misc]
+        dtls._RTCDtlsTransport__tx_bytes += size
+        dtls._RTCDtlsTransport__tx_packets += 1
         self.fast += 1
         if _observer is not None:
             _observer(data, rtcp)

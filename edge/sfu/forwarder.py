@@ -28,7 +28,9 @@ layer's order. A publisher is asked for the minimum REMB of the slots it feeds t
 not paused, never less than ``min_bitrate``: a receiver below that loses tiles instead of
 everyone losing quality.
 
-Nothing here does I/O or reads a clock; time comes in as ``now`` (monotonic seconds) and
+Nothing here does I/O or reads a clock, but for a slot's *sink* (:meth:`Forwarder.set_sink`:
+the worker's fast egress, which takes a copy as it is made, or declines it and the copy is
+an event as any other); time comes in as ``now`` (monotonic seconds) and
 randomness (initial sequence numbers and timestamps) from the injected ``random.Random``.
 Malformed input raises ``ValueError``; :meth:`Forwarder.forward` counts and drops instead,
 as one bad packet from a publisher must not stop the room (THREATS W5).
@@ -38,7 +40,7 @@ from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from aiortc.rtp import (
@@ -263,6 +265,10 @@ class _Slot:
     subscriber: str | None = None  # slots of one subscriber share a link (adapt)
     paused: bool = False  # adapt: the link cannot carry it; ``publication`` is kept
     order: int = 0  # when ``publication`` was assigned (priority among unpinned slots)
+    sink: Sink | None = None  # sends a forwarded copy at once (see Forwarder.set_sink)
+
+
+Sink = Callable[[bytes, bool], bool]  # (packet, is RTCP) -> sent; False: emit the event
 
 
 class Forwarder:
@@ -364,6 +370,13 @@ class Forwarder:
         )
         if subscriber is not None:
             self._link(subscriber).add_slot(key, ssrc)
+
+    def set_sink(self, key: str, sink: Sink | None) -> None:
+        """Hand this slot's forwarded RTP copies to ``sink`` as :meth:`forward` makes them
+        (the worker's fast egress, so a copy leaves without an event and a dispatch); a copy
+        the sink does not take (it returns False) is emitted as :class:`SendRtp` as before.
+        """
+        self._slots[key].sink = sink
 
     def remove_slot(self, key: str) -> None:
         slot = self._slots.pop(key, None)
@@ -511,6 +524,7 @@ class Forwarder:
         keyframe: bool | None = None
         timestamp = packet.timestamp
         marker = packet.marker
+        feedback, sent = len(events), 0  # events so far (a NACK); copies the sinks took
         for slot in publication.slots:
             rewriter = slot.rewriter
             if keyframe is None and rewriter.wants_keyframe(source):
@@ -534,8 +548,13 @@ class Forwarder:
                 slot.history.store(mapped[0], header, payload)
             slot.packets += 1
             slot.octets += len(payload)
-            events.append(SendRtp(slot.key, header + payload))
-        self.stats.forwarded += len(events)
+            data = header + payload
+            sink = slot.sink
+            if sink is not None and sink(data, False):
+                sent += 1
+            else:
+                events.append(SendRtp(slot.key, data))
+        self.stats.forwarded += sent + len(events) - feedback
         return events
 
     # -- feedback -------------------------------------------------------------------------

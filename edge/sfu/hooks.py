@@ -20,7 +20,7 @@ from importlib import import_module
 from importlib.metadata import version
 from typing import Any
 
-from aiortc.rtp import AnyRtcpPacket, RtcpRrPacket, RtcpSrPacket, RtpPacket
+from aiortc.rtp import AnyRtcpPacket, RtcpByePacket, RtpPacket
 
 PINNED_AIORTC = "1.16.0"
 # fast egress also uses these packages' internals (aioice's nominated pair, pylibsrtp's
@@ -118,8 +118,8 @@ HOOKS: tuple[Hook, ...] = (
         SENDER,
         "_send_rtcp",
         Use.WRAPPED,
-        "the subscriber-side sender's own sender reports (zeros: it never sent a packet "
-        "itself) are replaced by an empty receiver report; its SDES and BYE go through",
+        "the subscriber-side sender's own periodic reports (a sender report of zeros: it "
+        "never sent a packet itself, and SDES) are dropped; its BYE goes through",
         ("packets",),
     ),
     Hook(SENDER, "_ssrc", Use.READ, "SSRC a subscriber slot's packets carry"),
@@ -190,6 +190,48 @@ HOOKS: tuple[Hook, ...] = (
     Hook(SRTP, "_srtp", Use.READ, "the libsrtp context of a pylibsrtp session"),
     Hook(SRTP_LIB, "srtp_protect", Use.CALLED, "libsrtp: protect RTP in place"),
     Hook(SRTP_LIB, "srtp_protect_rtcp", Use.CALLED, "libsrtp: protect RTCP in place"),
+    # -- fast ingress (edge.sfu.ingress): what the receive chain does, in the socket callback
+    Hook(
+        STUN,
+        "datagram_received",
+        Use.WRAPPED,
+        "fast ingress: SRTP from the nominated pair is taken in the socket callback instead "
+        "of aioice's queue and aiortc's receive coroutines",
+        ("data", "addr"),
+    ),
+    Hook(CONNECTION, "_protocols", Use.READ, "the ICE connection's protocols (one per socket)"),
+    Hook(
+        DTLS,
+        "_rx_srtp",
+        Use.READ,
+        "the transport's inbound SRTP session: fast ingress unprotects with its libsrtp "
+        "context (same keys, replay window and rollover state as _recv_next)",
+    ),
+    Hook(
+        DTLS,
+        "_rtp_header_extensions_map",
+        Use.READ,
+        "the extension ids RtpPacket.parse reads, as _handle_rtp_data passes them",
+    ),
+    Hook(
+        ROUTER,
+        "payload_type_table",
+        Use.READ,
+        "fast ingress routes as route_rtp does: the SSRC's receiver must take the payload type",
+    ),
+    Hook(
+        DTLS,
+        "_RTCDtlsTransport__rx_bytes",
+        Use.WRITTEN,
+        "the transport's received-bytes statistic counts fast-ingress packets too",
+    ),
+    Hook(
+        DTLS,
+        "_RTCDtlsTransport__rx_packets",
+        Use.WRITTEN,
+        "the transport's received-packets statistic counts fast-ingress packets too",
+    ),
+    Hook(SRTP_LIB, "srtp_unprotect", Use.CALLED, "libsrtp: unprotect RTP in place"),
     Hook(
         TRANSCEIVER,
         "_headerExtensions",
@@ -356,15 +398,15 @@ def replace_sender_rtcp(sender: Any, handler: RtcpHandler) -> None:
 
 
 def silence_sender_reports(sender: Any) -> None:
+    """Only the BYE of a subscriber slot's sender goes out: its periodic sender report would
+    say it sent nothing (the forwarder re-issues the publisher's instead) and its SDES names
+    the SFU; each one cost a send on aiortc's slow path, ~700 a second at 30 rooms."""
     original = sender._send_rtcp
-    ssrc = sender._ssrc
 
     async def send(packets: list[AnyRtcpPacket]) -> None:
-        kept = [
-            RtcpRrPacket(ssrc=ssrc) if isinstance(packet, RtcpSrPacket) else packet
-            for packet in packets
-        ]
-        await original(kept)
+        kept = [packet for packet in packets if isinstance(packet, RtcpByePacket)]
+        if kept:
+            await original(kept)
 
     sender._send_rtcp = send
 
@@ -450,20 +492,9 @@ class Route:
                 self.sendto = transport.sendto
                 self.address = self.pair.remote_addr
 
-    def current(self) -> bool:
-        """Whether the transport is still in the state this route was resolved in."""
-        dtls = self.dtls
-        return bool(
-            dtls._tx_srtp is self.session
-            and self.nominated.get(1) is self.pair
-            and dtls._state is self.state
-        )
-
-    def count(self, size: int) -> None:
-        """Count a sent packet in the transport's statistics, as ``_send_rtp`` does."""
-        dtls = self.dtls
-        dtls._RTCDtlsTransport__tx_bytes += size
-        dtls._RTCDtlsTransport__tx_packets += 1
+    # Egress.send checks that the transport is still in this state (``_tx_srtp``, the
+    # nominated pair, ``_state``, by identity) and counts ``__tx_bytes``/``__tx_packets``
+    # itself, written out: it runs for every forwarded copy. Those names are in HOOKS.
 
 
 def srtp_library() -> tuple[Any, Any, Any]:
@@ -471,3 +502,96 @@ def srtp_library() -> tuple[Any, Any, Any]:
     from pylibsrtp._binding import ffi, lib
 
     return ffi, lib.srtp_protect, lib.srtp_protect_rtcp
+
+
+# -- fast ingress (edge.sfu.ingress) ---------------------------------------------------------
+
+
+class IngressRoute:
+    """How one DTLS transport's inbound SRTP is taken: the state it was resolved in (DTLS
+    connected, its inbound SRTP session, the nominated ICE pair) and what receiving needs
+    (libsrtp context, the pair's remote address, the router's tables, the extension map).
+    ``fast`` is False when the state does not allow fast ingress (the reason is in ``why``).
+    """
+
+    __slots__ = (
+        "dtls",
+        "state",
+        "nominated",
+        "session",
+        "pair",
+        "fast",
+        "why",
+        "ctx",
+        "address",
+        "ssrc_table",
+        "payload_types",
+        "extensions",
+    )
+
+    def __init__(self, dtls: Any) -> None:
+        from aiortc.rtcdtlstransport import State
+
+        self.dtls = dtls
+        self.state: Any = dtls._state
+        self.nominated: dict[int, Any] = dtls.transport._connection._nominated
+        self.session: Any = dtls._rx_srtp
+        self.pair: Any = self.nominated.get(1)
+        router = dtls._rtp_router
+        self.ssrc_table: dict[int, Any] = router.ssrc_table
+        self.payload_types: dict[int, set[Any]] = router.payload_type_table
+        self.extensions: Any = dtls._rtp_header_extensions_map
+        self.fast = False
+        self.ctx: Any = None
+        self.address: tuple[str, int] = ("", 0)
+        if self.state is not State.CONNECTED or self.session is None:
+            self.why = "DTLS is not connected"
+        elif self.pair is None:
+            self.why = "no nominated ICE pair"
+        else:
+            self.why = ""
+            self.fast = True
+            self.ctx = self.session._srtp[0]
+            self.address = self.pair.remote_addr
+
+    def current(self) -> bool:
+        """Whether the transport is still in the state this route was resolved in."""
+        dtls = self.dtls
+        return bool(
+            dtls._rx_srtp is self.session
+            and self.nominated.get(1) is self.pair
+            and dtls._state is self.state
+        )
+
+    def count(self, size: int) -> None:
+        """Count a received datagram in the transport's statistics, as ``_recv_next`` does."""
+        dtls = self.dtls
+        dtls._RTCDtlsTransport__rx_bytes += size
+        dtls._RTCDtlsTransport__rx_packets += 1
+
+
+def srtp_unprotect() -> tuple[Any, Any]:
+    """(cffi ``ffi``, libsrtp ``srtp_unprotect``) of pylibsrtp."""
+    from pylibsrtp._binding import ffi, lib
+
+    return ffi, lib.srtp_unprotect
+
+
+def ice_protocols(dtls: Any) -> list[Any]:
+    """The aioice protocols (one per local candidate's socket) under a DTLS transport."""
+    return list(dtls.transport._connection._protocols)
+
+
+DatagramCallback = Callable[[bytes, tuple[Any, ...]], None]
+
+
+def wrap_datagram_received(
+    protocol: Any, wrap: Callable[[DatagramCallback], DatagramCallback]
+) -> None:
+    """Replace a protocol's ``datagram_received`` by ``wrap(its own)``."""
+    protocol.datagram_received = wrap(protocol.datagram_received)
+
+
+def unwrap_datagram_received(protocol: Any) -> None:
+    """Give a protocol its class's ``datagram_received`` back."""
+    protocol.__dict__.pop("datagram_received", None)

@@ -30,6 +30,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiortc import (
     RTCBundlePolicy,
@@ -425,12 +426,12 @@ class Room:
     def _mime(self, kind: str) -> str:
         return self.config.video_codec if kind == "video" else self.config.audio_codec
 
-    @staticmethod
-    def _meter(key: str, receiver: object, report: Callable[[str, int], None]) -> None:
+    def _meter(self, key: str, receiver: Any, report: Callable[[str, int], None]) -> None:
         """Report the ssrc-audio-level (0 loudest .. 127 silence, RFC 6464) of each packet of
         audio publication ``key``, then forward it: wraps the handler the worker installed
-        on the receiver's ``_handle_rtp_packet`` (edge.sfu.hooks, replaced) once more."""
-        forward = receiver._handle_rtp_packet  # type: ignore[attr-defined]
+        on the receiver's ``_handle_rtp_packet`` (edge.sfu.hooks, replaced) once more, and
+        the worker's fast-ingress handler the same way."""
+        forward = receiver._handle_rtp_packet
 
         async def metered(packet: RtpPacket, arrival_time_ms: int) -> None:
             level = packet.extensions.audio_level
@@ -439,6 +440,18 @@ class Room:
             await forward(packet, arrival_time_ms)
 
         hooks.replace_receiver_rtp(receiver, metered)
+        ingress = self._worker.ingress_of(receiver)
+        ingest = ingress.sink(receiver) if ingress is not None else None
+        if ingress is None or ingest is None:
+            return
+
+        def metered_now(packet: RtpPacket) -> None:
+            level = packet.extensions.audio_level
+            if level is not None:
+                report(key, level[1])
+            ingest(packet)
+
+        ingress.bind(receiver, metered_now)
 
     def _peer_connection(self, participant: str) -> RTCPeerConnection:
         # MAX_BUNDLE: under aiortc 1.16's default (BALANCED) a second transceiver of a kind

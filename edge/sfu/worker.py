@@ -51,6 +51,7 @@ from edge.sfu.forwarder import (
     SlotPaused,
     SlotResumed,
 )
+from edge.sfu.ingress import Ingress
 from edge.sfu.packets import ExtensionIds
 
 logger = logging.getLogger(__name__)
@@ -94,6 +95,19 @@ def codec_of(codecs: Sequence[Any], mime_type: str | None = None) -> Codec:
     return Codec(chosen.mimeType, chosen.clockRate, chosen.payloadType, rtx)
 
 
+class _TaskSet(set["asyncio.Future[None]"]):
+    """Tasks kept until done (the loop holds only weak references to them)."""
+
+    def add(self, task: asyncio.Future[None]) -> None:
+        super().add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Future[None]) -> None:
+        self.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("SFU dispatch failed", exc_info=task.exception())
+
+
 class Worker:
     """One forwarding core and the aiortc objects around it (one per process and core)."""
 
@@ -106,6 +120,7 @@ class Worker:
         tick_interval: float = 0.05,
         on_slot_idle: Callable[[SlotIdle], Awaitable[None]] | None = None,
         on_adapt: Callable[[SlotPaused | SlotResumed], Awaitable[None]] | None = None,
+        fast_ingress: bool = True,
     ) -> None:
         self.forwarder = Forwarder(config, rng)
         self._clock = clock
@@ -117,6 +132,9 @@ class Worker:
         self._egress: dict[str, Egress] = {}  # slot -> its transport's egress
         self._sinks: dict[str, Callable[[bytes], Awaitable[None]]] = {}  # recorder slots
         self._ticker: asyncio.Task[None] | None = None
+        self._fast_ingress = fast_ingress
+        self._ingress: dict[Any, Ingress] = {}  # DTLS transport -> its fast ingress
+        self._tasks = _TaskSet()  # dispatches the fast ingress could not finish at once
 
     # -- attaching ------------------------------------------------------------------------
 
@@ -131,9 +149,10 @@ class Worker:
         self._remb_ssrc[key] = hooks.sender_ssrcs(transceiver.sender)[0]
         statistics = hooks.receiver_statistics(receiver)
         forwarder, clock, dispatch = self.forwarder, self._clock, self.dispatch
+        send_now, tasks = self.send_now, self._tasks
         media_pt, clock_rate = codec.payload_type, codec.clock_rate
 
-        async def on_rtp(packet: RtpPacket, arrival_time_ms: int) -> None:
+        def forward(packet: RtpPacket) -> list[Event]:
             events = forwarder.forward(key, packet, clock())
             ssrc, rtx_ssrc = forwarder.publication_ssrcs(key)
             if packet.ssrc == ssrc:
@@ -146,8 +165,21 @@ class Worker:
                 # aiortc's router bound this unknown SSRC to the receiver by payload type;
                 # the forwarder refused it, so unbind it (C4: invented SSRCs grow nothing)
                 hooks.forget_ssrc(receiver, packet.ssrc)
+            return events
+
+        async def on_rtp(packet: RtpPacket, arrival_time_ms: int) -> None:
+            events = forward(packet)
             if events:
                 await dispatch(events)
+
+        def ingest(packet: RtpPacket) -> None:
+            # the fast ingress, inside the socket callback: what cannot be sent at once
+            # (a fallback send, feedback to a publisher, an adapt event) goes to a task
+            events = forward(packet)
+            if events:
+                rest = send_now(events)
+                if rest:
+                    tasks.add(asyncio.ensure_future(dispatch(rest)))
 
         async def on_rtcp(packet: AnyRtcpPacket) -> None:
             events = forwarder.publisher_rtcp(key, packet, clock())
@@ -156,10 +188,26 @@ class Worker:
 
         hooks.replace_receiver_rtp(receiver, on_rtp)
         hooks.wrap_receiver_rtcp(receiver, on_rtcp)
+        if self._fast_ingress:
+            transport = receiver.transport
+            ingress = self._ingress.get(transport)
+            if ingress is None:
+                ingress = self._ingress[transport] = Ingress(transport)
+            ingress.bind(receiver, ingest)
         self._start_ticker()
 
+    def ingress_of(self, receiver: Any) -> Ingress | None:
+        """The fast ingress a publication's receiver is bound to (None: aiortc's path)."""
+        ingress = self._ingress.get(receiver.transport)
+        return ingress if ingress is not None and ingress.sink(receiver) else None
+
     def detach_publisher(self, key: str) -> list[Event]:
-        self._receivers.pop(key, None)
+        receiver = self._receivers.pop(key, None)
+        if receiver is not None:
+            ingress = self._ingress.get(receiver.transport)
+            if ingress is not None and ingress.unbind(receiver):
+                ingress.close()
+                del self._ingress[receiver.transport]
         self._remb_ssrc.pop(key, None)
         return self.forwarder.unpublish(key)
 
@@ -187,7 +235,8 @@ class Worker:
             mid=transceiver.mid,
             subscriber=subscriber,
         )
-        self._egress[key] = Egress(sender.transport)
+        egress = self._egress[key] = Egress(sender.transport)
+        self.forwarder.set_sink(key, egress.send)
         forwarder, clock, dispatch = self.forwarder, self._clock, self.dispatch
 
         async def on_rtcp(packet: AnyRtcpPacket) -> None:
@@ -235,6 +284,18 @@ class Worker:
         await self.dispatch(self.forwarder.assign(slot, publication, self._clock()))
 
     # -- events ---------------------------------------------------------------------------
+
+    def send_now(self, events: list[Event]) -> list[Event]:
+        """Send what the fast egress can send at once; the other events, in order."""
+        egresses = self._egress
+        rest: list[Event] = []
+        for event in events:
+            if type(event) is SendRtp or type(event) is SendRtcp:
+                egress = egresses.get(event.slot)
+                if egress is not None and egress.send(event.data, type(event) is SendRtcp):
+                    continue
+            rest.append(event)
+        return rest
 
     async def dispatch(self, events: list[Event]) -> None:
         egresses, sinks = self._egress, self._sinks
@@ -292,6 +353,11 @@ class Worker:
                 logger.exception("SFU tick failed")
 
     async def close(self) -> None:
+        for ingress in self._ingress.values():
+            ingress.close()
+        self._ingress.clear()
+        for task in list(self._tasks):
+            task.cancel()
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):

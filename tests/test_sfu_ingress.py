@@ -1,0 +1,199 @@
+"""The SFU's fast ingress (edge.sfu.ingress) with real aiortc peers.
+
+A publisher's media is taken in the socket callback (libsrtp on the transport's own inbound
+session) and still reaches a real aiortc subscriber, which decodes it; the receive
+statistics behind the SFU's receiver reports and the transport's counters see every packet;
+a replayed, forged or foreign-sourced datagram is refused as aiortc refuses it; a failing
+handler loses one packet, not the connection; a publisher that leaves gets its sockets'
+own callbacks back.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from edge.sfu import hooks
+from edge.sfu.forwarder import Kind
+from edge.sfu.ingress import Ingress
+from edge.sfu.room import Room
+from tests.test_sfu_egress import alice_to_bob, run, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def video_ingress(room: Room) -> tuple[Ingress, Any]:
+    """Alice's ingress and her video receiver."""
+    worker = room.worker
+    key = next(
+        k
+        for k in worker._receivers
+        if k.startswith("alice/") and worker.forwarder.publication_codec(k)[0] is Kind.VIDEO
+    )
+    receiver = worker._receivers[key]
+    ingress = worker.ingress_of(receiver)
+    assert ingress is not None, "alice's video is not bound to a fast ingress"
+    return ingress, receiver
+
+
+class Tap:
+    """Records the SRTP datagrams reaching alice's nominated socket (before the ingress)."""
+
+    def __init__(self, receiver: Any) -> None:
+        self.protocol = receiver.transport.transport._connection._nominated[1].protocol
+        self.seen: list[tuple[bytes, tuple[Any, ...]]] = []  # SRTP (not SRTCP) only
+        self.held: list[tuple[bytes, tuple[Any, ...]]] = []  # everything, while holding
+        self.holding = False
+        self.inner = self.protocol.datagram_received
+
+        def tapped(data: bytes, addr: tuple[Any, ...]) -> None:
+            if self.holding:
+                self.held.append((data, addr))
+                return
+            if 127 < data[0] < 192 and not 191 < data[1] < 224:
+                self.seen.append((data, addr))
+            self.inner(data, addr)
+
+        self.protocol.datagram_received = tapped
+
+    def inject(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self.inner(data, addr)  # as the socket would hand it over
+
+
+def test_publisher_media_takes_the_fast_ingress_and_the_subscriber_decodes() -> None:
+    async def scenario() -> None:
+        async with alice_to_bob("ingress-host", 11) as (room, bob):
+            await wait_for(lambda: bob.received.frames["video"] >= 5, 30, "first frames")
+            ingress, receiver = video_ingress(room)
+            dtls = receiver.transport
+            fast, frames = ingress.fast, dict(bob.received.frames)
+            received = room.stats.received
+            receivers = [r for k, r in room.worker._receivers.items() if k.startswith("alice/")]
+            assert len(receivers) == 2  # audio and video, one transport
+
+            def counted_by_aiortc() -> int:
+                tables = [hooks.receiver_statistics(r) for r in receivers]
+                return sum(s.packets_received for t in tables for s in t.values())
+
+            counted = counted_by_aiortc()
+            rx = dtls._get_stats()
+            rx_packets = next(v.packetsReceived for v in rx.values() if v.type == "transport")
+            await wait_for(
+                lambda: (
+                    bob.received.frames["video"] >= frames["video"] + 15
+                    and bob.received.frames["audio"] >= frames["audio"] + 50
+                ),
+                40,
+                "more frames",
+            )
+            taken = ingress.fast - fast
+            forwarded_in = room.stats.received - received
+            report = f"taken {taken} forwarder received {forwarded_in} frames {bob.received}"
+            # nearly every packet the forwarder got came through the fast ingress (the rest:
+            # first packets of an SSRC, which aiortc's router binds)
+            assert taken >= 60 and taken >= 0.95 * forwarded_in, report
+            # aiortc's receive statistics (its receiver reports to alice) see them (every
+            # media packet, not the RTX ones)...
+            now_counted = counted_by_aiortc()
+            assert now_counted - counted >= 0.9 * taken, (now_counted, counted, report)
+            # ...and so do the transport's counters (getStats)
+            rx = dtls._get_stats()
+            now_rx = next(v.packetsReceived for v in rx.values() if v.type == "transport")
+            assert now_rx - rx_packets >= taken, (now_rx, rx_packets, report)
+
+    run(scenario)
+
+
+def test_replayed_forged_and_foreign_datagrams_are_refused() -> None:
+    async def scenario() -> None:
+        async with alice_to_bob("ingress-hostile", 12) as (room, bob):
+            await wait_for(lambda: bob.received.packets["video"] >= 20, 30, "first packets")
+            ingress, receiver = video_ingress(room)
+            tap = Tap(receiver)
+            await wait_for(lambda: len(tap.seen) >= 5, 20, "datagrams at the tap")
+            data, addr = tap.seen[-1]
+            received = room.stats.received
+            # a replay of a datagram already taken: libsrtp's replay window refuses it
+            tap.inject(data, addr)
+            assert room.stats.received == received
+            # the same from another address: not taken here, aiortc's way refuses it too
+            fast = ingress.fast
+            tap.inject(data, ("127.0.0.9", 9))
+            await wait_for(lambda: True, 1, "aiortc's queue")
+            assert ingress.fast == fast
+            # a forged datagram (a flipped payload bit: the tag fails) is dropped and does not
+            # spoil the replay window for the genuine packet behind it
+            tap.holding = True  # hold alice's datagrams from now on
+            await wait_for(
+                lambda: any(127 < d[0] < 192 and not 191 < d[1] < 224 for d, _ in tap.held),
+                20,
+                "a held packet",
+            )
+            tap.holding = False
+            genuine, source = next(
+                (d, a) for d, a in tap.held if 127 < d[0] < 192 and not 191 < d[1] < 224
+            )
+            forged = bytearray(genuine)
+            forged[20] ^= 0x01
+            received = room.stats.received
+            tap.inject(bytes(forged), source)
+            assert room.stats.received == received
+            tap.inject(genuine, source)
+            assert room.stats.received == received + 1
+            for d, a in tap.held:
+                if d is not genuine:
+                    tap.inject(d, a)
+            # media flows on, on the fast path
+            fast, packets = ingress.fast, bob.received.packets["video"]
+            await wait_for(
+                lambda: ingress.fast > fast + 20 and bob.received.packets["video"] > packets + 20,
+                20,
+                "media after the hostile datagrams",
+            )
+
+    run(scenario)
+
+
+def test_a_failing_handler_loses_its_packet_not_the_connection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def scenario() -> None:
+        async with alice_to_bob("ingress-raise", 13) as (room, bob):
+            await wait_for(lambda: bob.received.packets["video"] >= 20, 30, "first packets")
+            ingress, receiver = video_ingress(room)
+            sink = ingress.sink(receiver)
+            assert sink is not None
+            failures = 0
+
+            def failing(packet: Any) -> None:
+                nonlocal failures
+                failures += 1
+                if failures <= 3:
+                    raise RuntimeError("a handler bug")
+                sink(packet)
+
+            ingress.bind(receiver, failing)
+            packets = bob.received.packets["video"]
+            await wait_for(lambda: bob.received.packets["video"] > packets + 20, 20, "media on")
+            assert failures > 3
+
+    with caplog.at_level(logging.ERROR, logger="edge.sfu.ingress"):
+        run(scenario)
+    assert any(r.exc_info and "a handler bug" in str(r.exc_info[1]) for r in caplog.records)
+
+
+def test_a_publisher_that_leaves_gets_its_sockets_callbacks_back() -> None:
+    async def scenario() -> None:
+        async with alice_to_bob("ingress-leave", 14) as (room, bob):
+            await wait_for(lambda: bob.received.packets["video"] >= 20, 30, "first packets")
+            _, receiver = video_ingress(room)
+            protocols = hooks.ice_protocols(receiver.transport)
+            assert all("datagram_received" in vars(p) for p in protocols)
+            await room.leave("alice")
+            assert room.worker.ingress_of(receiver) is None
+            assert not any("datagram_received" in vars(p) for p in protocols)
+            assert not room.worker._ingress
+
+    run(scenario)
