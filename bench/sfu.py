@@ -135,6 +135,9 @@ class Probe:
         self.measuring = False
         self.sent = 0
         self.latencies: list[float] = []
+        # publisher's send -> the SFU's send of the first copy (stamped payloads only): what
+        # the SFU adds, its sockets' queue included (``latencies`` starts after that queue)
+        self.added: list[float] = []
         self.cpu0 = self.sys0 = 0.0
         self.t0 = 0.0
 
@@ -145,15 +148,23 @@ class Probe:
         def arrived(t: float) -> None:
             probe.arrival = t
 
-        def sent(rtcp: bool) -> None:
+        last = [0.0]  # the arrival whose first copy was seen
+
+        def sent(data: bytes, rtcp: bool) -> None:
             if probe.measuring and not rtcp:
                 probe.sent += 1
                 if per_packet_latency and probe.arrival:
-                    probe.latencies.append(time.monotonic() - probe.arrival)
+                    now = time.monotonic()
+                    probe.latencies.append(now - probe.arrival)
+                    if probe.arrival != last[0]:
+                        last[0] = probe.arrival
+                        stamp = stamp_of(data)  # the payload ends the plain packet
+                        if stamp is not None:
+                            probe.added.append(now - stamp)
 
         async def counted_send_rtp(self: Any, data: bytes) -> None:
             await send_rtp(self, data)
-            sent(is_rtcp(data))
+            sent(data, is_rtcp(data))
 
         stamp_arrivals(arrived)
         RTCDtlsTransport._send_rtp = counted_send_rtp  # type: ignore[method-assign]
@@ -161,11 +172,12 @@ class Probe:
             from edge.sfu import egress
         except ImportError:  # a tree from before it (--sfu-tree)
             return
-        egress.observe(lambda data, rtcp: sent(rtcp))
+        egress.observe(sent)
 
     def mark(self) -> None:
         self.sent = 0
         self.latencies = []
+        self.added = []
         self.sys0 = os.times().system
         self.cpu0 = time.process_time()
         self.t0 = time.monotonic()
@@ -179,6 +191,7 @@ class Probe:
             "wall": time.monotonic() - self.t0,
             "sent": self.sent,
             "latencies": sorted(self.latencies),
+            "added": sorted(self.added),
             "rss_kib": rss_kib(),
             "sfu_drops": own_udp_drops(),
         }
@@ -659,6 +672,7 @@ class JanusSignalling:
                 "wall": time.monotonic() - self.t0,
                 "sent": None,  # counted by the subscribers
                 "latencies": [],
+                "added": [],
                 "rss_kib": rss_kib(pid),
                 "sfu_drops": own_udp_drops(pid),
                 "threads": thread_count(pid),
@@ -720,7 +734,8 @@ def show(kind: str, r: dict[str, Any]) -> str:
         f"(counted by the {counted}; subscribers' count {r['forwarded'] / r['wall']:.0f}, "
         f"received of the window's publisher packets {r['sent_in_window'] / r['wall']:.0f})  "
         f"{per_packet:7.1f} CPU-us/pkt  {r['cpu'] / stream_seconds * 1e3:7.3f} CPU-ms/stream-s  "
-        f"latency e2e {percentiles(r['e2e'])} sfu {percentiles(r['latencies'])}  "
+        f"latency e2e {percentiles(r['e2e'])} sfu {percentiles(r['latencies'])} "
+        f"added {percentiles(r.get('added', []))}  "
         f"loss {r['loss'] * 100:.2f}%  received audio/video "
         f"{r['received_by_kind']['audio'] / r['wall']:.0f}/"
         f"{r['received_by_kind']['video'] / r['wall']:.0f} pkt/s  "

@@ -162,6 +162,7 @@ def test_video_stays_decodable_under_loss_and_jitter_on_both_legs() -> None:
             plis_before, nacks_before = alice.feedback.pli, alice.feedback.nack
             keyframes_before = room.stats.keyframe_requests
             frames: list[int] = []
+            packets: list[int] = []  # video packets bob's receiver got, per window
             net.active = True
             start = time.monotonic()
             while time.monotonic() - start < duration:
@@ -171,8 +172,10 @@ def test_video_stays_decodable_under_loss_and_jitter_on_both_legs() -> None:
                 sent.plis += 1
                 if len(frames) * window <= time.monotonic() - start:
                     frames.append(bob.received.frames["video"])
+                    packets.append(bob.received.packets["video"])
                 await asyncio.sleep(0.1)
             frames.append(bob.received.frames["video"])
+            packets.append(bob.received.packets["video"])
             elapsed = time.monotonic() - start
             net.active = False
 
@@ -180,7 +183,8 @@ def test_video_stays_decodable_under_loss_and_jitter_on_both_legs() -> None:
             decoded = frames[-1] - frames[0]
             stats = room.stats
             report = (
-                f"frames per {window:.0f} s {per_window}, decoded {decoded} in {elapsed:.1f} s; "
+                f"frames per {window:.0f} s {per_window}, decoded {decoded} in {elapsed:.1f} s "
+                f"(video packets {[b - a for a, b in zip(packets, packets[1:], strict=False)]}); "
                 f"datagrams {net.seen} dropped {net.dropped}; subscriber NACKs {sent.nacks} "
                 f"({len(sent.nacked)} numbers), from history {stats.retransmitted_from_history}, "
                 f"refused {stats.retransmissions_refused}, NACKs to publisher "

@@ -33,6 +33,7 @@ DTLS = "aiortc.rtcdtlstransport.RTCDtlsTransport"
 TRANSCEIVER = "aiortc.rtcrtptransceiver.RTCRtpTransceiver"
 STATISTICS = "aiortc.rtcrtpreceiver.StreamStatistics"
 ROUTER = "aiortc.rtcdtlstransport.RtpRouter"
+EXTENSIONS_MAP = "aiortc.rtp.HeaderExtensionsMap"
 DTLS_STATE = "aiortc.rtcdtlstransport.State"
 ICE = "aiortc.rtcicetransport.RTCIceTransport"
 CONNECTION = "aioice.ice.Connection"
@@ -211,7 +212,13 @@ HOOKS: tuple[Hook, ...] = (
         DTLS,
         "_rtp_header_extensions_map",
         Use.READ,
-        "the extension ids RtpPacket.parse reads, as _handle_rtp_data passes them",
+        "the transport's header-extension map, configured from the negotiated parameters",
+    ),
+    Hook(
+        EXTENSIONS_MAP,
+        "_HeaderExtensionsMap__ids",
+        Use.READ,
+        "the negotiated extension ids: fast ingress reads the audio level at its id",
     ),
     Hook(
         ROUTER,
@@ -329,6 +336,7 @@ async def sample_instances() -> dict[str, object]:
             CONNECTION: connection,
             PAIR: CandidatePair(protocol, remote),
             STUN: protocol,
+            EXTENSIONS_MAP: dtls._rtp_header_extensions_map,
             SRTP: Session(Policy(key=os.urandom(30), ssrc_type=Policy.SSRC_ANY_OUTBOUND)),
         }
     finally:
@@ -526,7 +534,7 @@ class IngressRoute:
         "address",
         "ssrc_table",
         "payload_types",
-        "extensions",
+        "extension_ids",
     )
 
     def __init__(self, dtls: Any) -> None:
@@ -540,7 +548,9 @@ class IngressRoute:
         router = dtls._rtp_router
         self.ssrc_table: dict[int, Any] = router.ssrc_table
         self.payload_types: dict[int, set[Any]] = router.payload_type_table
-        self.extensions: Any = dtls._rtp_header_extensions_map
+        # the ids the transport's extension map was configured with (the same object
+        # ``configure`` updates at a renegotiation)
+        self.extension_ids: Any = dtls._rtp_header_extensions_map._HeaderExtensionsMap__ids
         self.fast = False
         self.ctx: Any = None
         self.address: tuple[str, int] = ("", 0)

@@ -15,8 +15,9 @@ the nominated pair's remote address whose SSRC the transport's router already bi
 receiver that takes its payload type, with a handler here (:meth:`Ingress.bind`), is
 unprotected with libsrtp on the *same* context aiortc uses (same keys, replay window and
 rollover counter; one thread, so no interleaving), counted in the transport's statistics,
-parsed by aiortc's own ``RtpPacket.parse`` with the transport's extension map, and handed to
-that handler synchronously. Everything else (STUN, DTLS, SRTCP, a packet of an SSRC not yet
+parsed (``packets.parse_media``: aiortc's checks and fields, of the header extensions only
+the audio level, at the id the transport negotiated) and handed to that handler
+synchronously. Everything else (STUN, DTLS, SRTCP, a packet of an SSRC not yet
 routed: aiortc binds it by payload type; a transport not connected; another source address)
 goes aiortc's way, untouched. The SSRC and payload type are read before anything else; a
 packet aiortc's way would drop (libsrtp refuses it, unparsable) is dropped here the same
@@ -35,6 +36,7 @@ from typing import Any
 from aiortc.rtp import RtpPacket
 
 from edge.sfu import hooks
+from edge.sfu.packets import parse_media
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +142,7 @@ class Ingress:
         if _unprotect(route.ctx, self._cdata, length):
             return True  # aiortc logs "SRTP unprotect failed" at debug and drops it too
         try:
-            packet = RtpPacket.parse(self._buffer[0 : length[0]], route.extensions)
+            packet = parse_media(self._buffer[0 : length[0]], route.extension_ids.audio_level)
         except ValueError:
             return True  # as aiortc: "RTP parsing failed", dropped
         self.fast += 1

@@ -37,6 +37,7 @@ ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 RTP_HEADER = struct.Struct("!BBHII")
 _EXTENSION_HEADER = struct.Struct("!HH")
 _ONE_BYTE_PROFILE = 0xBEDE
+_TWO_BYTE_PROFILE = 0x1000
 _NO_EXTENSIONS = HeaderExtensionsMap()
 
 
@@ -54,6 +55,93 @@ def parse_rtp(data: bytes, extensions: HeaderExtensionsMap | None = None) -> Rtp
         raise ValueError(
             f"malformed RTP packet: a header extension has the wrong length ({exc})"
         ) from None
+
+
+def parse_media(data: bytes, audio_level_id: int | None) -> RtpPacket:
+    """:func:`parse_rtp` for the forwarding path (``edge.sfu.ingress``): the same checks and
+    fields, but of the header extensions only the audio level (RFC 6464, element
+    ``audio_level_id``) is read, the one the SFU uses from a publisher (it writes its own
+    mid and abs-send-time per slot). Whatever :func:`parse_rtp` accepts, this accepts with
+    the same fields; whatever this refuses (``ValueError``), :func:`parse_rtp` refuses."""
+    size = len(data)
+    if size < 12:
+        raise ValueError("malformed RTP packet: RTP packet length is less than 12 bytes")
+    first, second, sequence, timestamp, ssrc = RTP_HEADER.unpack_from(data)
+    if first >> 6 != 2:
+        raise ValueError("malformed RTP packet: RTP packet has invalid version")
+    payload_type = second & 0x7F
+    if 72 <= payload_type <= 76:
+        raise ValueError(f"malformed RTP packet: payload type {payload_type} is reserved for RTCP")
+    count = first & 0x0F
+    pos = 12 + 4 * count
+    if size < pos:
+        raise ValueError("malformed RTP packet: RTP packet has truncated CSRC")
+    packet = RtpPacket(payload_type, second >> 7, sequence, timestamp, ssrc)
+    if count:
+        packet.csrc = list(struct.unpack_from(f"!{count}L", data, 12))
+    if first & 0x10:
+        if size < pos + 4:
+            raise ValueError(
+                "malformed RTP packet: RTP packet has truncated extension profile / length"
+            )
+        profile, length = _EXTENSION_HEADER.unpack_from(data, pos)
+        pos += 4
+        end = pos + 4 * length
+        if size < end:
+            raise ValueError("malformed RTP packet: RTP packet has truncated extension value")
+        level = _audio_level(data[pos:end], profile, audio_level_id)
+        if level is not None:
+            packet.extensions.audio_level = level
+        pos = end
+    if first & 0x20:
+        padding = data[-1]
+        if not padding or padding > size - pos:
+            raise ValueError("malformed RTP packet: RTP packet padding length is invalid")
+        packet.padding_size = padding
+        packet.payload = data[pos:-padding]
+    else:
+        packet.payload = data[pos:]
+    return packet
+
+
+def _audio_level(block: bytes, profile: int, wanted: int | None) -> tuple[bool, int] | None:
+    """The (voice, level) of element ``wanted`` in an extension block, walking every element
+    as aiortc does (a truncated one is refused the same way)."""
+    pos, size, found = 0, len(block), None
+    if profile == _ONE_BYTE_PROFILE:
+        while pos < size:
+            if block[pos] == 0:  # padding
+                pos += 1
+                continue
+            element, length = block[pos] >> 4, (block[pos] & 0x0F) + 1
+            pos += 1
+            if size < pos + length:
+                raise ValueError("malformed RTP packet: a one-byte extension is truncated")
+            if element == wanted:
+                found = _level(block, pos, length)
+            pos += length
+    elif profile == _TWO_BYTE_PROFILE:
+        while pos < size:
+            if block[pos] == 0:
+                pos += 1
+                continue
+            if size < pos + 2:
+                raise ValueError("malformed RTP packet: a two-byte extension is truncated")
+            element, length = block[pos], block[pos + 1]
+            pos += 2
+            if size < pos + length:
+                raise ValueError("malformed RTP packet: a two-byte extension is truncated")
+            if element == wanted:
+                found = _level(block, pos, length)
+            pos += length
+    return found
+
+
+def _level(block: bytes, pos: int, length: int) -> tuple[bool, int]:
+    if length != 1:
+        raise ValueError("malformed RTP packet: the audio level extension has the wrong length")
+    value = block[pos]
+    return value & 0x80 == 0x80, value & 0x7F
 
 
 def parse_rtcp(data: bytes) -> list[AnyRtcpPacket]:
