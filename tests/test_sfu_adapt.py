@@ -583,3 +583,49 @@ def test_decisions_follow_priority_and_hysteresis(
             state[key] = dataclasses.replace(state[key], paused=True)
         for key in decision.resume:
             state[key] = dataclasses.replace(state[key], paused=False)
+
+
+def drive(
+    link: SubscriberLink, slots: list[SlotView], loss: float, remb: float, seconds: float
+) -> list[SlotView]:
+    """Receiver reports with ``loss`` on every active slot and one REMB of ``remb`` naming
+    them all, every 0.25 s; the slots as the link's decisions leave them."""
+    state = {s.key: s for s in slots}
+    counters = dict.fromkeys(state, (0, 0))
+    now = 0.0
+    while now < seconds:
+        now += 0.25
+        for slot in state.values():
+            if not slot.paused:
+                highest, lost = counters[slot.key]
+                counters[slot.key] = (highest + 50, lost + round(50 * loss))
+                link.report_loss(slot.key, *counters[slot.key], 0.0, now)
+        link.report_remb([100 + i for i in range(len(slots))], remb, now)
+        decision = link.decide(now, list(state.values()))
+        for key in decision.pause:
+            state[key] = dataclasses.replace(state[key], paused=True)
+        for key in decision.resume:
+            state[key] = dataclasses.replace(state[key], paused=False)
+    return list(state.values())
+
+
+def videos(count: int, link: SubscriberLink) -> list[SlotView]:
+    slots = [SlotView(f"v{i}", f"p{i}", True, 500_000, False, i) for i in range(count)]
+    for i, slot in enumerate(slots):
+        link.add_slot(slot.key, 100 + i)
+    return slots
+
+
+def test_the_remb_alone_never_takes_the_last_video_but_loss_does() -> None:
+    # C2 in a 1:1 call: 5 % loss and jitter, a GCC receiver's REMB far below the stream
+    link = SubscriberLink(AdaptConfig())
+    after = drive(link, videos(1, link), loss=0.05, remb=50_000, seconds=20)
+    assert [s.paused for s in after] == [False]
+    # with three videos the same link keeps one: the highest priority
+    link = SubscriberLink(AdaptConfig())
+    after = drive(link, videos(3, link), loss=0.05, remb=50_000, seconds=20)
+    assert [s.paused for s in after] == [False, True, True]
+    # loss at pause_loss is evidence enough: the last video goes too (audio stays, not here)
+    link = SubscriberLink(AdaptConfig())
+    after = drive(link, videos(1, link), loss=0.3, remb=50_000, seconds=20)
+    assert [s.paused for s in after] == [True]

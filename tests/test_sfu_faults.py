@@ -192,7 +192,8 @@ def test_video_stays_decodable_under_loss_and_jitter_on_both_legs() -> None:
                 f"(publisher got {alice.feedback.nack - nacks_before}); "
                 f"PLIs asked {sent.plis}, reached the publisher "
                 f"{alice.feedback.pli - plis_before}, SFU requests "
-                f"{stats.keyframe_requests - keyframes_before}"
+                f"{stats.keyframe_requests - keyframes_before}; slots paused "
+                f"{stats.slots_paused}, resumed {stats.slots_resumed}"
             )
             print(report)
             # the impairment really ran: about 5 % of a few thousand datagrams
