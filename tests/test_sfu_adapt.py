@@ -616,16 +616,21 @@ def videos(count: int, link: SubscriberLink) -> list[SlotView]:
     return slots
 
 
-def test_the_remb_alone_never_takes_the_last_video_but_loss_does() -> None:
+def test_the_last_video_goes_only_at_last_video_loss() -> None:
+    config = AdaptConfig()
     # C2 in a 1:1 call: 5 % loss and jitter, a GCC receiver's REMB far below the stream
-    link = SubscriberLink(AdaptConfig())
+    link = SubscriberLink(config)
     after = drive(link, videos(1, link), loss=0.05, remb=50_000, seconds=20)
     assert [s.paused for s in after] == [False]
+    # reordering read as loss over pause_loss, still under last_video_loss: kept
+    link = SubscriberLink(config)
+    after = drive(link, videos(1, link), loss=0.15, remb=50_000, seconds=20)
+    assert [s.paused for s in after] == [False]
     # with three videos the same link keeps one: the highest priority
-    link = SubscriberLink(AdaptConfig())
-    after = drive(link, videos(3, link), loss=0.05, remb=50_000, seconds=20)
+    link = SubscriberLink(config)
+    after = drive(link, videos(3, link), loss=0.15, remb=50_000, seconds=20)
     assert [s.paused for s in after] == [False, True, True]
-    # loss at pause_loss is evidence enough: the last video goes too (audio stays, not here)
-    link = SubscriberLink(AdaptConfig())
+    # loss at last_video_loss: the last video goes too (audio would stay)
+    link = SubscriberLink(config)
     after = drive(link, videos(1, link), loss=0.3, remb=50_000, seconds=20)
     assert [s.paused for s in after] == [True]

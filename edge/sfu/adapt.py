@@ -41,8 +41,8 @@ with 0.85 × what it receives, and does not climb back for seconds).
 
 When the link has been over for ``pause_after``, :meth:`SubscriberLink.decide` pauses video
 slots, lowest priority first, until the rest fit in ``fit_margin`` of that capacity (pinned
-slots go last, audio never; the last video only when the loss itself is at ``pause_loss``,
-never on the REMB alone). It resumes the highest-priority paused slot when the link has
+slots go last, audio never; the last video only at ``last_video_loss``, never on the REMB
+alone). It resumes the highest-priority paused slot when the link has
 been *quiet* (not over, loss known and below ``resume_loss``) for ``resume_wait``: a
 probe. Between the two loss thresholds the link holds what it has (a link with steady
 random loss neither loses nor regains tiles). A REMB cannot show headroom (a GCC
@@ -83,6 +83,7 @@ class AdaptConfig:
     pause_loss: float = 0.10  # over at or above this fraction lost (GCC's "high loss")
     resume_loss: float = 0.02  # quiet below this fraction lost (GCC's "low loss")
     pause_after: float = 1.0  # over for this long before anything is paused
+    last_video_loss: float = 0.2  # a subscriber's last video is paused only at this loss
     fit_margin: float = 0.9  # pause until the active slots need at most this share
     settle: float = 2.0  # after a change, no other change for this long
     resume_after: float = 3.0  # quiet for this long before a paused slot is resumed
@@ -93,6 +94,11 @@ class AdaptConfig:
         for name in ("interval", "rate_window", "remb_max_age", "loss_window", "settle"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"adapt.{name} must be positive, not {getattr(self, name)}")
+        if not self.pause_loss <= self.last_video_loss <= 1:
+            raise ValueError(
+                f"adapt needs pause_loss <= last_video_loss <= 1, not "
+                f"{self.pause_loss}, {self.last_video_loss}"
+            )
         if not 0 < self.resume_loss <= self.pause_loss < 1:
             raise ValueError(
                 f"adapt needs 0 < resume_loss <= pause_loss < 1, not "
@@ -227,7 +233,6 @@ class Estimate:
     capacity: float | None  # what the link carries, when it shows a limit
     over: bool  # the link carries less than the active slots need
     quiet: bool  # no sign of a limit: a paused slot may be tried
-    lossy: bool = False  # over by loss (at least pause_loss), not by the REMB alone
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,8 +400,7 @@ class SubscriberLink:
         over = capacity is not None
         # no evidence is not headroom: a probe waits for reports about the last change
         quiet = not over and loss is not None and loss < config.resume_loss
-        lossy = loss is not None and loss >= config.pause_loss
-        return Estimate(need, loss, remb, capacity, over, quiet, lossy)
+        return Estimate(need, loss, remb, capacity, over, quiet)
 
     def decide(self, now: float, slots: Sequence[SlotView]) -> Decision:
         """Which of the subscriber's video slots to pause or resume now (usually none)."""
@@ -429,10 +433,12 @@ class SubscriberLink:
             target = config.fit_margin * estimate.capacity
             need = estimate.need
             pause: list[str] = []
-            # the REMB alone never takes a subscriber's last video: under jitter a GCC
-            # receiver's estimate reads far below what its link carries (C2: 5 % loss and
-            # 200 ms of jitter paused a 1:1 call's only video); loss at pause_loss does
-            keep = 0 if estimate.lossy else 1
+            # a subscriber's last video goes only at last_video_loss: under 5 % loss and
+            # 200 ms of jitter (C2) a GCC receiver's REMB reads far below what its link
+            # carries, and reordering lifts the reports' loss over pause_loss at times;
+            # either paused a 1:1 call's only video
+            loss = estimate.loss
+            keep = 0 if loss is not None and loss >= config.last_video_loss else 1
             for slot in reversed(active):
                 if need <= target or len(active) - len(pause) <= keep:
                     break

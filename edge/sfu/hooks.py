@@ -449,56 +449,62 @@ def send_rtp_is_aiortcs() -> bool:
     )
 
 
-class Route:
-    """Where and how one DTLS transport's RTP goes: the state it was resolved in (DTLS
-    connected, its SRTP session, the nominated ICE pair) and what sending needs (libsrtp
-    context, the pair's datagram transport and remote address). ``fast`` is False when the
-    state does not allow fast egress (the reason is in ``why``)."""
+class _Resolved:
+    """A DTLS transport as it was when resolved: its state, one of its SRTP sessions
+    (outbound or inbound) and the nominated ICE pair. ``fast`` is False when that state
+    does not allow the fast path (the reason is in ``why``); when it does, ``ctx`` is the
+    session's libsrtp context and ``address`` the pair's remote address."""
 
-    __slots__ = (
-        "dtls",
-        "state",
-        "nominated",
-        "session",
-        "pair",
-        "fast",
-        "why",
-        "ctx",
-        "sendto",
-        "address",
-    )
+    __slots__ = ("dtls", "state", "nominated", "session", "pair", "fast", "why", "ctx", "address")
 
-    def __init__(self, dtls: Any) -> None:
-        from aioice.turn import TurnTransport
+    def __init__(self, dtls: Any, session: Any) -> None:
         from aiortc.rtcdtlstransport import State
 
         self.dtls = dtls
         self.state: Any = dtls._state
         self.nominated: dict[int, Any] = dtls.transport._connection._nominated
-        self.session: Any = dtls._tx_srtp
+        self.session: Any = session
         self.pair: Any = self.nominated.get(1)
         self.fast = False
         self.ctx: Any = None
-        self.sendto: Callable[[bytes, tuple[str, int]], None] | None = None
         self.address: tuple[str, int] = ("", 0)
-        if self.state is not State.CONNECTED or self.session is None:
+        if self.state is not State.CONNECTED or session is None:
             self.why = "DTLS is not connected"
         elif self.pair is None:
             self.why = "no nominated ICE pair"
-        elif self.pair.local_candidate.type == "relay":
-            self.why = "the nominated pair is a TURN relay"
         else:
-            transport = getattr(self.pair.protocol, "transport", None)
-            if transport is None or isinstance(transport, TurnTransport):
-                self.why = "the nominated pair has no plain datagram transport"
-            elif transport.is_closing():
-                self.why = "the nominated pair's socket is closing"
-            else:
-                self.why = ""
-                self.fast = True
-                self.ctx = self.session._srtp[0]
-                self.sendto = transport.sendto
-                self.address = self.pair.remote_addr
+            self.why = ""
+
+    def _open(self) -> None:
+        self.why = ""
+        self.fast = True
+        self.ctx = self.session._srtp[0]
+        self.address = self.pair.remote_addr
+
+
+class Route(_Resolved):
+    """Where and how one DTLS transport's RTP goes (fast egress): the outbound session,
+    and the nominated pair's datagram ``sendto`` (not for a TURN relay pair)."""
+
+    __slots__ = ("sendto",)
+
+    def __init__(self, dtls: Any) -> None:
+        from aioice.turn import TurnTransport
+
+        super().__init__(dtls, dtls._tx_srtp)
+        self.sendto: Callable[[bytes, tuple[str, int]], None] | None = None
+        if self.why:
+            return
+        transport = getattr(self.pair.protocol, "transport", None)
+        if self.pair.local_candidate.type == "relay":
+            self.why = "the nominated pair is a TURN relay"
+        elif transport is None or isinstance(transport, TurnTransport):
+            self.why = "the nominated pair has no plain datagram transport"
+        elif transport.is_closing():
+            self.why = "the nominated pair's socket is closing"
+        else:
+            self._open()
+            self.sendto = transport.sendto
 
     # Egress.send checks that the transport is still in this state (``_tx_srtp``, the
     # nominated pair, ``_state``, by identity) and counts ``__tx_bytes``/``__tx_packets``
@@ -515,54 +521,22 @@ def srtp_library() -> tuple[Any, Any, Any]:
 # -- fast ingress (edge.sfu.ingress) ---------------------------------------------------------
 
 
-class IngressRoute:
-    """How one DTLS transport's inbound SRTP is taken: the state it was resolved in (DTLS
-    connected, its inbound SRTP session, the nominated ICE pair) and what receiving needs
-    (libsrtp context, the pair's remote address, the router's tables, the extension map).
-    ``fast`` is False when the state does not allow fast ingress (the reason is in ``why``).
-    """
+class IngressRoute(_Resolved):
+    """How one DTLS transport's inbound SRTP is taken (fast ingress): the inbound session,
+    the router's tables and the negotiated extension ids."""
 
-    __slots__ = (
-        "dtls",
-        "state",
-        "nominated",
-        "session",
-        "pair",
-        "fast",
-        "why",
-        "ctx",
-        "address",
-        "ssrc_table",
-        "payload_types",
-        "extension_ids",
-    )
+    __slots__ = ("ssrc_table", "payload_types", "extension_ids")
 
     def __init__(self, dtls: Any) -> None:
-        from aiortc.rtcdtlstransport import State
-
-        self.dtls = dtls
-        self.state: Any = dtls._state
-        self.nominated: dict[int, Any] = dtls.transport._connection._nominated
-        self.session: Any = dtls._rx_srtp
-        self.pair: Any = self.nominated.get(1)
+        super().__init__(dtls, dtls._rx_srtp)
         router = dtls._rtp_router
         self.ssrc_table: dict[int, Any] = router.ssrc_table
         self.payload_types: dict[int, set[Any]] = router.payload_type_table
         # the ids the transport's extension map was configured with (the same object
         # ``configure`` updates at a renegotiation)
         self.extension_ids: Any = dtls._rtp_header_extensions_map._HeaderExtensionsMap__ids
-        self.fast = False
-        self.ctx: Any = None
-        self.address: tuple[str, int] = ("", 0)
-        if self.state is not State.CONNECTED or self.session is None:
-            self.why = "DTLS is not connected"
-        elif self.pair is None:
-            self.why = "no nominated ICE pair"
-        else:
-            self.why = ""
-            self.fast = True
-            self.ctx = self.session._srtp[0]
-            self.address = self.pair.remote_addr
+        if not self.why:
+            self._open()
 
     def current(self) -> bool:
         """Whether the transport is still in the state this route was resolved in."""
