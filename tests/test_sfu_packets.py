@@ -17,6 +17,7 @@ from edge.sfu.packets import (
     AUDIO_LEVEL_URI,
     MID_URI,
     ExtensionIds,
+    HeaderWriter,
     abs_send_time,
     extension_block,
     mid_element,
@@ -308,3 +309,34 @@ def test_h264_keyframe_detection() -> None:
     assert not h264_keyframe_start(bytes([0x41, 0x9A]))  # non-IDR slice
     with pytest.raises(ValueError, match="STAP-A is truncated"):
         h264_keyframe_start(bytes([0x18, 0x00]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    payload_type=st.integers(0, 127),
+    ssrc=st.integers(0, 0xFFFFFFFF),
+    ids=st.tuples(*(st.one_of(st.none(), st.integers(1, 14)) for _ in range(3))),
+    mid=st.one_of(st.none(), st.text("0123456789ab", min_size=1, max_size=16)),
+    marker=st.integers(0, 1),
+    sequence=st.integers(0, 0xFFFF),
+    timestamp=st.integers(0, 0xFFFFFFFF),
+    level=st.one_of(st.none(), st.tuples(st.booleans(), st.integers(0, 127))),
+    send_time=st.one_of(st.none(), st.integers(0, 0xFFFFFF)),
+)
+def test_the_header_writer_writes_what_write_header_writes(
+    payload_type: int,
+    ssrc: int,
+    ids: tuple[int | None, int | None, int | None],
+    mid: str | None,
+    marker: int,
+    sequence: int,
+    timestamp: int,
+    level: tuple[bool, int] | None,
+    send_time: int | None,
+) -> None:
+    extension_ids = ExtensionIds(mid=ids[0], audio_level=ids[1], abs_send_time=ids[2])
+    mid_bytes = mid_element(extension_ids, mid)
+    writer = HeaderWriter(payload_type, ssrc, extension_ids, mid_bytes)
+    block = extension_block(extension_ids, mid_bytes, level, send_time)
+    expected = write_header(payload_type, marker, sequence, timestamp, ssrc, block)
+    assert writer.write(marker, sequence, timestamp, level, send_time) == expected

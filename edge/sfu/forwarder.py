@@ -5,7 +5,7 @@ Theory of operation: a *publication* is one track a participant sends (audio or 
 extension ids and mid, fed by at most one publication at a time (:meth:`Forwarder.assign`).
 For every packet of a publication (:meth:`Forwarder.forward`) each slot it feeds rewrites
 SSRC, payload type, sequence number and timestamp (``rewrite.StreamRewriter``), writes a
-header of its own (``packets.write_header``) in front of the publisher's payload, keeps
+header of its own (``packets.HeaderWriter``) in front of the publisher's payload, keeps
 header and payload in its send history, and hands the bytes out as :class:`SendRtp`.
 Payloads are never decoded; a video payload's first bytes are read only while a slot waits
 for a keyframe.
@@ -63,11 +63,10 @@ from edge.sfu.keyframes import KeyframeTest, keyframe_test
 from edge.sfu.limits import IngressLimit, TokenBucket
 from edge.sfu.packets import (
     ExtensionIds,
+    HeaderWriter,
     abs_send_time,
-    extension_block,
     mid_element,
     parse_remb,
-    write_header,
     write_rtx,
 )
 from edge.sfu.rewrite import SlotPhase, Source, StreamRewriter
@@ -251,12 +250,11 @@ class _Slot:
     codec: Codec
     ssrc: int
     rtx_ssrc: int | None
-    extensions: ExtensionIds
-    mid: bytes
     rewriter: StreamRewriter
     history: SendHistory | None
     rtx_sequence: int
     retransmit_budget: TokenBucket
+    header: HeaderWriter  # writes its packets' headers (payload type, SSRC, extensions)
     resent: dict[int, float] = field(default_factory=dict)  # out sequence -> last resent
     packets: int = 0
     octets: int = 0
@@ -355,8 +353,6 @@ class Forwarder:
             codec=codec,
             ssrc=ssrc,
             rtx_ssrc=rtx_ssrc if codec.rtx_payload_type is not None else None,
-            extensions=extensions,
-            mid=mid_element(extensions, mid),
             rewriter=StreamRewriter(
                 codec.clock_rate, self._rng.randrange(0x8000), self._rng.randrange(1 << 32)
             ),
@@ -366,6 +362,7 @@ class Forwarder:
                 self.config.retransmissions_per_second,
                 self.config.retransmissions_per_second * self.config.ingress_burst,
             ),
+            header=HeaderWriter(codec.payload_type, ssrc, extensions, mid_element(extensions, mid)),
             subscriber=subscriber,
         )
         if subscriber is not None:
@@ -536,14 +533,7 @@ class Forwarder:
             mapped = rewriter.rewrite(source, sequence, timestamp, bool(keyframe), now)
             if mapped is None:
                 continue
-            header = write_header(
-                slot.codec.payload_type,
-                marker,
-                mapped[0],
-                mapped[1],
-                slot.ssrc,
-                extension_block(slot.extensions, slot.mid, audio_level, send_time),
-            )
+            header = slot.header.write(marker, mapped[0], mapped[1], audio_level, send_time)
             if slot.history is not None:
                 slot.history.store(mapped[0], header, payload)
             slot.packets += 1
