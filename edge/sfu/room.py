@@ -433,10 +433,13 @@ class Room:
         the worker's fast-ingress handler the same way."""
         forward = receiver._handle_rtp_packet
 
-        async def metered(packet: RtpPacket, arrival_time_ms: int) -> None:
+        def note(packet: RtpPacket) -> None:
             level = packet.extensions.audio_level
             if level is not None:
                 report(key, level[1])
+
+        async def metered(packet: RtpPacket, arrival_time_ms: int) -> None:
+            note(packet)
             await forward(packet, arrival_time_ms)
 
         hooks.replace_receiver_rtp(receiver, metered)
@@ -446,9 +449,7 @@ class Room:
             return
 
         def metered_now(packet: RtpPacket) -> None:
-            level = packet.extensions.audio_level
-            if level is not None:
-                report(key, level[1])
+            note(packet)
             ingest(packet)
 
         ingress.bind(receiver, metered_now)

@@ -149,7 +149,7 @@ class Worker:
         self._remb_ssrc[key] = hooks.sender_ssrcs(transceiver.sender)[0]
         statistics = hooks.receiver_statistics(receiver)
         forwarder, clock, dispatch = self.forwarder, self._clock, self.dispatch
-        send_now, tasks = self.send_now, self._tasks
+        send_now, finish, tasks = self.send_now, self.finish, self._tasks
         media_pt, clock_rate = codec.payload_type, codec.clock_rate
 
         def forward(packet: RtpPacket) -> list[Event]:
@@ -179,7 +179,7 @@ class Worker:
             if events:
                 rest = send_now(events)
                 if rest:
-                    tasks.add(asyncio.ensure_future(dispatch(rest)))
+                    tasks.add(asyncio.ensure_future(finish(rest)))
 
         async def on_rtcp(packet: AnyRtcpPacket) -> None:
             events = forwarder.publisher_rtcp(key, packet, clock())
@@ -298,16 +298,20 @@ class Worker:
         return rest
 
     async def dispatch(self, events: list[Event]) -> None:
+        await self.finish(self.send_now(events))
+
+    async def finish(self, events: list[Event]) -> None:
+        """The events :meth:`send_now` left: a copy its egress declined goes aiortc's way,
+        a recorder's to its sink; feedback to publishers; the room's callbacks."""
         egresses, sinks = self._egress, self._sinks
         for event in events:
             if type(event) is SendRtp or type(event) is SendRtcp:
                 egress = egresses.get(event.slot)
                 if egress is not None:
-                    if not egress.send(event.data, type(event) is SendRtcp):
-                        try:
-                            await egress.fallback(event.data)
-                        except ConnectionError:
-                            pass
+                    try:
+                        await egress.fallback(event.data)
+                    except ConnectionError:
+                        pass
                     continue
                 sink = sinks.get(event.slot)
                 if sink is not None:
