@@ -229,6 +229,23 @@ def call_from_directory(page: Page, login: str, button: str = "call") -> None:
     page.locator(f"#directory-results li[data-login='{login}'] button.{button}").click()
 
 
+def start_meeting(host: Person, callee: Person, invitee: Person) -> str:
+    """``host`` starts a meeting with ``callee`` from the directory and invites ``invitee``;
+    both accept on their pages. The call's id."""
+    call_from_directory(host.page, callee.login, "meet")
+    expect(host.page.locator("#call-status")).to_have_text("Идёт совещание")
+    host.page.locator("#call-invite-logins").fill(invitee.login)
+    host.page.locator("#call-invite button[type=submit]").click()
+    call_id = None
+    for p in (callee, invitee):
+        expect(p.page.locator("#incoming-call")).to_contain_text(NAMES[host.login])
+        call_id = p.page.locator("#incoming-call").get_attribute("data-call")
+        p.page.locator("#call-accept").click()
+        expect(p.page.locator("#call-view")).to_be_visible()
+    assert call_id is not None
+    return call_id
+
+
 def hang_up(*persons: Person) -> None:
     for p in persons:
         if p.page.locator("#call-view").is_visible():
@@ -424,17 +441,7 @@ def test_a_meeting_of_three_plants_and_what_the_relay_carries(
     )
     capture = Capture(fed.bed.ns(RELAY), keep=watch)
     try:
-        call_from_directory(a.page, "sidorov", "meet")
-        expect(a.page.locator("#call-status")).to_have_text("Идёт совещание")
-        a.page.locator("#call-invite-logins").fill("morozov")
-        a.page.locator("#call-invite button[type=submit]").click()
-        call_id = None
-        for p in (b, c):
-            expect(p.page.locator("#incoming-call")).to_contain_text(NAMES["ivanov"])
-            call_id = p.page.locator("#incoming-call").get_attribute("data-call")
-            p.page.locator("#call-accept").click()
-            expect(p.page.locator("#call-view")).to_be_visible()
-        assert call_id is not None
+        call_id = start_meeting(a, b, c)
         for p in (a, b, c):
             expect(p.page.locator("#call-grid .tile")).to_have_count(3)
         for p in (a, b, c):
@@ -518,17 +525,7 @@ def test_a_leg_the_relays_policy_does_not_allow_is_refused(
     a, b, c = people["plant-a"], people["plant-b"], people["plant-c"]
     restart_relay(fed, [("plant-a", "plant-b"), ("plant-b", "plant-c")])
     try:
-        call_from_directory(b.page, "ivanov", "meet")
-        expect(b.page.locator("#call-status")).to_have_text("Идёт совещание")
-        b.page.locator("#call-invite-logins").fill("morozov")
-        b.page.locator("#call-invite button[type=submit]").click()
-        call_id = None
-        for p in (a, c):
-            expect(p.page.locator("#incoming-call")).to_contain_text(NAMES["sidorov"])
-            call_id = p.page.locator("#incoming-call").get_attribute("data-call")
-            p.page.locator("#call-accept").click()
-            expect(p.page.locator("#call-view")).to_be_visible()
-        assert call_id is not None
+        call_id = start_meeting(b, a, c)
         decodes(b.page, "ivanov")
         decodes(b.page, "morozov")
         decodes(a.page, "sidorov")
