@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 from aiortc.rtcconfiguration import RTCBundlePolicy, RTCIceTransportPolicy
+from aiortc.rtp import AnyRtcpPacket, RtcpByePacket, RtcpSrPacket
 
 from bench.sfu_clients import Clip, Publisher, Subscriber, make_clip, wait_for
 from edge.sfu import egress as egress_module
@@ -120,6 +121,51 @@ def test_a_host_connection_takes_the_fast_path_and_the_subscriber_decodes() -> N
             packets, octets = transport_stats(room)
             assert packets >= sum(e.fast for e in slots), (packets, report)
             assert octets > 100 * packets, (octets, packets)
+
+    run(scenario)
+
+
+def test_a_slot_sends_the_publishers_reports_not_its_own_and_a_bye_when_it_ends() -> None:
+    async def scenario() -> None:
+        seen: list[AnyRtcpPacket] = []  # RTCP reaching bob's receivers
+        async with alice_to_bob("egress-slot-rtcp", 12) as (room, bob):
+            for transceiver in bob.pc.getTransceivers():
+                receiver = transceiver.receiver
+                original = receiver._handle_rtcp_packet
+
+                async def noted(packet: AnyRtcpPacket, original: Any = original) -> None:
+                    seen.append(packet)
+                    await original(packet)
+
+                setattr(receiver, "_handle_rtcp_packet", noted)  # noqa: B010
+            await wait_for(
+                lambda: sum(isinstance(p, RtcpSrPacket) for p in seen) >= 6, 30, "sender reports"
+            )
+            reports = [p for p in seen if isinstance(p, RtcpSrPacket)]
+            # the reports are alice's, re-issued per slot (packets counted), never the
+            # slot sender's own report of zeros
+            assert all(r.sender_info.packet_count > 0 for r in reports), reports
+            senders = [
+                t.sender
+                for pc in room.peer_connections()
+                for t in pc.getTransceivers()
+                if t.direction == "sendonly"
+            ]
+            slots = {s._ssrc for s in senders}
+            assert len(slots) == 2 and {r.ssrc for r in reports} == slots
+            # the slots' RTCP tasks sleep until they are stopped (no periodic wake-up)...
+            for sender in senders:
+                task = sender._RTCRtpSender__rtcp_task  # type: ignore[attr-defined]
+                assert not task.done() and "silence_sender_reports" in task.get_coro().__qualname__
+            # ...then each says BYE, which reaches bob
+            await room.leave("bob")
+            await wait_for(
+                lambda: (
+                    {s for p in seen if isinstance(p, RtcpByePacket) for s in p.sources} == slots
+                ),
+                10,
+                "a BYE from each slot",
+            )
 
     run(scenario)
 

@@ -55,6 +55,22 @@ def test_a_changed_signature_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> No
         hooks.check_hooks(instances)
 
 
+def test_a_hook_run_at_once_that_starts_to_await_fails_loudly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    instances = asyncio.run(hooks.sample_instances())
+
+    async def _handle_rtcp_packet(self: object, packet: object) -> None:
+        await asyncio.sleep(0)
+
+    monkeypatch.setattr(RTCRtpReceiver, "_handle_rtcp_packet", _handle_rtcp_packet)
+    with pytest.raises(hooks.HookError, match=r"RTCRtpReceiver._handle_rtcp_packet awaits now"):
+        hooks.check_hooks(instances)
+    # and at run time: the coroutine is closed, the error says why
+    with pytest.raises(hooks.HookError, match="suspended: it awaits something now"):
+        hooks.run_now(_handle_rtcp_packet(None, None))
+
+
 def test_a_moved_instance_attribute_fails_loudly() -> None:
     instances = asyncio.run(hooks.sample_instances())
     receiver = instances[hooks.RECEIVER]

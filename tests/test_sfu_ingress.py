@@ -10,6 +10,7 @@ own callbacks back.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -194,6 +195,65 @@ def test_a_publisher_that_leaves_gets_its_sockets_callbacks_back() -> None:
             await room.leave("alice")
             assert room.worker.ingress_of(receiver) is None
             assert not any("datagram_received" in vars(p) for p in protocols)
+            assert receiver.transport not in room.worker._ingress
+            # bob's connection has one too, for the RTCP of his slots; gone when he leaves
+            assert len(room.worker._ingress) == 1
+            await room.leave("bob")
             assert not room.worker._ingress
+
+    run(scenario)
+
+
+def test_rtcp_takes_the_fast_ingress_on_both_connections() -> None:
+    async def scenario() -> None:
+        async with alice_to_bob("ingress-rtcp", 15) as (room, bob):
+            await wait_for(lambda: bob.received.frames["video"] >= 5, 30, "first frames")
+            worker = room.worker
+            _, receiver = video_ingress(room)
+            from_alice = worker._ingress[receiver.transport]
+            (slot_sender,) = [s for s in worker._senders.values() if s.kind == "video"]
+            from_bob = worker._ingress[slot_sender.transport]
+
+            async def noted_report() -> Any:  # aiortc's note of alice's last sender report
+                stats = await receiver.getStats()
+                return max(
+                    (s.timestamp for s in stats.values() if s.type == "remote-outbound-rtp"),
+                    default=None,
+                )
+
+            # alice's sender reports are taken, noted by aiortc (its receiver reports and
+            # getStats) and re-issued to bob (tests/test_sfu_egress.py checks what bob gets)
+            taken, noted = from_alice.fast_rtcp, await noted_report()
+            await wait_for(lambda: from_alice.fast_rtcp >= taken + 2, 20, "alice's reports")
+            now_noted = await noted_report()
+            assert now_noted is not None and (noted is None or now_noted > noted)
+
+            # bob's keyframe requests are taken on his connection and reach alice
+            (bob_video,) = [t.receiver for t in bob.pc.getTransceivers() if t.kind == "video"]
+            requests, taken = room.stats.keyframe_requests, from_bob.fast_rtcp
+            for _ in range(40):
+                await bob_video._send_rtcp_pli(slot_sender._ssrc)
+                await asyncio.sleep(0.25)
+                if room.stats.keyframe_requests > requests:
+                    break
+            assert room.stats.keyframe_requests > requests
+            assert from_bob.fast_rtcp > taken
+
+            # a replayed SRTCP datagram: libsrtp's replay window refuses it
+            tap = Tap(slot_sender)
+            tap.holding = True
+            await wait_for(
+                lambda: any(191 < d[1] < 209 for d, _ in tap.held), 20, "an RTCP datagram"
+            )
+            tap.holding = False
+            genuine, source = next((d, a) for d, a in tap.held if 191 < d[1] < 209)
+            taken = from_bob.fast_rtcp
+            tap.inject(genuine, source)
+            assert from_bob.fast_rtcp == taken + 1
+            tap.inject(genuine, source)
+            assert from_bob.fast_rtcp == taken + 1
+            for d, a in tap.held:
+                if d is not genuine:
+                    tap.inject(d, a)
 
     run(scenario)

@@ -113,6 +113,8 @@ class UpstreamLoss:
 
     def due(self, now: float) -> list[int]:
         """Sequence numbers to NACK again; drops the ones given up on."""
+        if not self._missing:
+            return []
         again = []
         for seq, entry in list(self._missing.items()):
             first, last, tries = entry
@@ -133,7 +135,7 @@ class BitrateCap:
     """The bitrate a publisher should send: the lowest any of its (active) subscriber slots
     can take, between a floor and a ceiling."""
 
-    __slots__ = ("_interval", "_max_age", "_reports", "_sent", "_sent_at")
+    __slots__ = ("_interval", "_max_age", "_reports", "_sent", "_sent_at", "_changed")
 
     def __init__(self, interval: float = 1.0, max_age: float = 5.0) -> None:
         self._interval = interval
@@ -141,15 +143,21 @@ class BitrateCap:
         self._reports: dict[str, tuple[int, float]] = {}
         self._sent: int | None = None
         self._sent_at = 0.0
+        self._changed = True  # a report came or went since the last look
 
     def report(self, slot: str, bitrate: int, now: float) -> None:
         self._reports[slot] = (bitrate, now)
+        self._changed = True
 
     def forget(self, slot: str) -> None:
         self._reports.pop(slot, None)
+        self._changed = True
 
     def due(self, now: float, ceiling: int, floor: int = 0) -> int | None:
         """The bitrate to announce now, or ``None`` if nothing needs saying."""
+        if not self._changed and now - self._sent_at < self._interval:
+            return None  # only a new report can make it fall; reports ageing out lift it
+        self._changed = False
         fresh = [b for b, at in self._reports.values() if now - at <= self._max_age]
         value = max(floor, min([*fresh, ceiling]))
         falling = self._sent is not None and value < self._sent * 0.9

@@ -611,23 +611,20 @@ class Forwarder:
     def tick(self, now: float) -> list[Event]:
         """Deferred keyframe requests, NACK retries and bitrate caps that are due."""
         events: list[Event] = []
+        config = self.config
         for publication in self._publications.values():
-            source = publication.source
-            publication.slots = [
-                s
-                for s in publication.slots
-                if s.rewriter.current is source or s.rewriter.pending is source
-            ]
             ssrc = publication.ssrc
             if ssrc is None:
                 continue
-            if publication.throttle.due(now):
+            source, throttle = publication.source, publication.throttle
+            if throttle.due(now):
                 self.stats.keyframe_requests += 1
                 events.append(RequestKeyframe(publication.key, ssrc))
             elif (
-                any(s.rewriter.wants_keyframe(source) for s in publication.slots)
-                and publication.throttle.last is not None
-                and now - publication.throttle.last >= self.config.keyframe_retry
+                source.video
+                and throttle.last is not None
+                and now - throttle.last >= config.keyframe_retry
+                and any(s.rewriter.wants_keyframe(source) for s in publication.slots)
             ):
                 events += self._request_keyframe(publication, now)
             if source.video:
@@ -635,13 +632,31 @@ class Forwarder:
                 if again:
                     self.stats.nacks_to_publishers += 1
                     events.append(NackPublisher.of(publication.key, ssrc, again))
-                bitrate = publication.cap.due(now, self.config.max_bitrate, self.config.min_bitrate)
+                bitrate = publication.cap.due(now, config.max_bitrate, config.min_bitrate)
                 if bitrate is not None:
                     events.append(LimitBitrate(publication.key, ssrc, bitrate))
-        if self.config.adapt.enabled and now >= self._adapt_due:
-            self._adapt_due = now + self.config.adapt.interval
-            events += self._adapt(now)
+        if now >= self._adapt_due:
+            self._adapt_due = now + config.adapt.interval
+            self._prune_slots()
+            if config.adapt.enabled:
+                events += self._adapt(now)
         return events
+
+    def _prune_slots(self) -> None:
+        """Drop from each publication's list the slots that moved to another source. Until
+        then such a slot only costs a ``rewrite`` that declines each packet: every use of
+        the list checks the slot's source."""
+        for publication in self._publications.values():
+            source = publication.source
+            slots = publication.slots
+            for slot in slots:
+                if slot.rewriter.current is not source and slot.rewriter.pending is not source:
+                    publication.slots = [
+                        s
+                        for s in slots
+                        if s.rewriter.current is source or s.rewriter.pending is source
+                    ]
+                    break
 
     # -- adaptive quality -----------------------------------------------------------------
 

@@ -9,19 +9,25 @@ wrapper, ``RtpPacket.parse``, the RTP router and the receiver's ``_handle_rtp_pa
 (another coroutine, replaced by the SFU's). Measured at 30 rooms that chain was about a
 quarter of an SFU worker's CPU, most of it Python call and task overhead.
 
-An :class:`Ingress` is kept per DTLS transport that carries a publication. It wraps
-``datagram_received`` of the ICE connection's protocols; an SRTP (not SRTCP) datagram from
-the nominated pair's remote address whose SSRC the transport's router already binds to a
-receiver that takes its payload type, with a handler here (:meth:`Ingress.bind`), is
-unprotected with libsrtp on the *same* context aiortc uses (same keys, replay window and
+An :class:`Ingress` is kept per DTLS transport that carries a publication or a subscriber
+slot. It wraps ``datagram_received`` of the ICE connection's protocols; an SRTP (not SRTCP)
+datagram from the nominated pair's remote address whose SSRC the transport's router already
+binds to a receiver that takes its payload type, with a handler here (:meth:`Ingress.bind`),
+is unprotected with libsrtp on the *same* context aiortc uses (same keys, replay window and
 rollover counter; one thread, so no interleaving), counted in the transport's statistics,
 parsed (``packets.parse_media``: aiortc's checks and fields, of the header extensions only
 the audio level, at the id the transport negotiated) and handed to that handler
-synchronously. Everything else (STUN, DTLS, SRTCP, a packet of an SSRC not yet
-routed: aiortc binds it by payload type; a transport not connected; another source address)
-goes aiortc's way, untouched. The SSRC and payload type are read before anything else; a
-packet aiortc's way would drop (libsrtp refuses it, unparsable) is dropped here the same
-way. Every private name touched is in :mod:`edge.sfu.hooks` (``IngressRoute``).
+synchronously. Everything else (STUN, DTLS, a packet of an SSRC not yet routed: aiortc binds
+it by payload type; a transport not connected; another source address) goes aiortc's way,
+untouched. The SSRC and payload type are read before anything else; a packet aiortc's way
+would drop (libsrtp refuses it, unparsable) is dropped here the same way.
+
+SRTCP takes the same way once any handler for RTCP is bound (:meth:`Ingress.bind_rtcp`: a
+slot's sender, a publication's receiver): unprotected with libsrtp on the inbound session,
+parsed by aiortc's ``RtcpPacket.parse`` and routed by the transport's own
+``RtpRouter.route_rtcp``; each packet goes synchronously to the handler of each recipient
+that has one, and to aiortc's ``_handle_rtcp_packet`` of the others in a task (in order).
+Every private name touched is in :mod:`edge.sfu.hooks` (``IngressRoute``).
 
 A handler runs inside the event loop's socket callback: it must not block and must not
 raise (an exception is logged and the packet is lost).
@@ -29,11 +35,13 @@ raise (an exception is logged and the packet is lost).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
-from aiortc.rtp import RtpPacket
+from aiortc.rtp import AnyRtcpPacket, RtcpPacket, RtpPacket
 
 from edge.sfu import hooks
 from edge.sfu.packets import parse_media
@@ -42,14 +50,17 @@ logger = logging.getLogger(__name__)
 
 BUFFER_SIZE = 1500  # as pylibsrtp's own buffer: a longer datagram goes aiortc's way
 RtpSink = Callable[[RtpPacket], None]
+RtcpSink = Callable[[AnyRtcpPacket], None]
 
-_ffi, _unprotect = hooks.srtp_unprotect()
-_observer: Callable[[], None] | None = None
+_ffi, _unprotect, _unprotect_rtcp = hooks.srtp_unprotect()
+Observer = Callable[[RtpPacket, float], None]
+_observer: Observer | None = None
 
 
-def observe(callback: Callable[[], None] | None) -> None:
-    """Call ``callback()`` as each datagram enters the fast path, before it is processed
-    (a benchmark's arrival stamp; None: stop)."""
+def observe(callback: Observer | None) -> None:
+    """Call ``callback(packet, entered)`` after each packet taken here went to its handler,
+    with the ``time.monotonic()`` of its entry into the fast path (a benchmark's probe:
+    ``entered`` to now is the time in the SFU; None: stop)."""
     global _observer
     _observer = callback
 
@@ -58,27 +69,49 @@ class Ingress:
     """The fast receive path of one DTLS transport; its owner (the SFU worker) keeps one per
     transport and calls :meth:`close` when no publication on it is left."""
 
-    __slots__ = ("_dtls", "_route", "_sinks", "_wrapped", "_cdata", "_buffer", "_length", "fast")
+    __slots__ = (
+        "_dtls",
+        "_route",
+        "_sinks",
+        "_rtcp_sinks",
+        "_wrapped",
+        "_cdata",
+        "_buffer",
+        "_length",
+        "_tasks",
+        "fast",
+        "fast_rtcp",
+    )
 
     def __init__(self, dtls: Any) -> None:
         self._dtls = dtls
         self._route: hooks.IngressRoute | None = None
         self._sinks: dict[Any, RtpSink] = {}  # aiortc receiver -> its handler
+        self._rtcp_sinks: dict[Any, RtcpSink] = {}  # aiortc receiver or sender -> its handler
         self._wrapped: list[Any] = []  # the protocols whose callback is wrapped
         self._cdata = _ffi.new("char[]", BUFFER_SIZE)
         self._buffer = _ffi.buffer(self._cdata)
         self._length = _ffi.new("int *")
-        self.fast = 0  # packets taken here (the rest went aiortc's way)
+        self._tasks: set[asyncio.Future[None]] = set()  # RTCP for recipients without a handler
+        self.fast = 0  # RTP packets taken here (the rest went aiortc's way)
+        self.fast_rtcp = 0  # SRTCP datagrams taken here
 
     def bind(self, receiver: Any, sink: RtpSink) -> None:
         """Hand the packets aiortc routes to ``receiver`` to ``sink`` instead."""
         self._sinks[receiver] = sink
         self._wrap()
 
-    def unbind(self, receiver: Any) -> bool:
-        """Stop handing ``receiver``'s packets here; True if no receiver is left."""
-        self._sinks.pop(receiver, None)
-        return not self._sinks
+    def bind_rtcp(self, recipient: Any, sink: RtcpSink) -> None:
+        """Hand the RTCP packets aiortc routes to ``recipient`` (a receiver or a sender) to
+        ``sink`` instead of its ``_handle_rtcp_packet``."""
+        self._rtcp_sinks[recipient] = sink
+        self._wrap()
+
+    def unbind(self, recipient: Any) -> bool:
+        """Stop handing ``recipient``'s packets here; True if no handler is left."""
+        self._sinks.pop(recipient, None)
+        self._rtcp_sinks.pop(recipient, None)
+        return not self._sinks and not self._rtcp_sinks
 
     def sink(self, receiver: Any) -> RtpSink | None:
         return self._sinks.get(receiver)
@@ -89,6 +122,9 @@ class Ingress:
             hooks.unwrap_datagram_received(protocol)
         self._wrapped.clear()
         self._sinks.clear()
+        self._rtcp_sinks.clear()
+        for task in self._tasks:
+            task.cancel()
 
     def _wrap(self) -> None:
         # protocols appear as candidates are gathered: wrap those not wrapped yet
@@ -122,8 +158,10 @@ class Ingress:
         if not route.fast:
             return False
         size = len(data)
-        if size < 12 or size > BUFFER_SIZE or 191 < data[1] < 224:  # short, long, or SRTCP
+        if size < 12 or size > BUFFER_SIZE:
             return False
+        if 191 < data[1] < 224:  # RTCP as aiortc tells it (192..208); 209..223 are not taken
+            return data[1] < 209 and self._receive_rtcp(data, addr, route)
         if addr[0] != route.address[0] or addr[1] != route.address[1]:
             return False
         # aiortc's router: the SSRC bound to a receiver that takes this payload type
@@ -133,8 +171,7 @@ class Ingress:
         sink = self._sinks.get(receiver)
         if sink is None:
             return False
-        if _observer is not None:
-            _observer()
+        entered = time.monotonic() if _observer is not None else 0.0
         route.count(size)
         self._buffer[0:size] = data
         length = self._length
@@ -150,4 +187,48 @@ class Ingress:
             sink(packet)
         except Exception:
             logger.exception("ingress: the handler of %r failed", receiver)
+        if _observer is not None:
+            _observer(packet, entered)
         return True
+
+    def _receive_rtcp(self, data: bytes, addr: tuple[Any, ...], route: hooks.IngressRoute) -> bool:
+        sinks = self._rtcp_sinks
+        if not sinks or addr[0] != route.address[0] or addr[1] != route.address[1]:
+            return False
+        size = len(data)
+        route.count(size)
+        self._buffer[0:size] = data
+        length = self._length
+        length[0] = size
+        if _unprotect_rtcp(route.ctx, self._cdata, length):
+            return True  # as aiortc: "SRTP unprotect failed", dropped
+        try:
+            packets = RtcpPacket.parse(self._buffer[0 : length[0]])
+        except ValueError:
+            return True  # as aiortc: "RTCP parsing failed", dropped
+        self.fast_rtcp += 1
+        others: list[tuple[Any, AnyRtcpPacket]] = []
+        for packet in packets:
+            for recipient in route.route_rtcp(packet):
+                sink = sinks.get(recipient)
+                if sink is None:
+                    others.append((recipient, packet))
+                    continue
+                try:
+                    sink(packet)
+                except Exception:
+                    logger.exception("ingress: the RTCP handler of %r failed", recipient)
+        if others:
+            task = asyncio.ensure_future(_handle_rtcp(others))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return True
+
+
+async def _handle_rtcp(packets: list[tuple[Any, AnyRtcpPacket]]) -> None:
+    """aiortc's own handling of RTCP packets, for recipients without a handler here."""
+    for recipient, packet in packets:
+        try:
+            await hooks.handle_rtcp(recipient, packet)
+        except Exception:
+            logger.exception("ingress: %r failed on %s", recipient, packet)

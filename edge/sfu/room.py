@@ -337,6 +337,9 @@ class Room:
             raise ValueError(f"{participant}'s subscribe answer was refused: {exc}") from exc
         pending, member.pending = member.pending, []
         added: dict[str, tuple[str, str | None]] = {}
+        # every slot attached before the first await: aiortc starts the senders in a task
+        # of its own, and a slot's sender is best set up before it starts
+        assigned: list[tuple[str, str, str]] = []
         for transceiver, key in pending:
             mid = transceiver.mid  # type: ignore[attr-defined]
             slot = f"{participant}#{mid}"
@@ -345,9 +348,11 @@ class Room:
             member.slots[mid] = slot
             self._slot_owner[slot] = (participant, mid)
             added[mid] = (kind, None)
+            assigned.append((mid, slot, key))
+        for mid, slot, key in assigned:
             if key in self._publications:
                 await self._worker.assign(slot, key)
-                added[mid] = (kind, key)
+                added[mid] = (added[mid][0], key)
         return added
 
     async def tap(

@@ -130,6 +130,7 @@ class Worker:
         self._receivers: dict[str, Any] = {}  # publication -> aiortc receiver
         self._remb_ssrc: dict[str, int] = {}
         self._egress: dict[str, Egress] = {}  # slot -> its transport's egress
+        self._senders: dict[str, Any] = {}  # slot -> its aiortc sender
         self._sinks: dict[str, Callable[[bytes], Awaitable[None]]] = {}  # recorder slots
         self._ticker: asyncio.Task[None] | None = None
         self._fast_ingress = fast_ingress
@@ -148,8 +149,12 @@ class Worker:
         self._receivers[key] = receiver
         self._remb_ssrc[key] = hooks.sender_ssrcs(transceiver.sender)[0]
         statistics = hooks.receiver_statistics(receiver)
-        forwarder, clock, dispatch = self.forwarder, self._clock, self.dispatch
-        send_now, finish, tasks = self.send_now, self.finish, self._tasks
+        forwarder, clock, dispatch, at_once = (
+            self.forwarder,
+            self._clock,
+            self.dispatch,
+            self._at_once,
+        )
         media_pt, clock_rate = codec.payload_type, codec.clock_rate
 
         def forward(packet: RtpPacket) -> list[Event]:
@@ -172,29 +177,54 @@ class Worker:
             if events:
                 await dispatch(events)
 
-        def ingest(packet: RtpPacket) -> None:
-            # the fast ingress, inside the socket callback: what cannot be sent at once
-            # (a fallback send, feedback to a publisher, an adapt event) goes to a task
+        def ingest(packet: RtpPacket) -> None:  # the fast ingress, in the socket callback
             events = forward(packet)
             if events:
-                rest = send_now(events)
-                if rest:
-                    tasks.add(asyncio.ensure_future(finish(rest)))
+                at_once(events)
 
         async def on_rtcp(packet: AnyRtcpPacket) -> None:
             events = forwarder.publisher_rtcp(key, packet, clock())
             if events:
                 await dispatch(events)
 
+        def ingest_rtcp(packet: AnyRtcpPacket) -> None:
+            note(packet)  # aiortc's own notes, for its receiver reports and getStats
+            events = forwarder.publisher_rtcp(key, packet, clock())
+            if events:
+                at_once(events)
+
         hooks.replace_receiver_rtp(receiver, on_rtp)
-        hooks.wrap_receiver_rtcp(receiver, on_rtcp)
-        if self._fast_ingress:
-            transport = receiver.transport
-            ingress = self._ingress.get(transport)
-            if ingress is None:
-                ingress = self._ingress[transport] = Ingress(transport)
+        note = hooks.wrap_receiver_rtcp(receiver, on_rtcp)
+        ingress = self._ingress_for(receiver.transport)
+        if ingress is not None:
             ingress.bind(receiver, ingest)
+            ingress.bind_rtcp(receiver, ingest_rtcp)
         self._start_ticker()
+
+    def _ingress_for(self, transport: Any) -> Ingress | None:
+        """The fast ingress of a DTLS transport (made on first use; None: turned off)."""
+        if not self._fast_ingress:
+            return None
+        ingress = self._ingress.get(transport)
+        if ingress is None:
+            ingress = self._ingress[transport] = Ingress(transport)
+        return ingress
+
+    def _release(self, recipient: Any) -> None:
+        """Unbind a receiver or sender from its transport's fast ingress (closed when no
+        handler is left on it)."""
+        transport = recipient.transport
+        ingress = self._ingress.get(transport)
+        if ingress is not None and ingress.unbind(recipient):
+            ingress.close()
+            del self._ingress[transport]
+
+    def _at_once(self, events: list[Event]) -> None:
+        """Events met inside a socket callback: the copies the fast egress takes leave now,
+        the rest (a fallback send, feedback to a publisher, an adapt event) in a task."""
+        rest = self.send_now(events)
+        if rest:
+            self._tasks.add(asyncio.ensure_future(self.finish(rest)))
 
     def ingress_of(self, receiver: Any) -> Ingress | None:
         """The fast ingress a publication's receiver is bound to (None: aiortc's path)."""
@@ -204,10 +234,7 @@ class Worker:
     def detach_publisher(self, key: str) -> list[Event]:
         receiver = self._receivers.pop(key, None)
         if receiver is not None:
-            ingress = self._ingress.get(receiver.transport)
-            if ingress is not None and ingress.unbind(receiver):
-                ingress.close()
-                del self._ingress[receiver.transport]
+            self._release(receiver)
         self._remb_ssrc.pop(key, None)
         return self.forwarder.unpublish(key)
 
@@ -237,19 +264,31 @@ class Worker:
         )
         egress = self._egress[key] = Egress(sender.transport)
         self.forwarder.set_sink(key, egress.send)
-        forwarder, clock, dispatch = self.forwarder, self._clock, self.dispatch
+        forwarder, clock = self.forwarder, self._clock
 
-        async def on_rtcp(packet: AnyRtcpPacket) -> None:
+        def feedback(packet: AnyRtcpPacket) -> list[Event]:
             try:
-                events = forwarder.subscriber_rtcp(key, packet, clock())
+                return forwarder.subscriber_rtcp(key, packet, clock())
             except ValueError as exc:
                 logger.info("slot %s: dropped feedback: %s", key, exc)
-                return
+                return []
+
+        async def on_rtcp(packet: AnyRtcpPacket) -> None:
+            events = feedback(packet)
             if events:
-                await dispatch(events)
+                await self.dispatch(events)
+
+        def ingest_rtcp(packet: AnyRtcpPacket) -> None:  # the fast ingress
+            events = feedback(packet)
+            if events:
+                self._at_once(events)
 
         hooks.replace_sender_rtcp(sender, on_rtcp)
         hooks.silence_sender_reports(sender)
+        self._senders[key] = sender
+        ingress = self._ingress_for(sender.transport)
+        if ingress is not None:
+            ingress.bind_rtcp(sender, ingest_rtcp)
         self._start_ticker()
 
     def attach_sink(
@@ -276,6 +315,9 @@ class Worker:
         self.forwarder.set_priority(subscriber, publications, self._clock())
 
     def detach_slot(self, key: str) -> None:
+        sender = self._senders.pop(key, None)
+        if sender is not None:
+            self._release(sender)
         self._egress.pop(key, None)
         self._sinks.pop(key, None)
         self.forwarder.remove_slot(key)
