@@ -7,7 +7,7 @@ moment it left the socket) and the DTLS transport takes it later through
 tells the probe that arrival time just before the transport processes that datagram: a
 forwarded packet sent while processing it was in the SFU for ``now - arrival``. A datagram
 the SFU's fast ingress (``edge.sfu.ingress``) takes in the socket callback is processed at
-once: its arrival is the moment the ingress takes it.
+once: its arrival is the moment the ingress took it.
 """
 
 from __future__ import annotations
@@ -44,4 +44,6 @@ def stamp_arrivals(arrived: Callable[[float], None]) -> None:
         from edge.sfu import ingress
     except ImportError:  # an SFU tree from before it (bench/sfu.py --sfu-tree)
         return
-    ingress.observe(lambda: arrived(time.monotonic()))
+    # (its observer gets (packet, entry time) once the packet is handled; older trees call
+    # it with nothing as the packet enters)
+    ingress.observe(lambda *a: arrived(a[1] if a else time.monotonic()))

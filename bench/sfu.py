@@ -9,6 +9,7 @@
                                   [--width 320 --height 240 --fps 15 --bitrate 300000]
                                   [--janus-bitrate 2500000] [--janus-event-loops 0]
                                   [--sfu-tree DIR] [--profile PATH] [--generator-profile PATH]
+                                  [--idle]
 
 The SFU under test runs in its own process pinned to ``--sfu-cpu``; this process is the load
 generator, pinned to ``--generator-cpu``: ``--rooms`` rooms of ``--participants``
@@ -31,6 +32,9 @@ and receiver, as before; it saturated its one core near 16 four-person rooms. Th
 generator runs on uvloop (``--generator-loop``) and, once every client is set up, moves
 their objects out of the garbage collector's way (``gc.freeze``).
 
+``zastava*`` on a result line: the SFU's per-packet modules ran compiled with mypyc
+(``edge.sfu.native``; ``scripts/compile_sfu.py``), ``zastava`` alone: as pure Python.
+
 ``--sfu-tree DIR`` makes the SFU process import ``edge`` from ``DIR`` (``git archive HEAD edge
 | tar -x -C DIR``), so that other people's edits in progress in the checkout do not change
 the SFU under test between runs.
@@ -45,6 +49,10 @@ thread, as the Python SFUs run on one event loop); ``relay`` is aiortc's ``Media
 decoder per publication, one encoder per subscriber stream, the usual aiortc "SFU"). The
 kinds run one after the other, ``--repeat`` times, interleaved, in this session, on this
 machine; the machine is shared, so figures move.
+
+``--idle`` connects every client and sends no media: the CPU it reports is the SFU's fixed
+cost of its connections (ICE consent, RTCP, its tickers). ``--profile PATH`` runs cProfile in
+the SFU process over the window only (``PATH.<kind>``; it slows the SFU: read shares).
 
 The publishers send no media until every client's connection is up (or ``--connect-limit``
 passed), so that setting up hundreds of connections on the generator's one core does not
@@ -72,9 +80,15 @@ subscriber streams delivered anything in the window):
   it is an upper bound of what the SFU adds; not for ``relay`` (payloads are re-encoded);
 * in-SFU latency p50/p95/p99 ("sfu"), where the SFU is Python and can be instrumented: time
   media spends inside the SFU process, from the datagram's arrival at the SFU's socket layer
-  (aioice) to the hand-off of the forwarded packet to the socket; for ``zastava`` per packet
-  (audio and video), for ``relay`` per video frame (first packet in to the re-encoded frame
-  out; audio pts are resampled and cannot be matched);
+  to the hand-off of the forwarded packet to the socket; for ``zastava`` per packet (audio
+  and video): a packet its fast ingress takes from its entry there to the end of its
+  handler, every copy sent (``edge.sfu.ingress.observe``), one aiortc's way from aioice's
+  arrival to each copy's send; for ``relay`` per video frame (first packet in to the
+  re-encoded frame out; audio pts are resampled and cannot be matched);
+* added latency p50/p95/p99 ("added", ``zastava``): from the publisher's stamp to the point
+  where the in-SFU latency ends, per packet: what the SFU adds, the time a datagram waits
+  unread in the SFU's socket included (the in-SFU figure starts after that wait). The
+  probe's cost per forwarded copy is a counter; the rest is per received packet;
 * loss seen by the subscribers (before repair: the counting subscribers send no NACKs);
 * the SFU's resident memory, UDP receive-buffer drops at the SFU's, the generator's and all
   the host's sockets, the bytes waiting unread in the SFU's and the generator's UDP receive
@@ -133,7 +147,7 @@ class Probe:
     def __init__(self) -> None:
         self.arrival = 0.0  # arrival time of the datagram being processed
         self.measuring = False
-        self.sent = 0
+        self.sent = self.sent0 = 0  # RTP copies sent, and at the window's start
         self.latencies: list[float] = []
         # publisher's send -> the SFU's send of the first copy (stamped payloads only): what
         # the SFU adds, its sockets' queue included (``latencies`` starts after that queue)
@@ -151,16 +165,28 @@ class Probe:
         last = [0.0]  # the arrival whose first copy was seen
 
         def sent(data: bytes, rtcp: bool) -> None:
-            if probe.measuring and not rtcp:
-                probe.sent += 1
-                if per_packet_latency and probe.arrival:
-                    now = time.monotonic()
-                    probe.latencies.append(now - probe.arrival)
-                    if probe.arrival != last[0]:
-                        last[0] = probe.arrival
-                        stamp = stamp_of(data)  # the payload ends the plain packet
-                        if stamp is not None:
-                            probe.added.append(now - stamp)
+            # per copy: only a count on the fast egress (latency is taken per packet, below)
+            if rtcp:
+                return
+            probe.sent += 1
+            if probe.measuring and per_packet_latency and probe.arrival:
+                now = time.monotonic()  # a packet aiortc's way (or an SFU tree before this)
+                probe.latencies.append(now - probe.arrival)
+                if probe.arrival != last[0]:
+                    last[0] = probe.arrival
+                    stamp = stamp_of(data)  # the payload ends the plain packet
+                    if stamp is not None:
+                        probe.added.append(now - stamp)
+
+        def forwarded(packet: Any, entered: float) -> None:
+            # a packet the fast ingress took, once its handler sent every copy it could
+            probe.arrival = 0.0  # until aiortc's way stamps another
+            if probe.measuring:
+                now = time.monotonic()
+                probe.latencies.append(now - entered)
+                stamp = stamp_of(packet.payload)
+                if stamp is not None:
+                    probe.added.append(now - stamp)
 
         async def counted_send_rtp(self: Any, data: bytes) -> None:
             await send_rtp(self, data)
@@ -169,13 +195,15 @@ class Probe:
         stamp_arrivals(arrived)
         RTCDtlsTransport._send_rtp = counted_send_rtp  # type: ignore[method-assign]
         try:  # the SFU's fast egress sends without _send_rtp: count it where it sends
-            from edge.sfu import egress
-        except ImportError:  # a tree from before it (--sfu-tree)
+            from edge.sfu import egress, ingress
+        except ImportError:  # a tree from before them (--sfu-tree)
             return
         egress.observe(sent)
+        if per_packet_latency and hasattr(ingress, "Observer"):  # (older trees: per copy)
+            ingress.observe(forwarded)
 
     def mark(self) -> None:
-        self.sent = 0
+        self.sent0 = self.sent
         self.latencies = []
         self.added = []
         self.sys0 = os.times().system
@@ -189,12 +217,22 @@ class Probe:
             "cpu": time.process_time() - self.cpu0,
             "sys": os.times().system - self.sys0,
             "wall": time.monotonic() - self.t0,
-            "sent": self.sent,
+            "sent": self.sent - self.sent0,
             "latencies": sorted(self.latencies),
             "added": sorted(self.added),
             "rss_kib": rss_kib(),
+            "compiled": _compiled(),
             "sfu_drops": own_udp_drops(),
         }
+
+
+def _compiled() -> bool:
+    """Whether the SFU's per-packet modules are the mypyc-compiled ones (edge.sfu.native)."""
+    try:
+        from edge.sfu import native
+    except ImportError:  # a tree from before them (--sfu-tree)
+        return False
+    return native.active()
 
 
 def _own_udp_sockets(pid: int | str) -> list[list[str]]:
@@ -372,15 +410,14 @@ def serve(
         uvloop.install()
     else:  # the generator's own choice is inherited through the fork
         asyncio.set_event_loop_policy(None)
-    if profile is None:
-        asyncio.run(_serve(kind, conn))
-        return
-    profiler = cProfile.Profile()
-    profiler.runcall(asyncio.run, _serve(kind, conn))
-    profiler.dump_stats(f"{profile}.{kind}")
+    profiler = cProfile.Profile() if profile is not None else None
+    asyncio.run(_serve(kind, conn, profiler))
+    if profiler is not None:
+        profiler.dump_stats(f"{profile}.{kind}")
 
 
-async def _serve(kind: str, conn: Connection) -> None:
+async def _serve(kind: str, conn: Connection, profiler: cProfile.Profile | None) -> None:
+    """The SFU's side of the signalling pipe; ``profiler`` runs over the window only."""
     probe = Probe()
     server: Any = RelayServer(probe) if kind == "relay" else ZastavaServer(probe)
     while True:
@@ -389,7 +426,11 @@ async def _serve(kind: str, conn: Connection) -> None:
             result: Any = None
             if op == "mark":
                 probe.mark()
+                if profiler is not None:
+                    profiler.enable()
             elif op == "report":
+                if profiler is not None:
+                    profiler.disable()
                 result = probe.report()
                 if kind != "relay":
                     stats = [room.stats for room in server.rooms.values()]
@@ -539,7 +580,8 @@ async def generate(
     # walked hundreds of peer connections took ~10 % of the generator's core
     gc.collect()
     gc.freeze()
-    media.set()
+    if not args.idle:
+        media.set()
     await asyncio.sleep(args.warmup)
     connected = sum(s.pc.connectionState == "connected" for s in subscribers)
     keyframes0 = sum(keyframes_sent(p) for p in publishers)
@@ -726,6 +768,8 @@ def show(kind: str, r: dict[str, Any]) -> str:
     per_packet = r["cpu"] / sent * 1e6 if sent else float("nan")
     stream_seconds = r["streams"] * r["wall"]
     counted = "SFU" if r["sent"] is not None else "subscribers"
+    if kind == "zastava":
+        kind = "zastava" + ("*" if r.get("compiled") else "")
     return (
         f"{kind:8s} streams {r['streams']:4d} ({r['flowing']} flowing; "
         f"{r['connected']}/{r['subscribers']} subs up)  "
@@ -802,7 +846,14 @@ def main() -> None:
         default=0,
         help="janus.jcfg event_loops (0: Janus's default, one loop thread per handle)",
     )
-    parser.add_argument("--profile", help="cProfile the SFU process into PROFILE.<kind>")
+    parser.add_argument(
+        "--idle",
+        action="store_true",
+        help="connect every client but send no media: the SFU's fixed cost of its connections",
+    )
+    parser.add_argument(
+        "--profile", help="cProfile the SFU process over the window into PROFILE.<kind>"
+    )
     parser.add_argument(
         "--generator-profile",
         help="cProfile the generator over the window into this file (the last run's; wall time)",
