@@ -2,6 +2,8 @@
 #  1. Debian packages listed in scripts/debian-packages.txt, only those missing (needs root or sudo).
 #  2. A virtualenv in .venv built from requirements/dev.lock (exact pins, hashes required),
 #     rebuilt whenever the lock file changes; the project installed into it in editable mode.
+#  3. The SFU's per-packet modules compiled with mypyc into build/sfu-native (edge/sfu/native.py)
+#     whenever their sources changed; without a C compiler the SFU runs them as pure Python.
 # Idempotent and quiet when there is nothing to do.
 set -euo pipefail
 
@@ -54,6 +56,21 @@ ensure_venv() {
     echo "$want" > "$stamp"
 }
 
+ensure_compiled_sfu() {
+    if "$VENV/bin/python" -c 'import sys; from edge.sfu import native; sys.exit(not native.active())' \
+        2>/dev/null; then
+        return 0
+    fi
+    local log="$ROOT/build/sfu-native.log"
+    mkdir -p "$ROOT/build"
+    say "compiling the SFU's per-packet modules with mypyc (~30 s; log: build/sfu-native.log)"
+    if ! "$VENV/bin/python" "$ROOT/scripts/compile_sfu.py" >"$log" 2>&1; then
+        tail -n 5 "$log" >&2
+        say "compiling failed (no C compiler?): the SFU runs as pure Python, slower"
+    fi
+}
+
 ensure_debian_packages
 ensure_venv
+ensure_compiled_sfu
 export PATH="$VENV/bin:$PATH"

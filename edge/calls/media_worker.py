@@ -34,6 +34,7 @@ from typing import Final
 from edge.calls import media_wire as wire
 from edge.calls.local_media import LocalMedia
 from edge.calls.media import MediaEvent
+from edge.sfu import native
 
 log = logging.getLogger("edge.calls.worker")
 
@@ -139,6 +140,10 @@ def main(argv: list[str] | None = None) -> None:
         level=args.log_level.upper(),
         stream=sys.stderr,
         format=f"%(asctime)s media-worker[{os.getpid()}] %(levelname)s %(name)s: %(message)s",
+    )
+    log.info(
+        "SFU per-packet modules: %s",
+        "compiled (mypyc)" if native.active() else "pure Python (scripts/compile_sfu.py)",
     )
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})

@@ -5,3 +5,7 @@ takes parsed packets and ``now`` in and gives bytes and events out; ``legs`` ada
 aiortc's peer connections through the private attributes named in ``hooks``; ``room`` is the
 publish/subscribe API the signalling layer drives. The design is in ``docs/sfu.md``.
 """
+
+from edge.sfu import native
+
+native.activate(__path__)

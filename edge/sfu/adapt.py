@@ -422,7 +422,7 @@ class SubscriberLink:
             self.resume_wait = config.resume_after  # the last probe held
             self._last_resume = None
 
-        ranked = self.rank(s for s in slots if s.video)
+        ranked = self.rank([s for s in slots if s.video])
         active = [s for s in ranked if not s.paused]
         paused = [s for s in ranked if s.paused]
 
