@@ -297,10 +297,14 @@ def test_a_leg_carries_each_plants_media_to_the_other_through_turn_only(
             assert fabric.secret not in turnserver.log()
             for plant, other in ((a, B), (b, A)):
                 incoming = plant.media.bridge_peer_connections(ROOM, other)["in"]
-                stats = await incoming.getStats()
-                received[plant.site] = sum(
-                    s.packetsReceived for s in stats.values() if s.type == "inbound-rtp"
-                )
+                for _ in range(100):  # media flows on: wait for over 100 packets (a busy
+                    stats = await incoming.getStats()  # host may not be there yet)
+                    received[plant.site] = sum(
+                        s.packetsReceived for s in stats.values() if s.type == "inbound-rtp"
+                    )
+                    if received[plant.site] > 100:
+                        break
+                    await asyncio.sleep(0.2)
         finally:
             for client in (ivanov, sidorov, petrov, kuznetsov):
                 await client.close()
