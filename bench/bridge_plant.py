@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import cProfile
 import ctypes
-import gc
 import logging
 import os
 import socket
@@ -42,7 +40,7 @@ from typing import Any
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtp import is_rtcp
 
-from bench.arrivals import stamp_arrivals
+from bench.arrivals import Stalls, stamp_arrivals
 from bench.bridge_rpc import Channel
 from edge.calls.bridge import BridgeConfig, Bridges, LegState, LegStatus
 from edge.calls.local_media import LocalMedia
@@ -115,45 +113,6 @@ class Probe:
             "counts": dict(self.counts),
             "in_sfu": {split: percentiles(v) for split, v in self.latencies.items()},
         }
-
-
-class Stalls:
-    """What held up this process while ``measuring``: the garbage collector's pauses per
-    generation (a callback: no timer, nothing to pay when it does not run). Time spent
-    waiting for a CPU is read from outside (``/proc/<pid>/task/*/schedstat``); a timer
-    probe of the loop's lag was left out: a wake-up costs ~175 us on this VM, 2 % of a
-    core at 100 Hz, which biased the small runs' CPU figures."""
-
-    def __init__(self) -> None:
-        self.measuring = False
-        self.gc: dict[int, list[float]] = {0: [], 1: [], 2: []}
-        self._gc_start = 0.0
-
-    def install(self) -> None:
-        gc.callbacks.append(self._collect)
-
-    def _collect(self, phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            self._gc_start = time.perf_counter()
-        elif self.measuring:
-            self.gc[info["generation"]].append(time.perf_counter() - self._gc_start)
-
-    def mark(self) -> None:
-        self.gc = {0: [], 1: [], 2: []}
-        self.measuring = True
-
-    def report(self) -> dict[str, Any]:
-        self.measuring = False
-        return {
-            "gc": {
-                str(g): {"n": len(p), "ms": sum(p) * 1e3, "max": max(p, default=0.0) * 1e3}
-                for g, p in self.gc.items()
-            },
-        }
-
-    def close(self) -> None:
-        with contextlib.suppress(ValueError):
-            gc.callbacks.remove(self._collect)
 
 
 class Plant:

@@ -89,6 +89,8 @@ subscriber streams delivered anything in the window):
   where the in-SFU latency ends, per packet: what the SFU adds, the time a datagram waits
   unread in the SFU's socket included (the in-SFU figure starts after that wait). The
   probe's cost per forwarded copy is a counter; the rest is per received packet;
+* the SFU's garbage-collector pauses per generation in the window (count, total, longest;
+  wall time, so a pause the VM stretched shows stretched);
 * loss seen by the subscribers (before repair: the counting subscribers send no NACKs);
 * the SFU's resident memory, UDP receive-buffer drops at the SFU's, the generator's and all
   the host's sockets, the bytes waiting unread in the SFU's and the generator's UDP receive
@@ -126,7 +128,7 @@ from aiortc.contrib.media import MediaRelay  # noqa: E402
 from aiortc.rtcdtlstransport import RTCDtlsTransport  # noqa: E402
 from aiortc.rtp import is_rtcp  # noqa: E402
 
-from bench.arrivals import stamp_arrivals  # noqa: E402
+from bench.arrivals import Stalls, stamp_arrivals  # noqa: E402
 from bench.janus import JanusConfig, JanusProcess, JanusServer, janus_version  # noqa: E402
 from bench.lean_rtp import packetize  # noqa: E402
 from bench.sfu_clients import (  # noqa: E402
@@ -419,6 +421,8 @@ def serve(
 async def _serve(kind: str, conn: Connection, profiler: cProfile.Profile | None) -> None:
     """The SFU's side of the signalling pipe; ``profiler`` runs over the window only."""
     probe = Probe()
+    stalls = Stalls()  # the garbage collector's pauses over the window
+    stalls.install()
     server: Any = RelayServer(probe) if kind == "relay" else ZastavaServer(probe)
     while True:
         op, args = await asyncio.to_thread(conn.recv)
@@ -426,12 +430,14 @@ async def _serve(kind: str, conn: Connection, profiler: cProfile.Profile | None)
             result: Any = None
             if op == "mark":
                 probe.mark()
+                stalls.mark()
                 if profiler is not None:
                     profiler.enable()
             elif op == "report":
                 if profiler is not None:
                     profiler.disable()
                 result = probe.report()
+                result.update(stalls.report())
                 if kind != "relay":
                     stats = [room.stats for room in server.rooms.values()]
                     result["history_hits"] = sum(s.retransmitted_from_history for s in stats)
@@ -797,6 +803,12 @@ def show(kind: str, r: dict[str, Any]) -> str:
             else ""
         )
         + (f"  janus threads {r['threads']}" if "threads" in r else "")
+        + (
+            "  GC pauses n/total/max ms "
+            + " ".join(f"gen{g} {v['n']}/{v['ms']:.0f}/{v['max']:.1f}" for g, v in r["gc"].items())
+            if "gc" in r
+            else ""
+        )
     )
 
 
