@@ -103,14 +103,18 @@ HOOKS: tuple[Hook, ...] = (
         "_RTCRtpReceiver__remote_streams",
         Use.WRITTEN,
         "per-SSRC receive statistics that aiortc's RTCP task turns into receiver reports to "
-        "the publisher (its own _handle_rtp_packet, which fills them, is replaced)",
+        "the publisher (its own _handle_rtp_packet, which fills them, is replaced): the SFU "
+        "puts edge.sfu.rtpstats.ReceiveStatistics there, with the fields aiortc reads",
     ),
-    Hook(
-        STATISTICS,
-        "add",
-        Use.CALLED,
-        "aiortc's receive statistics (sequence, loss, jitter) for those reports",
-        ("packet",),
+    *(
+        Hook(
+            STATISTICS,
+            field,
+            Use.READ,
+            "aiortc reads it from each receive-statistics object (its RTCP task, getStats); "
+            "edge.sfu.rtpstats.ReceiveStatistics has it too",
+        )
+        for field in ("packets_received", "packets_lost", "jitter", "fraction_lost", "max_seq")
     ),
     Hook(
         SENDER,
@@ -323,6 +327,8 @@ def check_hooks(instances: dict[str, object]) -> None:
     for hook in HOOKS:
         owner = _resolve(hook.owner)
         target = instances.get(hook.owner, owner) if hook.parameters is None else owner
+        if isinstance(getattr(owner, hook.attribute, None), property):
+            target = owner  # a property is looked up on the class, never run here
         if not hasattr(target, hook.attribute):
             raise HookError(
                 f"{hook.owner}.{hook.attribute} is gone: edge.sfu needs it ({hook.why}); "
@@ -420,12 +426,6 @@ def wrap_receiver_rtcp(receiver: Any, handler: RtcpHandler) -> Callable[[AnyRtcp
 def receiver_statistics(receiver: Any) -> dict[int, Any]:
     streams: dict[int, Any] = receiver._RTCRtpReceiver__remote_streams
     return streams
-
-
-def new_statistics(clock_rate: int) -> Any:
-    from aiortc.rtcrtpreceiver import StreamStatistics
-
-    return StreamStatistics(clock_rate)
 
 
 async def send_pli(receiver: Any, media_ssrc: int) -> None:

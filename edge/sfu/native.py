@@ -35,6 +35,7 @@ MODULES = (
     "limits",
     "packets",
     "rewrite",
+    "rtpstats",
 )
 SOURCES = Path(__file__).resolve().parent
 BUILD = SOURCES.parent.parent / "build" / "sfu-native"

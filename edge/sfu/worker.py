@@ -53,6 +53,7 @@ from edge.sfu.forwarder import (
 )
 from edge.sfu.ingress import Ingress
 from edge.sfu.packets import ExtensionIds
+from edge.sfu.rtpstats import ReceiveStatistics
 
 logger = logging.getLogger(__name__)
 
@@ -158,14 +159,15 @@ class Worker:
         media_pt, clock_rate = codec.payload_type, codec.clock_rate
 
         def forward(packet: RtpPacket) -> list[Event]:
-            events = forwarder.forward(key, packet, clock())
+            now = clock()
+            events = forwarder.forward(key, packet, now)
             ssrc, rtx_ssrc = forwarder.publication_ssrcs(key)
             if packet.ssrc == ssrc:
                 if packet.payload_type == media_pt:
                     stream = statistics.get(ssrc)
                     if stream is None:
-                        stream = statistics[ssrc] = hooks.new_statistics(clock_rate)
-                    stream.add(packet)
+                        stream = statistics[ssrc] = ReceiveStatistics(clock_rate)
+                    stream.add(packet.sequence_number, packet.timestamp, now)
             elif packet.ssrc != rtx_ssrc:
                 # aiortc's router bound this unknown SSRC to the receiver by payload type;
                 # the forwarder refused it, so unbind it (C4: invented SSRCs grow nothing)
