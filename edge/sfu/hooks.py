@@ -600,14 +600,9 @@ class IngressRoute(_Resolved):
         if not self.why:
             self._open()
 
-    def current(self) -> bool:
-        """Whether the transport is still in the state this route was resolved in."""
-        dtls = self.dtls
-        return bool(
-            dtls._rx_srtp is self.session
-            and self.nominated.get(1) is self.pair
-            and dtls._state is self.state
-        )
+    # Ingress.receive checks that the transport is still in the state this route was
+    # resolved in (``_rx_srtp``, the nominated pair, ``_state``, by identity) inline, and
+    # counts RTP inline: it runs for every datagram. The names are in HOOKS.
 
     def count(self, size: int) -> None:
         """Count a received datagram in the transport's statistics, as ``_recv_next`` does."""

@@ -153,7 +153,14 @@ class Ingress:
     def receive(self, data: bytes, addr: tuple[Any, ...]) -> bool:
         """Take one datagram (first byte 128..191); False: not taken, aiortc's way."""
         route = self._route
-        if route is None or not route.current():
+        dtls = self._dtls
+        # IngressRoute.current and .count, written out (as the egress does): per datagram
+        if (
+            route is None
+            or dtls._rx_srtp is not route.session
+            or route.nominated.get(1) is not route.pair
+            or dtls._state is not route.state
+        ):
             route = self._resolve()
         if not route.fast:
             return False
@@ -172,7 +179,8 @@ class Ingress:
         if sink is None:
             return False
         entered = time.monotonic() if _observer is not None else 0.0
-        route.count(size)
+        dtls._RTCDtlsTransport__rx_bytes += size
+        dtls._RTCDtlsTransport__rx_packets += 1
         self._buffer[0:size] = data
         length = self._length
         length[0] = size

@@ -31,6 +31,7 @@ MODULES = (
     "forwarder",
     "history",
     "ingress",
+    "intake",
     "keyframes",
     "limits",
     "packets",

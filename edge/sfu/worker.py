@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
@@ -52,8 +53,8 @@ from edge.sfu.forwarder import (
     SlotResumed,
 )
 from edge.sfu.ingress import Ingress
+from edge.sfu.intake import Intake
 from edge.sfu.packets import ExtensionIds
-from edge.sfu.rtpstats import ReceiveStatistics
 
 logger = logging.getLogger(__name__)
 
@@ -149,40 +150,23 @@ class Worker:
         receiver = transceiver.receiver
         self._receivers[key] = receiver
         self._remb_ssrc[key] = hooks.sender_ssrcs(transceiver.sender)[0]
-        statistics = hooks.receiver_statistics(receiver)
-        forwarder, clock, dispatch, at_once = (
-            self.forwarder,
-            self._clock,
-            self.dispatch,
-            self._at_once,
+        forwarder, clock, dispatch = self.forwarder, self._clock, self.dispatch
+        intake = Intake(
+            forwarder,
+            key,
+            statistics=hooks.receiver_statistics(receiver),
+            payload_type=codec.payload_type,
+            clock_rate=codec.clock_rate,
+            clock=clock,
+            forget=functools.partial(hooks.forget_ssrc, receiver),
+            at_once=self._at_once,
         )
-        media_pt, clock_rate = codec.payload_type, codec.clock_rate
-
-        def forward(packet: RtpPacket) -> list[Event]:
-            now = clock()
-            events = forwarder.forward(key, packet, now)
-            ssrc, rtx_ssrc = forwarder.publication_ssrcs(key)
-            if packet.ssrc == ssrc:
-                if packet.payload_type == media_pt:
-                    stream = statistics.get(ssrc)
-                    if stream is None:
-                        stream = statistics[ssrc] = ReceiveStatistics(clock_rate)
-                    stream.add(packet.sequence_number, packet.timestamp, now)
-            elif packet.ssrc != rtx_ssrc:
-                # aiortc's router bound this unknown SSRC to the receiver by payload type;
-                # the forwarder refused it, so unbind it (C4: invented SSRCs grow nothing)
-                hooks.forget_ssrc(receiver, packet.ssrc)
-            return events
+        forward, ingest = intake.take, intake.ingest
 
         async def on_rtp(packet: RtpPacket, arrival_time_ms: int) -> None:
             events = forward(packet)
             if events:
                 await dispatch(events)
-
-        def ingest(packet: RtpPacket) -> None:  # the fast ingress, in the socket callback
-            events = forward(packet)
-            if events:
-                at_once(events)
 
         async def on_rtcp(packet: AnyRtcpPacket) -> None:
             events = forwarder.publisher_rtcp(key, packet, clock())
@@ -193,7 +177,7 @@ class Worker:
             note(packet)  # aiortc's own notes, for its receiver reports and getStats
             events = forwarder.publisher_rtcp(key, packet, clock())
             if events:
-                at_once(events)
+                self._at_once(events)
 
         hooks.replace_receiver_rtp(receiver, on_rtp)
         note = hooks.wrap_receiver_rtcp(receiver, on_rtcp)
