@@ -154,7 +154,8 @@ class Ingress:
         """Take one datagram (first byte 128..191); False: not taken, aiortc's way."""
         route = self._route
         dtls = self._dtls
-        # IngressRoute.current and .count, written out (as the egress does): per datagram
+        # the route still current, and RTP counted, written out (as the egress does): this
+        # runs for every datagram
         if (
             route is None
             or dtls._rx_srtp is not route.session
