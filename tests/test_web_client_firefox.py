@@ -169,16 +169,20 @@ def texts(tab: Tab, path: str) -> list[str]:
     return found
 
 
-def poll(tab: Tab, path: str, predicate: str, *args: object, wanted: str) -> Any:
+def poll(
+    tab: Tab, path: str, predicate: str, *args: object, wanted: str, timeout: float = 10.0
+) -> Any:
     """``tab.wait(predicate, path, *args)``; if it never holds, an ``AssertionError`` that
     shows what ``path`` holds instead."""
     try:
-        return tab.wait(predicate, path, *args, what=wanted)
+        return tab.wait(predicate, path, *args, what=wanted, timeout=timeout)
     except TimeoutError:
         raise AssertionError(f"{path}: wanted {wanted}, found {texts(tab, path)!r}") from None
 
 
-def expect_text(tab: Tab, path: str, text: str, *, contains: bool = False) -> str:
+def expect_text(
+    tab: Tab, path: str, text: str, *, contains: bool = False, timeout: float = 10.0
+) -> str:
     """The first element of ``path`` has (or ``contains``) ``text``; returns its text."""
     predicate = f"""(path, text, contains) => {{
         const el = find(path)[0];
@@ -186,7 +190,7 @@ def expect_text(tab: Tab, path: str, text: str, *, contains: bool = False) -> st
         return el && (contains ? now.includes(text) : now === text) && (now || true);
     }}"""
     wanted = f"{'a text containing' if contains else 'the text'} {text!r}"
-    found: str = poll(tab, path, predicate, text, contains, wanted=wanted)
+    found: str = poll(tab, path, predicate, text, contains, wanted=wanted, timeout=timeout)
     return found
 
 
@@ -365,7 +369,9 @@ def chat(a: Tab, b: Tab) -> None:
     # a direct conversation from the directory, in real time both ways; the @mention is
     # chosen from the list with the keyboard
     a.click(f"{ivanov_sees} button.write")
-    expect_text(a, "#conversation-title", NAMES["petrov"], contains=True)
+    # a POST and two GETs before the title shows: on a CI host with the other worker busy
+    # this took over 10 s once (the title still empty), so this one step waits up to 30 s
+    expect_text(a, "#conversation-title", NAMES["petrov"], contains=True, timeout=30.0)
     expect_focused(a, "#composer")
     a.type("@пет")
     expect_texts(a, "#mention-list [role=option]", [f"{NAMES['petrov']} @petrov"])
