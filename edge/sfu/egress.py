@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeGuard, TypeVar
 
 from pylibsrtp import SRTP_MAX_SRTCP_TRAILER_LEN, SRTP_MAX_TRAILER_LEN
 
@@ -51,6 +51,23 @@ RTCP_LIMIT = BUFFER_SIZE - SRTP_MAX_SRTCP_TRAILER_LEN
 Observer = Callable[[bytes, bool], None]  # (plain packet, is RTCP), after it was sent
 _observer: Observer | None = None
 _ffi, _protect, _protect_rtcp = hooks.srtp_library()
+
+
+_R = TypeVar("_R", hooks.Route, hooks.IngressRoute)
+
+
+def current(route: _R | None, dtls: Any, session: Any) -> TypeGuard[_R]:
+    """Whether a DTLS transport is still in the state its route was resolved in (by
+    identity: its SRTP ``session`` — outbound for the egress, inbound for the ingress —,
+    nominated ICE pair and DTLS state); False with no route yet. Here, in a compiled module,
+    rather than a method of the pure-Python routes in :mod:`edge.sfu.hooks`: it runs for
+    every packet, both ways."""
+    return not (
+        route is None
+        or session is not route.session
+        or route.nominated.get(1) is not route.pair
+        or dtls._state is not route.state
+    )
 
 
 def observe(callback: Observer | None) -> None:
@@ -95,13 +112,7 @@ class Egress:
         await :meth:`fallback` instead."""
         route = self._route
         dtls = self._dtls
-        # Route.current and Route.count, written out: this runs for every forwarded copy
-        if (
-            route is None
-            or dtls._tx_srtp is not route.session
-            or route.nominated.get(1) is not route.pair
-            or dtls._state is not route.state
-        ):
+        if not current(route, dtls, dtls._tx_srtp):
             route = self._resolve()
         if not route.fast:
             return False

@@ -568,8 +568,9 @@ class Route(_Resolved):
             self.sendto = transport.sendto
 
     # Egress.send checks that the transport is still in this state (``_tx_srtp``, the
-    # nominated pair, ``_state``, by identity) and counts ``__tx_bytes``/``__tx_packets``
-    # itself, written out: it runs for every forwarded copy. Those names are in HOOKS.
+    # nominated pair, ``_state``, by identity: egress.current) and counts
+    # ``__tx_bytes``/``__tx_packets`` itself, written out: it runs for every forwarded
+    # copy. Those names are in HOOKS.
 
 
 def srtp_library() -> tuple[Any, Any, Any]:
@@ -601,8 +602,8 @@ class IngressRoute(_Resolved):
             self._open()
 
     # Ingress.receive checks that the transport is still in the state this route was
-    # resolved in (``_rx_srtp``, the nominated pair, ``_state``, by identity) inline, and
-    # counts RTP inline: it runs for every datagram. The names are in HOOKS.
+    # resolved in with egress.current (compiled, as the egress's), and counts RTP inline: it
+    # runs for every datagram. The names are in HOOKS.
 
     def count(self, size: int) -> None:
         """Count a received datagram in the transport's statistics, as ``_recv_next`` does."""

@@ -44,6 +44,7 @@ from typing import Any
 from aiortc.rtp import AnyRtcpPacket, RtcpPacket, RtpPacket
 
 from edge.sfu import hooks
+from edge.sfu.egress import current
 from edge.sfu.packets import parse_media
 
 logger = logging.getLogger(__name__)
@@ -154,14 +155,7 @@ class Ingress:
         """Take one datagram (first byte 128..191); False: not taken, aiortc's way."""
         route = self._route
         dtls = self._dtls
-        # the route still current, and RTP counted, written out (as the egress does): this
-        # runs for every datagram
-        if (
-            route is None
-            or dtls._rx_srtp is not route.session
-            or route.nominated.get(1) is not route.pair
-            or dtls._state is not route.state
-        ):
+        if not current(route, dtls, dtls._rx_srtp):  # (RTP is counted inline below)
             route = self._resolve()
         if not route.fast:
             return False
