@@ -648,15 +648,11 @@ class Forwarder:
         the list checks the slot's source."""
         for publication in self._publications.values():
             source = publication.source
-            slots = publication.slots
-            for slot in slots:
-                if slot.rewriter.current is not source and slot.rewriter.pending is not source:
-                    publication.slots = [
-                        s
-                        for s in slots
-                        if s.rewriter.current is source or s.rewriter.pending is source
-                    ]
-                    break
+            publication.slots = [
+                s
+                for s in publication.slots
+                if s.rewriter.current is source or s.rewriter.pending is source
+            ]
 
     # -- adaptive quality -----------------------------------------------------------------
 
