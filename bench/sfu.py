@@ -94,8 +94,10 @@ subscriber streams delivered anything in the window):
 * loss seen by the subscribers (before repair: the counting subscribers send no NACKs);
 * the SFU's resident memory, UDP receive-buffer drops at the SFU's, the generator's and all
   the host's sockets, the bytes waiting unread in the SFU's and the generator's UDP receive
-  queues (sampled every 0.5 s: a queue there is latency the in-SFU probe does not see), the
-  host's load average when the run started.
+  queues (sampled every 0.5 s: a queue there is latency the in-SFU probe does not see; by
+  ``bench.backlog`` in a process of its own at nice 19 on the generator's core: sampled on
+  the generator's event loop, the 10-30 ms read held every client's sends twice a second
+  and made bursts), the host's load average when the run started.
 """
 
 from __future__ import annotations
@@ -129,6 +131,7 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport  # noqa: E402
 from aiortc.rtp import is_rtcp  # noqa: E402
 
 from bench.arrivals import Stalls, stamp_arrivals  # noqa: E402
+from bench.backlog import BacklogSampler, own_udp_drops  # noqa: E402
 from bench.janus import JanusConfig, JanusProcess, JanusServer, janus_version  # noqa: E402
 from bench.lean_rtp import packetize  # noqa: E402
 from bench.sfu_clients import (  # noqa: E402
@@ -235,35 +238,6 @@ def _compiled() -> bool:
     except ImportError:  # a tree from before them (--sfu-tree)
         return False
     return native.active()
-
-
-def _own_udp_sockets(pid: int | str) -> list[list[str]]:
-    """The /proc/net/udp{,6} rows of a process's own sockets."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    rows = []
-    for table in ("/proc/net/udp", "/proc/net/udp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[9] in inodes:
-                rows.append(fields)
-    return rows
-
-
-def own_udp_drops(pid: int | str = "self") -> int:
-    """Datagrams the kernel dropped on a process's own UDP sockets (full receive buffer)."""
-    return sum(int(fields[-1]) for fields in _own_udp_sockets(pid))
-
-
-def udp_backlog(pid: int | str = "self") -> int:
-    """Bytes waiting in a process's UDP receive queues (read by nobody yet)."""
-    return sum(int(fields[4].split(":")[1], 16) for fields in _own_udp_sockets(pid))
 
 
 def rss_kib(pid: int | str = "self") -> int:
@@ -596,15 +570,16 @@ async def generate(
     if profiler is not None:
         profiler.enable()
     gen_cpu0, gen_sys0, t0 = time.process_time(), os.times().system, time.monotonic()
+    steal0 = cpu_steal(args.sfu_cpu), cpu_steal(args.generator_cpu)
     await signal("mark")
     loss.window = (time.monotonic(), float("inf"))
     loss.measuring = loss.counting = True
-    backlog: dict[str, list[int]] = {"sfu": [], "generator": []}  # sampled every 0.5 s
-    end = time.monotonic() + args.seconds
-    while (left := end - time.monotonic()) > 0:
-        await asyncio.sleep(min(0.5, left))
-        backlog["sfu"].append(udp_backlog(sfu_pid))
-        backlog["generator"].append(udp_backlog())
+    # sampled every 0.5 s by a process of its own (bench.backlog: not on this event loop)
+    sampler = BacklogSampler({"sfu": sfu_pid, "generator": os.getpid()}, args.generator_cpu)
+    await sampler.start()
+    await asyncio.sleep(args.seconds)
+    backlog = await sampler.stop()
+    steal = (cpu_steal(args.sfu_cpu) - steal0[0], cpu_steal(args.generator_cpu) - steal0[1])
     loss.measuring = False
     loss.window = (loss.window[0], time.monotonic())
     report: dict[str, Any] = dict(await signal("report"))
@@ -641,6 +616,7 @@ async def generate(
         loss=1 - got / expected if expected else float("nan"),
         generator_load=gen_cpu,
         generator_system=gen_sys,
+        steal=tuple(seconds / args.seconds for seconds in steal),
         forwarded=expected,
         sent_in_window=loss.sent_in_window,
         backlog={k: (max(v, default=0), sum(v) / max(1, len(v))) for k, v in backlog.items()},
@@ -659,6 +635,16 @@ def udp_receive_buffer_errors() -> int:
         0
     ]
     return int(values[header.index("RcvbufErrors")])
+
+
+def cpu_steal(cpu: int) -> float:
+    """Seconds the hypervisor ran something else while this VM's ``cpu`` wanted to run
+    (``steal`` in /proc/stat): a VM's slow spell shows here, not in the process's CPU."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        fields = line.split()
+        if fields[0] == f"cpu{cpu}":
+            return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    return float("nan")
 
 
 def run_one(kind: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -796,7 +782,8 @@ def show(kind: str, r: dict[str, Any]) -> str:
         f"{r['backlog']['sfu'][0] / 1024:.0f} KiB generator "
         f"{r['backlog']['generator'][1] / 1024:.0f}/{r['backlog']['generator'][0] / 1024:.0f} KiB  "
         f"UDP drops SFU/generator/host {r['sfu_drops']}/{r['generator_drops']}/"
-        f"{r['kernel_drops']}  host load {r['load']:.1f}"
+        f"{r['kernel_drops']}  host load {r['load']:.1f}  "
+        f"steal SFU/generator CPU {r['steal'][0] * 100:.1f}/{r['steal'][1] * 100:.1f}%"
         + (
             f"  history-hits {r['history_hits']} PLIs {r['keyframe_requests']}"
             if "history_hits" in r
