@@ -30,18 +30,23 @@ def main() -> None:
         print(f"removed {native.BUILD.relative_to(ROOT)}: the SFU runs as pure Python")
         return
     from mypyc.build import mypycify
-    from setuptools import Distribution
+    from setuptools import Distribution, Extension
 
     sources = [str(ROOT / "edge" / "sfu" / f"{name}.py") for name in native.MODULES]
     started = time.monotonic()
     print(
-        f"compiling {len(sources)} modules of edge/sfu with mypyc (C compiler: "
+        f"compiling {len(sources)} modules of edge/sfu with mypyc and "
+        f"{len(native.EXTENSIONS)} C extension (C compiler: "
         f"{os.environ.get('CC', 'cc')}) into {native.BUILD.relative_to(ROOT)} ...",
         flush=True,
     )
     with tempfile.TemporaryDirectory() as work:
         os.chdir(ROOT)
         extensions = mypycify(sources, opt_level="3", group_name="edge.sfu._native")
+        extensions += [
+            Extension(f"edge.sfu.{name}", [f"edge/sfu/{source}"], extra_compile_args=["-O2"])
+            for name, source in native.EXTENSIONS
+        ]
         distribution = Distribution({"name": "zastava-sfu-native", "ext_modules": extensions})
         command = distribution.get_command_obj("build_ext")
         command.build_lib = str(native.BUILD)

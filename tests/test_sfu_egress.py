@@ -23,6 +23,7 @@ from aiortc.rtp import AnyRtcpPacket, RtcpByePacket, RtcpSrPacket
 
 from bench.sfu_clients import Clip, Publisher, Subscriber, make_clip, wait_for
 from edge.sfu import egress as egress_module
+from edge.sfu import hooks, native
 from edge.sfu.egress import Egress
 from edge.sfu.room import RelayIce, Room
 from sync import turn
@@ -85,7 +86,15 @@ async def alice_to_bob(name: str, seed: int) -> AsyncIterator[tuple[Room, Subscr
         await bob.close()
 
 
-def test_a_host_connection_takes_the_fast_path_and_the_subscriber_decodes() -> None:
+@pytest.mark.parametrize("c_sender", [True, False], ids=["c-sender", "cffi"])
+def test_a_host_connection_takes_the_fast_path_and_the_subscriber_decodes(
+    c_sender: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both ways the fast path protects and sends: the C sender where it is built
+    (edge/sfu/_sendpath.c), libsrtp through cffi and the transport's ``sendto`` without it."""
+    if not c_sender:
+        monkeypatch.setattr(hooks, "_sender", lambda ctx, transport, address: None)
+
     async def scenario() -> None:
         async with alice_to_bob("egress-host", 1) as (room, bob):
             await wait_for(lambda: bob.received.frames["video"] >= 5, 30, "first frames")
@@ -121,6 +130,12 @@ def test_a_host_connection_takes_the_fast_path_and_the_subscriber_decodes() -> N
             packets, octets = transport_stats(room)
             assert packets >= sum(e.fast for e in slots), (packets, report)
             assert octets > 100 * packets, (octets, packets)
+            senders = [e._sender for e in slots]
+            if c_sender and native.active():  # built: every fast copy went through C
+                assert all(s is not None for s in senders), report
+                assert sum(s.counts()[0] for s in senders) >= fast, report
+            else:
+                assert senders == [None, None], report
 
     run(scenario)
 

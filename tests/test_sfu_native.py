@@ -21,6 +21,8 @@ def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     sources.mkdir(parents=True)
     for name in native.MODULES:
         shutil.copy(native.SOURCES / f"{name}.py", sources / f"{name}.py")
+    for _, source in native.EXTENSIONS:
+        shutil.copy(native.SOURCES / source, sources / source)
     build = tmp_path / "build" / "sfu-native"
     (build / "edge" / "sfu").mkdir(parents=True)
     monkeypatch.setattr(native, "SOURCES", sources)
@@ -70,3 +72,15 @@ def test_when_active_every_listed_module_is_the_compiled_one() -> None:
         origin = Path(spec.origin)
         # (mypyc names the file after the module's dotted path under the build's folder)
         assert native.BUILD in origin.parents and origin.suffix == ".so", origin
+    for name, _ in native.EXTENSIONS:
+        spec = importlib.import_module(f"edge.sfu.{name}").__spec__
+        assert spec is not None and spec.origin is not None
+        assert native.BUILD in Path(spec.origin).parents, spec.origin
+
+
+def test_a_build_older_than_its_c_extension_source_is_not_used(tree: Path) -> None:
+    native.write_stamp()
+    for _, source in native.EXTENSIONS:
+        path = native.SOURCES / source
+        path.write_text(path.read_text() + "\n/* edited after the build */\n")
+    assert not native.activate([])

@@ -81,12 +81,23 @@ def observe(callback: Observer | None) -> None:
 class Egress:
     """The egress of one subscriber slot's DTLS transport."""
 
-    __slots__ = ("_dtls", "_fallback", "_route", "_cdata", "_buffer", "_length", "fast", "slow")
+    __slots__ = (
+        "_dtls",
+        "_fallback",
+        "_route",
+        "_sender",
+        "_cdata",
+        "_buffer",
+        "_length",
+        "fast",
+        "slow",
+    )
 
     def __init__(self, dtls: Any) -> None:
         self._dtls = dtls
         self._fallback: Callable[[bytes], Awaitable[None]] = hooks.rtp_sink(dtls)
         self._route: hooks.Route | None = None
+        self._sender: Any = None  # the route's edge.sfu._sendpath.Sender, if built
         self._cdata = _ffi.new("char[]", BUFFER_SIZE)
         self._buffer = _ffi.buffer(self._cdata)
         self._length = _ffi.new("int *")
@@ -105,6 +116,7 @@ class Egress:
             route.why = "RTCDtlsTransport._send_rtp is wrapped and nobody observes egress"
         logger.debug("egress of %r: %s", self._dtls, route.why or "fast")
         self._route = route
+        self._sender = route.sender
         return route
 
     def send(self, data: bytes, rtcp: bool) -> bool:
@@ -119,13 +131,22 @@ class Egress:
         size = len(data)
         if size > (RTCP_LIMIT if rtcp else RTP_LIMIT):
             return False
-        self._buffer[0:size] = data
-        length = self._length
-        length[0] = size
-        if (_protect_rtcp if rtcp else _protect)(route.ctx, self._cdata, length):
-            return False
-        size = length[0]
-        route.sendto(self._buffer[0:size], route.address)  # type: ignore[misc]
+        sender = self._sender
+        if sender is not None:  # protect and sendto in one C call (edge/sfu/_sendpath.c)
+            size = sender.send_rtcp(data) if rtcp else sender.send(data)
+            if size == 0:
+                return False  # libsrtp refused it: nothing sent
+            if size < 0:  # the socket would block: the event loop's transport queues it
+                size = -size
+                route.sendto(sender.pending(), route.address)  # type: ignore[misc]
+        else:
+            self._buffer[0:size] = data
+            length = self._length
+            length[0] = size
+            if (_protect_rtcp if rtcp else _protect)(route.ctx, self._cdata, length):
+                return False
+            size = length[0]
+            route.sendto(self._buffer[0:size], route.address)  # type: ignore[misc]
         dtls._RTCDtlsTransport__tx_bytes += size
         dtls._RTCDtlsTransport__tx_packets += 1
         self.fast += 1

@@ -547,13 +547,14 @@ class Route(_Resolved):
     """Where and how one DTLS transport's RTP goes (fast egress): the outbound session,
     and the nominated pair's datagram ``sendto`` (not for a TURN relay pair)."""
 
-    __slots__ = ("sendto",)
+    __slots__ = ("sendto", "sender")
 
     def __init__(self, dtls: Any) -> None:
         from aioice.turn import TurnTransport
 
         super().__init__(dtls, dtls._tx_srtp)
         self.sendto: Callable[[bytes, tuple[str, int]], None] | None = None
+        self.sender: Any = None  # edge.sfu._sendpath.Sender, where it is built
         if self.why:
             return
         transport = getattr(self.pair.protocol, "transport", None)
@@ -566,11 +567,43 @@ class Route(_Resolved):
         else:
             self._open()
             self.sendto = transport.sendto
+            self.sender = _sender(self.ctx, transport, self.address)
 
     # Egress.send checks that the transport is still in this state (``_tx_srtp``, the
     # nominated pair, ``_state``, by identity: egress.current) and counts
     # ``__tx_bytes``/``__tx_packets`` itself, written out: it runs for every forwarded
     # copy. Those names are in HOOKS.
+
+
+def _sender(ctx: Any, transport: Any, address: tuple[str, int]) -> Any:
+    """A ``Sender`` of the compiled ``edge.sfu._sendpath`` for this route (libsrtp's
+    protect functions and ``ctx`` by address, the socket's descriptor), or None where that
+    module is not built (pure Python: the egress protects through cffi and sends through
+    the transport)."""
+    try:
+        from edge.sfu import _sendpath
+    except ImportError:
+        return None
+    from pylibsrtp import SRTP_MAX_SRTCP_TRAILER_LEN, SRTP_MAX_TRAILER_LEN
+    from pylibsrtp._binding import ffi, lib
+
+    socket = transport.get_extra_info("socket")
+    if socket is None:
+        return None
+
+    def address_of(cdata: Any) -> int:
+        return int(ffi.cast("uintptr_t", cdata))
+
+    return _sendpath.Sender(
+        protect=address_of(ffi.addressof(lib, "srtp_protect")),
+        protect_rtcp=address_of(ffi.addressof(lib, "srtp_protect_rtcp")),
+        ctx=address_of(ctx),
+        fd=socket.fileno(),
+        host=address[0],
+        port=address[1],
+        rtp_limit=_sendpath.BUFFER_SIZE - SRTP_MAX_TRAILER_LEN,
+        rtcp_limit=_sendpath.BUFFER_SIZE - SRTP_MAX_SRTCP_TRAILER_LEN,
+    )
 
 
 def srtp_library() -> tuple[Any, Any, Any]:

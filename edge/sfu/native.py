@@ -38,6 +38,8 @@ MODULES = (
     "rewrite",
     "rtpstats",
 )
+# C extensions (module name, source), built beside them
+EXTENSIONS = (("_sendpath", "_sendpath.c"),)
 SOURCES = Path(__file__).resolve().parent
 BUILD = SOURCES.parent.parent / "build" / "sfu-native"
 STAMP = BUILD / "stamp.json"
@@ -54,6 +56,8 @@ def _stamp() -> dict[str, str]:
     stamp = {"python": sys.version, "mypy": mypy}
     for name in MODULES:
         stamp[name] = hashlib.sha256((SOURCES / f"{name}.py").read_bytes()).hexdigest()
+    for name, source in EXTENSIONS:
+        stamp[name] = hashlib.sha256((SOURCES / source).read_bytes()).hexdigest()
     return stamp
 
 
