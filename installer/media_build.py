@@ -122,10 +122,55 @@ def download_wheels(opts: BuildOptions, lock: Path, dest: Path) -> None:
     _run([*argv, "-r", str(lock)], f"pip download from {lock}")
 
 
-def build_zastava_wheel(source: Path, dest: Path) -> Path:
+def ship_sfu_build(source: Path, copy: Path, python: str) -> str:
+    """Put the SFU's compiled modules (``edge/sfu/native.py``) into the copy's
+    ``edge/sfu/compiled``, the wheel's package data, so that installed nodes run them: the
+    checkout's own build if it was made from these sources for this Python, else a new one
+    (``scripts/compile_sfu.py`` in the copy). Only for the media's Python (the build is for
+    the interpreter that makes it). Returns what was done, for the admin; without a C
+    compiler or mypy, the media carry the sources alone and the SFU runs them."""
+    from edge.sfu import native
+
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if here != python:
+        return (
+            f"the SFU's compiled modules are NOT on the media: this is Python {here}, the "
+            f"media are for {python} (build the media with Python {python} to ship them)"
+        )
+    sources = copy / "edge" / "sfu"
+    build = source / "build" / "sfu-native"
+    how = "the checkout's build"
+    if not native.built_from(build / "stamp.json", sources):
+        build = copy / "build" / "sfu-native"
+        compiled = subprocess.run(
+            [sys.executable, str(copy / "scripts" / "compile_sfu.py")],
+            capture_output=True,
+            text=True,
+        )
+        if compiled.returncode != 0 or not native.built_from(build / "stamp.json", sources):
+            tail = (compiled.stdout + compiled.stderr).strip().splitlines()[-3:]
+            return (
+                "the SFU's compiled modules are NOT on the media (scripts/compile_sfu.py "
+                f"failed: {' | '.join(tail)}); nodes will run the SFU as pure Python"
+            )
+        how = "compiled now"
+    target = sources / native.PACKAGED.name
+    target.mkdir()
+    for item in (build / "edge" / "sfu").iterdir():
+        if item.suffix == ".so":
+            shutil.copy2(item, target / item.name)
+    shutil.copy2(build / "stamp.json", target / "stamp.json")
+    shipped = len(list(target.glob("*.so")))
+    return f"the SFU's compiled modules ({shipped} files, {how}) go into the wheel"
+
+
+def build_zastava_wheel(source: Path, dest: Path, python: str) -> tuple[Path, str]:
+    """Zastava's wheel from a copy of the checkout, with the SFU's compiled modules for
+    ``python`` where they can be made (:func:`ship_sfu_build`: its note is returned)."""
     with tempfile.TemporaryDirectory(prefix="zastava-wheel-") as tmp:
         copy = Path(tmp) / "src"
         shutil.copytree(source, copy, ignore=_IGNORE, symlinks=True)
+        note = ship_sfu_build(source, copy, python)
         out = Path(tmp) / "out"
         _run(
             [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check"]
@@ -142,7 +187,7 @@ def build_zastava_wheel(source: Path, dest: Path) -> Path:
             )
         target = dest / wheel.name
         shutil.copyfile(wheel, target)
-        return target
+        return target, note
 
 
 def download_debs(packages: dict[str, list[str]], dest: Path) -> dict[str, tuple[str, ...]]:
@@ -209,9 +254,10 @@ def build_media(
     # Two independent subprocesses (pip download, pip wheel): run them side by side. If the
     # download fails, its error is the one reported (after the build has finished).
     with ThreadPoolExecutor(max_workers=1) as pool:
-        built = pool.submit(build_zastava_wheel, opts.source, wheels)
+        built = pool.submit(build_zastava_wheel, opts.source, wheels, opts.platform.python)
         download_wheels(opts, lock, wheels)
-        wheel = built.result()
+        wheel, note = built.result()
+    progress(f"      {note}")
     (out / "requirements.txt").write_text(requirements_text(lock, wheel), encoding="utf-8")
     debs: dict[str, tuple[str, ...]] | None = None
     if opts.debs:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from edge.sfu import native
 from installer.layout import Installation, Paths
 from installer.manifest import Version
 from pki.names import Role
@@ -95,6 +96,14 @@ def test_install_on_a_host_without_network(tmp_path: Path, media: MediaSet) -> N
         assert "byte-compiling the virtualenv" in r.stdout
         site = next((root / "opt" / "versions" / "0.1.0" / "venv" / "lib").glob("python3*"))
         assert list((site / "site-packages" / "pip" / "__pycache__").glob("*.pyc"))
+        if native.active():  # the media carry the SFU's compiled modules: the node runs them
+            python = root / "opt" / "versions" / "0.1.0" / "venv" / "bin" / "python"
+            check = "from edge.sfu import native, egress; print(native.active(), egress.__file__)"
+            node = run([str(python), "-c", check], cwd=root)  # (not the checkout's edge/)
+            assert node.returncode == 0 and node.stdout.startswith("True "), (
+                node.stdout + node.stderr
+            )
+            assert "/site-packages/edge/sfu/compiled/egress." in node.stdout, node.stdout
         assert "carry " in r.stdout and "request.pem to the CA" in r.stdout
         paths = Paths(root / "opt")
         assert paths.linked(paths.current) == V1

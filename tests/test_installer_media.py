@@ -35,9 +35,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from edge.sfu import native
 from installer import media_cli
 from installer.manifest import Manifest, Version
-from installer.media_build import DEBIAN_LIST, debian_packages, download_debs
+from installer.media_build import DEBIAN_LIST, debian_packages, download_debs, ship_sfu_build
 from installer.release_key import SigningKey, VerifyingKey, generate
 from pki.ca import CaPaths, IssuingCA, init_ca
 from pki.enrollment import EnrollmentRequest
@@ -155,6 +156,8 @@ def _source_copy(dst: Path, version: str, *, breakable: bool = False) -> Path:
             ".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache", "tests", "bench"
         ),
     )
+    if (ROOT / "build" / "sfu-native").is_dir():  # the checkout's SFU build, as an admin's
+        shutil.copytree(ROOT / "build" / "sfu-native", dst / "build" / "sfu-native")
     pyproject = dst / "pyproject.toml"
     text = pyproject.read_text().replace('version = "0.1.0"', f'version = "{version}"', 1)
     if '"edge.web"' not in text:
@@ -407,6 +410,12 @@ def test_media_hold_every_locked_wheel_and_the_web_client(media: MediaSet) -> No
     assert lock in req and "zastava==0.1.0 \\\n    --hash=sha256:" in req
     with zipfile.ZipFile(media.v1 / m.zastava_wheel) as z:
         assert "edge/web/static/index.html" in z.namelist()
+        if native.active():  # the checkout's SFU build goes into the wheel
+            shipped = [n for n in z.namelist() if n.startswith("edge/sfu/compiled/")]
+            assert "edge/sfu/compiled/stamp.json" in shipped, shipped
+            assert any("_sendpath" in n for n in shipped), shipped
+            assert any("_native__mypyc" in n for n in shipped), shipped
+            assert "edge/sfu/_sendpath.c" in z.namelist()  # the stamp names it
     assert {"bootstrap.sh", "release-key.pem"} <= {f.path for f in m.files}
     r = zastava(
         "media", "verify", str(media.v1), "--prefix", str(media.base / "none"),
@@ -414,6 +423,34 @@ def test_media_hold_every_locked_wheel_and_the_web_client(media: MediaSet) -> No
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert f"all {len(m.files)} files match; version 0.1.0" in r.stdout
+
+
+def test_media_for_another_python_carry_the_sfu_sources_alone(tmp_path: Path) -> None:
+    copy = tmp_path / "src"
+    shutil.copytree(ROOT / "edge" / "sfu", copy / "edge" / "sfu")
+    note = ship_sfu_build(ROOT, copy, "3.99")
+    assert "NOT on the media" in note and "media are for 3.99" in note
+    assert not (copy / "edge" / "sfu" / "compiled").exists()
+
+
+def test_without_a_build_of_these_sources_the_media_builder_compiles_one(tmp_path: Path) -> None:
+    """A checkout whose build is missing (or stale): ``scripts/compile_sfu.py`` in the copy."""
+    if not native.active():
+        assert not os.environ.get("CI"), "CI compiles the SFU (scripts/bootstrap.sh)"
+        pytest.skip("no C compiler / mypyc here: the media carry the sources alone")
+    copy = tmp_path / "src"
+    for part in ("edge", "scripts"):
+        shutil.copytree(ROOT / part, copy / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", copy / "pyproject.toml")
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    note = ship_sfu_build(tmp_path / "no-build-here", copy, python)
+    assert "compiled now" in note, note
+    shipped = copy / "edge" / "sfu" / "compiled"
+    assert native.built_from(shipped / "stamp.json", copy / "edge" / "sfu")
+    assert {p.name.split(".")[0] for p in shipped.glob("*.so")} >= {
+        *native.MODULES,
+        *(name for name, _ in native.EXTENSIONS),
+    }
 
 
 def test_openssl_verifies_the_signature_independently(media: MediaSet) -> None:

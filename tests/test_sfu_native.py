@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import os
 import shutil
@@ -28,8 +29,15 @@ def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(native, "SOURCES", sources)
     monkeypatch.setattr(native, "BUILD", build)
     monkeypatch.setattr(native, "STAMP", build / "stamp.json")
+    monkeypatch.setattr(native, "PACKAGED", sources / "compiled")
     monkeypatch.setattr(native, "_active", False)
     return tmp_path
+
+
+def package_the_build() -> None:
+    """What installer/media_build.py does: the build's stamp (and modules) into the package."""
+    native.PACKAGED.mkdir()
+    shutil.move(native.STAMP, native.PACKAGED / "stamp.json")
 
 
 def test_a_build_of_the_current_sources_goes_first_on_the_path(tree: Path) -> None:
@@ -50,7 +58,33 @@ def test_a_build_older_than_a_source_is_not_used(
     with caplog.at_level(logging.WARNING, logger="edge.sfu.native"):
         assert not native.activate(path)
     assert path == ["/the/sources"] and not native.active()
-    assert "older than their sources" in caplog.text
+    assert "not built from these sources" in caplog.text
+
+
+def test_an_installed_node_uses_the_build_its_wheel_carries(tree: Path) -> None:
+    native.write_stamp()
+    package_the_build()
+    path = ["/the/sources"]
+    assert native.activate(path)
+    assert path == [str(native.PACKAGED), "/the/sources"] and native.active()
+
+
+def test_a_build_for_another_python_or_without_a_source_is_not_used(
+    tree: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    native.write_stamp()
+    package_the_build()
+    stamp_file = native.PACKAGED / "stamp.json"
+    built = json.loads(stamp_file.read_text())
+    stamp_file.write_text(json.dumps({**built, "mypy": "another mypy"}))
+    assert native.built_from(stamp_file), "the mypy that compiled it is on record only"
+    stamp_file.write_text(json.dumps({**built, "python": "cpython-312-x86_64"}))
+    with caplog.at_level(logging.WARNING, logger="edge.sfu.native"):
+        assert not native.activate([])
+    assert "not built from these sources for this Python" in caplog.text
+    stamp_file.write_text(json.dumps(built))
+    (native.SOURCES / native.EXTENSIONS[0][1]).unlink()  # a wheel without the C source
+    assert not native.built_from(stamp_file) and not native.activate([])
 
 
 def test_no_build_or_a_broken_stamp_means_the_sources(tree: Path) -> None:
