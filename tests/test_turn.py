@@ -316,9 +316,20 @@ class TurnClient:
 
 
 def udp_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A port for turnserver's listener, free for UDP and TCP (coturn binds both), below
+    Linux's ephemeral range and the relay ranges: an ephemeral port the kernel gave for UDP
+    was once taken on TCP by another test's connection, and coturn retried its bind forever."""
+    for _ in range(200):
+        port = random.randrange(15000, 20000)
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                u.bind((host, port))
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                    t.bind((host, port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError(f"no port free for UDP and TCP on {host} in 15000-19999")
 
 
 def relay_range() -> tuple[int, int]:
