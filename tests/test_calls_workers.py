@@ -11,6 +11,7 @@ does when the ``media_epoch`` of their call grows: join again, publish, subscrib
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import functools
 import io
@@ -240,6 +241,61 @@ def test_a_killed_worker_moves_its_calls_and_they_go_on() -> None:
 async def grows(page: Page, other: str, by: int, limit: float = 20.0) -> None:
     start = page.frames_of(other)
     await wait_for(lambda: page.frames_of(other) >= start + by, limit, f"{other} at {page.login}")
+
+
+def test_a_hung_worker_is_noticed_killed_and_its_call_moved() -> None:
+    """C1, a worker that hangs without dying (SIGSTOP: its socket stays open): its heartbeat
+    goes unanswered, the edge kills it and moves the meeting, as for a killed worker."""
+
+    async def scenario() -> None:
+        pushed = Pushed()
+        factory = functools.partial(WorkerMedia, workers=2, heartbeat=0.2, hang_limit=1.0)
+        service = CallService(pushed.hooks(), clock=lambda: dt.datetime.now(dt.UTC), media=factory)
+        pushed.service = service
+        media = service.media
+        assert isinstance(media, WorkerMedia)
+        pages: list[Page] = []
+        hung: int | None = None
+        try:
+            call, alice, bob = await meeting(service, "alice", "bob")
+            pages += [alice, bob]
+            await grows(alice, "bob", 5)
+            hung = media.pid_of(call.id)
+            assert hung is not None
+            await asyncio.sleep(1.0)  # heartbeats answered meanwhile: nothing moves
+            assert media.moves == [] and media.pid_of(call.id) == hung
+            stopped_at = time.monotonic()
+            os.kill(hung, signal.SIGSTOP)
+            await wait_for(lambda: pushed.told(call.id, 1), 20, "alice and bob told")
+            noticed = time.monotonic() - stopped_at
+            assert [(m.room, m.from_pid) for m in media.moves] == [(call.id, hung)]
+            assert media.pid_of(call.id) not in (None, hung)
+            await wait_for(lambda: not _running(hung), 10, "the hung worker killed")
+            assert 1.0 <= noticed < 8.0, noticed  # hang_limit 1 s (+ a heartbeat, + load)
+            await asyncio.gather(alice.reconnect(), bob.reconnect())
+            await wait_for(lambda: len(call.publications) == 4, 20, "four publications again")
+            await asyncio.gather(alice.subscribe(), bob.subscribe())
+            await grows(alice, "bob", 10)
+            await grows(bob, "alice", 10)
+            assert not call.ended
+        finally:
+            if hung is not None:  # (killed by then, unless the test failed first)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(hung, signal.SIGCONT)
+            for page in pages:
+                await page.close()
+            await service.close()
+
+    run(scenario)
+
+
+def _running(pid: int) -> bool:
+    """Whether a process is there and not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_a_held_microphone_stays_held_on_the_new_worker() -> None:

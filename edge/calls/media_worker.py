@@ -38,6 +38,7 @@ from edge.sfu import native
 
 log = logging.getLogger("edge.calls.worker")
 
+HEARTBEAT: Final = "heartbeat"  # answered by the worker's loop itself (WorkerMedia's watch)
 METHODS: Final = frozenset(
     {
         "join",
@@ -103,6 +104,9 @@ class Worker:
             self.writer.close()
 
     async def _run(self, request: wire.Request) -> None:
+        if request.method == HEARTBEAT and not request.args:  # the edge asks: still turning?
+            self.send(wire.Reply(request.id, os.getpid()))
+            return
         if request.method not in self.methods:
             refused = wire.MediaWorkerError(f"no such method: {request.method[:64]!r}")
             self.send(wire.Reply(request.id, error=wire.error_of(refused)))

@@ -20,7 +20,9 @@ copy of the edge's state (no fork of a process with threads and open databases, 
 "spawn" re-import of the edge's ``__main__``), its loop is chosen before anything runs,
 and the socket is asyncio streams at both ends (no pickling Connection, no reader thread).
 
-**When a worker dies** (THREATS C1), its end of the socket closes at once; the edge:
+**When a worker dies** (THREATS C1), its end of the socket closes at once; **a worker that
+hangs** (its loop stuck, its socket open) is asked a heartbeat every ``heartbeat`` seconds
+and, when it has not answered in ``hang_limit`` seconds, killed. Either way the edge:
 
 1. fails every request in flight on it (see below) and marks its rooms lost;
 2. per room, at once: an :class:`~edge.calls.media.Unpublished` for every publication
@@ -92,6 +94,7 @@ log = logging.getLogger("edge.calls.workers")
 EventSink = Callable[[MediaEvent], Awaitable[None]]
 LOOPS: Final = ("uvloop", "asyncio")
 RESTART_BACKOFF: Final = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+HEARTBEAT: Final = "heartbeat"  # edge.calls.media_worker answers it from its loop
 SOURCE_ROOT: Final = os.path.dirname(os.path.dirname(os.path.abspath(edge.__file__)))
 
 
@@ -176,12 +179,16 @@ class WorkerMedia:
         python: str = sys.executable,
         start_timeout: float = 60.0,
         log_level: str = "warning",
+        heartbeat: float = 1.0,
+        hang_limit: float = 5.0,
     ) -> None:
         if loop not in LOOPS:
             raise ValueError(f"loop must be one of {', '.join(LOOPS)}")
         count = default_workers() if workers is None else workers
         if count < 1:
             raise ValueError("at least one media worker")
+        if heartbeat <= 0 or hang_limit <= 0:
+            raise ValueError("heartbeat and hang_limit must be positive seconds")
         cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
         pinned = pin and len(cpus) >= count
         self._on_event = on_event
@@ -190,6 +197,8 @@ class WorkerMedia:
         self._python = python
         self._start_timeout = start_timeout
         self._log_level = log_level
+        self._heartbeat = heartbeat
+        self._hang_limit = hang_limit
         self._rooms: dict[str, _Room] = {}
         self._ids = itertools.count(1)
         self._started: asyncio.Future[None] | None = None
@@ -434,9 +443,27 @@ class WorkerMedia:
             raise
         async with self._alive:
             self._alive.notify_all()
+        self._keep(self._watch(worker, writer))
         log.info(
             "media worker %d: pid %s, %s, cpu %s", worker.slot, worker.pid, worker.loop, worker.cpu
         )
+
+    async def _watch(self, worker: _Worker, writer: asyncio.StreamWriter) -> None:
+        """A worker whose loop no longer turns (hung, not dead: its socket stays open) is
+        treated as dead: every ``heartbeat`` seconds it is asked, and one that has not
+        answered within ``hang_limit`` seconds is killed and its rooms moved (C1)."""
+        while worker.writer is writer and worker.alive:
+            await asyncio.sleep(self._heartbeat)
+            if worker.writer is not writer:
+                return
+            try:
+                await asyncio.wait_for(self._call(worker, HEARTBEAT, ()), self._hang_limit)
+            except _LostError:
+                return  # gone meanwhile: the reader moved its rooms
+            except TimeoutError:
+                if worker.writer is writer:
+                    self._lost(worker, f"it did not answer a heartbeat in {self._hang_limit} s")
+                return
 
     async def _read(
         self,
