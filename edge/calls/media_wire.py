@@ -40,6 +40,9 @@ from typing import Any, Final, cast
 from edge.calls import media
 
 MAX_FRAME: Final = 16 * 1024 * 1024
+# a request the worker's loop answers itself (its pid), whatever its media: the edge's
+# watch for a worker that hangs (edge.calls.worker_media)
+HEARTBEAT: Final = "heartbeat"
 HEADER: Final = struct.Struct("!I")
 
 

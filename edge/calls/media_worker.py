@@ -38,7 +38,6 @@ from edge.sfu import native
 
 log = logging.getLogger("edge.calls.worker")
 
-HEARTBEAT: Final = "heartbeat"  # answered by the worker's loop itself (WorkerMedia's watch)
 METHODS: Final = frozenset(
     {
         "join",
@@ -104,7 +103,7 @@ class Worker:
             self.writer.close()
 
     async def _run(self, request: wire.Request) -> None:
-        if request.method == HEARTBEAT and not request.args:  # the edge asks: still turning?
+        if request.method == wire.HEARTBEAT and not request.args:  # the edge asks: still turning?
             self.send(wire.Reply(request.id, os.getpid()))
             return
         if request.method not in self.methods:

@@ -94,7 +94,6 @@ log = logging.getLogger("edge.calls.workers")
 EventSink = Callable[[MediaEvent], Awaitable[None]]
 LOOPS: Final = ("uvloop", "asyncio")
 RESTART_BACKOFF: Final = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
-HEARTBEAT: Final = "heartbeat"  # edge.calls.media_worker answers it from its loop
 SOURCE_ROOT: Final = os.path.dirname(os.path.dirname(os.path.abspath(edge.__file__)))
 
 
@@ -457,7 +456,7 @@ class WorkerMedia:
             if worker.writer is not writer:
                 return
             try:
-                await asyncio.wait_for(self._call(worker, HEARTBEAT, ()), self._hang_limit)
+                await asyncio.wait_for(self._call(worker, wire.HEARTBEAT, ()), self._hang_limit)
             except _LostError:
                 return  # gone meanwhile: the reader moved its rooms
             except TimeoutError:
