@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-TABLES = ("/proc/net/udp", "/proc/net/udp6")
+TABLES = ("net/udp", "net/udp6")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -44,11 +44,13 @@ def socket_inodes(pid: int | str) -> set[str]:
     return inodes
 
 
-def udp_rows() -> list[list[str]]:
-    """Every UDP socket's row of the host's tables."""
+def udp_rows(ns_pid: int | str = "self") -> list[list[str]]:
+    """Every UDP socket's row of the tables of ``ns_pid``'s network namespace (``/proc/net``
+    is per namespace)."""
     rows = []
     for table in TABLES:
-        rows += [line.split() for line in Path(table).read_text().splitlines()[1:]]
+        text = Path(f"/proc/{ns_pid}/{table}").read_text()
+        rows += [line.split() for line in text.splitlines()[1:]]
     return rows
 
 

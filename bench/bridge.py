@@ -102,6 +102,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aiortc import RTCSessionDescription  # noqa: E402
 
+from bench.backlog import socket_inodes, udp_rows  # noqa: E402
 from bench.bridge_figures import KINDS, A, B, Meter, Run, compare, show  # noqa: E402
 from bench.bridge_plant import Stalls, percentiles, serve  # noqa: E402
 from bench.bridge_rpc import Channel, Handler  # noqa: E402
@@ -186,38 +187,21 @@ def sched_seconds(pid: int) -> tuple[float, float]:
     return run / 1e9, wait / 1e9
 
 
-def socket_inodes(pid: int) -> set[str]:
-    """The inodes of a process's sockets (as ``/proc/net/udp`` names them)."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        with contextlib.suppress(OSError):
-            target = os.readlink(fd)
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-    return inodes
-
-
-def udp_rows(inodes: set[str], ns_pid: int) -> list[list[str]]:
-    """The UDP socket table rows of these sockets, read in ``ns_pid``'s network namespace
-    (``/proc/net`` is per namespace)."""
-    rows = []
-    for line in Path(f"/proc/{ns_pid}/net/udp").read_text().splitlines()[1:]:
-        parts = line.split()
-        if parts[9] in inodes:
-            rows.append(parts)
-    return rows
+def own_rows(inodes: set[str], ns_pid: int) -> list[list[str]]:
+    """The UDP socket table rows of these sockets, read in ``ns_pid``'s network namespace."""
+    return [row for row in udp_rows(ns_pid) if row[9] in inodes]
 
 
 def udp_drops(owner: int, ns_pid: int) -> int:
     """Datagrams dropped on ``owner``'s UDP sockets because their receive buffer was full."""
-    return sum(int(row[-1]) for row in udp_rows(socket_inodes(owner), ns_pid))
+    return sum(int(row[-1]) for row in own_rows(socket_inodes(owner), ns_pid))
 
 
 def udp_backlog(inodes: set[str], ns_pid: int) -> tuple[int, int]:
     """Bytes waiting unread in these UDP sockets' receive queues: (in the sockets connected
     to the TURN port, the bridge connections' allocations; in the others)."""
     turn = other = 0
-    for row in udp_rows(inodes, ns_pid):
+    for row in own_rows(inodes, ns_pid):
         queued = int(row[4].split(":")[1], 16)
         if row[2].endswith(f":{netbed.TURN_PORT:04X}"):
             turn += queued
