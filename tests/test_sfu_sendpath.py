@@ -50,23 +50,9 @@ def packet(sequence: int, size: int = 200) -> bytes:
 
 
 def sender(ctx_session: pylibsrtp.Session, fd: int, to: int, **kwargs: Any) -> Any:
-    from pylibsrtp._binding import ffi, lib
-
-    def address(cdata: Any) -> int:
-        return int(ffi.cast("uintptr_t", cdata))
-
-    arguments: dict[str, Any] = {
-        "protect": address(ffi.addressof(lib, "srtp_protect")),
-        "protect_rtcp": address(ffi.addressof(lib, "srtp_protect_rtcp")),
-        "ctx": address(ctx_session._srtp[0]),
-        "fd": fd,
-        "host": "127.0.0.1",
-        "port": to,
-        "rtp_limit": 1300,
-        "rtcp_limit": 1300,
-    }
-    arguments.update(kwargs)
-    return _sendpath.Sender(**arguments)
+    """The route's arguments (edge.sfu.hooks), with any of them replaced by ``kwargs``."""
+    arguments = hooks.sender_arguments(ctx_session._srtp[0], fd, ("127.0.0.1", to))
+    return _sendpath.Sender(**{**arguments, **kwargs})
 
 
 @pytest.fixture

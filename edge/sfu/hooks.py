@@ -584,26 +584,34 @@ def _sender(ctx: Any, transport: Any, address: tuple[str, int]) -> Any:
         from edge.sfu import _sendpath
     except ImportError:
         return None
-    from pylibsrtp import SRTP_MAX_SRTCP_TRAILER_LEN, SRTP_MAX_TRAILER_LEN
-    from pylibsrtp._binding import ffi, lib
-
     socket = transport.get_extra_info("socket")
     if socket is None:
         return None
+    return _sendpath.Sender(**sender_arguments(ctx, socket.fileno(), address))
+
+
+def sender_arguments(ctx: Any, fd: int, address: tuple[str, int]) -> dict[str, Any]:
+    """What ``edge.sfu._sendpath.Sender`` takes for a libsrtp context (pylibsrtp's ``srtp_t``
+    cdata), a socket descriptor and a remote address: the functions and the context by
+    address, the packet limits of pylibsrtp's buffer."""
+    from pylibsrtp import SRTP_MAX_SRTCP_TRAILER_LEN, SRTP_MAX_TRAILER_LEN
+    from pylibsrtp._binding import ffi, lib
+
+    from edge.sfu import _sendpath
 
     def address_of(cdata: Any) -> int:
         return int(ffi.cast("uintptr_t", cdata))
 
-    return _sendpath.Sender(
-        protect=address_of(ffi.addressof(lib, "srtp_protect")),
-        protect_rtcp=address_of(ffi.addressof(lib, "srtp_protect_rtcp")),
-        ctx=address_of(ctx),
-        fd=socket.fileno(),
-        host=address[0],
-        port=address[1],
-        rtp_limit=_sendpath.BUFFER_SIZE - SRTP_MAX_TRAILER_LEN,
-        rtcp_limit=_sendpath.BUFFER_SIZE - SRTP_MAX_SRTCP_TRAILER_LEN,
-    )
+    return {
+        "protect": address_of(ffi.addressof(lib, "srtp_protect")),
+        "protect_rtcp": address_of(ffi.addressof(lib, "srtp_protect_rtcp")),
+        "ctx": address_of(ctx),
+        "fd": fd,
+        "host": address[0],
+        "port": address[1],
+        "rtp_limit": _sendpath.BUFFER_SIZE - SRTP_MAX_TRAILER_LEN,
+        "rtcp_limit": _sendpath.BUFFER_SIZE - SRTP_MAX_SRTCP_TRAILER_LEN,
+    }
 
 
 def srtp_library() -> tuple[Any, Any, Any]:
