@@ -58,13 +58,12 @@ def main() -> None:
             subscriber=f"s{i}",
         )
         forwarder.assign(slot, "a/v", 0.0)
+    make = getattr(packets, "MediaPacket", RtpPacket)  # (trees before it forwarded aiortc's)
     keyframe = bytes([0x90, 0x80, 0x81, 0x23, 0x10, 0x02, 0x00]) + bytes(1100)
     inter = bytes([0x90, 0x80, 0x81, 0x23, 0x11, 0x02, 0x00]) + bytes(1100)
-    forwarder.forward("a/v", RtpPacket(96, 0, 1, 0, 0x1000, keyframe), 1.0)
+    forwarder.forward("a/v", make(96, 0, 1, 0, 0x1000, keyframe), 1.0)
     count = args.packets
-    batch = [
-        RtpPacket(96, 0, (2 + i) & 0xFFFF, 3000 * (i // 5), 0x1000, inter) for i in range(count)
-    ]
+    batch = [make(96, 0, (2 + i) & 0xFFFF, 3000 * (i // 5), 0x1000, inter) for i in range(count)]
     before = forwarder.stats.forwarded
     start = time.process_time()
     for i, packet in enumerate(batch):

@@ -21,7 +21,6 @@ from aiortc.rtp import (
     RtcpReceiverInfo,
     RtcpRrPacket,
     RtcpRtpfbPacket,
-    RtpPacket,
     pack_remb_fci,
 )
 from hypothesis import given, settings
@@ -47,7 +46,7 @@ from edge.sfu.forwarder import (
     SlotPaused,
     SlotResumed,
 )
-from edge.sfu.packets import parse_rtp
+from edge.sfu.packets import MediaPacket, parse_rtp
 from edge.sfu.rewrite import SlotPhase
 
 VP8 = Codec("video/VP8", 90_000, 96)
@@ -79,7 +78,7 @@ class Sim:
         self.slot_ssrc: dict[str, int] = {}
         self.received: dict[str, int] = {}  # slot -> packets sent to it (the receiver's view)
         self.reported: dict[str, tuple[int, int]] = {}  # slot -> (highest, cumulative lost)
-        self.upstream_drop: Callable[[RtpPacket], bool] | None = None  # lost before the SFU
+        self.upstream_drop: Callable[[MediaPacket], bool] | None = None  # lost before the SFU
         for key in VIDEOS:
             self.fwd.publish(key, Kind.VIDEO, VP8)
         self.fwd.publish(AUDIO, Kind.AUDIO, OPUS)
@@ -118,7 +117,7 @@ class Sim:
                     self.seq[key] = (self.seq[key] + 1) & 0xFFFF
                     head = KEY if key in self.want_key else INTER
                     self.want_key.discard(key)
-                    packet = RtpPacket(
+                    packet = MediaPacket(
                         payload_type=VP8.payload_type if key in VIDEOS else OPUS.payload_type,
                         sequence_number=self.seq[key],
                         timestamp=int(self.now * 90_000),

@@ -38,7 +38,7 @@ from bench.sfu_clients import Clip, Publisher, Subscriber, make_clip, stamp_of, 
 from edge.sfu.feedback import UpstreamLoss
 from edge.sfu.forwarder import Codec, Forwarder, ForwarderConfig, Kind, NackPublisher, SendRtp
 from edge.sfu.limits import IngressLimit, TokenBucket
-from edge.sfu.packets import parse_rtcp
+from edge.sfu.packets import MediaPacket, parse_rtcp
 from edge.sfu.room import Room
 
 pytestmark = pytest.mark.slow
@@ -460,8 +460,8 @@ SUB = Codec("video/VP8", 90_000, 100, rtx_payload_type=101)
 KEY = bytes([0x90, 0x80, 0x81, 0x23, 0x10, 0x02, 0x00]) + bytes(1000)
 
 
-def packet(seq: int, *, ssrc: int = 0x1000, pt: int = 96, payload: bytes = KEY) -> RtpPacket:
-    return RtpPacket(
+def packet(seq: int, *, ssrc: int = 0x1000, pt: int = 96, payload: bytes = KEY) -> MediaPacket:
+    return MediaPacket(
         payload_type=pt, sequence_number=seq, timestamp=seq * 3000, ssrc=ssrc, payload=payload
     )
 

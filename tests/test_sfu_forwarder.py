@@ -14,7 +14,6 @@ from aiortc.rtp import (
     RtcpRtpfbPacket,
     RtcpSenderInfo,
     RtcpSrPacket,
-    RtpPacket,
     pack_remb_fci,
 )
 
@@ -30,7 +29,7 @@ from edge.sfu.forwarder import (
     SendRtp,
     SlotIdle,
 )
-from edge.sfu.packets import ExtensionIds, parse_rtcp, parse_rtp
+from edge.sfu.packets import ExtensionIds, MediaPacket, parse_rtcp, parse_rtp
 from edge.sfu.rewrite import SlotPhase
 
 PUB_VP8 = Codec("video/VP8", 90_000, 96, rtx_payload_type=97)
@@ -43,8 +42,10 @@ PUB_SSRC = 0x1000
 
 def vp8(
     seq: int, ts: int, payload: bytes = INTER, *, pt: int = 96, ssrc: int = PUB_SSRC
-) -> RtpPacket:
-    return RtpPacket(payload_type=pt, sequence_number=seq, timestamp=ts, ssrc=ssrc, payload=payload)
+) -> MediaPacket:
+    return MediaPacket(
+        payload_type=pt, sequence_number=seq, timestamp=ts, ssrc=ssrc, payload=payload
+    )
 
 
 def sends(events: list) -> list[SendRtp]:  # type: ignore[type-arg]

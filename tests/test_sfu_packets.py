@@ -18,6 +18,7 @@ from edge.sfu.packets import (
     MID_URI,
     ExtensionIds,
     HeaderWriter,
+    MediaPacket,
     abs_send_time,
     extension_block,
     mid_element,
@@ -87,12 +88,26 @@ def test_the_forwarding_parser_refuses_what_aiortcs_refuses(data: bytes, message
         parse_rtp(data, aiortc_map())
 
 
-def same_fields(ours: RtpPacket, theirs: RtpPacket) -> None:
-    for name in ("version", "marker", "payload_type", "sequence_number", "timestamp", "ssrc"):
+def same_fields(ours: MediaPacket, theirs: RtpPacket) -> None:
+    assert theirs.version == 2
+    for name in ("marker", "payload_type", "sequence_number", "timestamp", "ssrc"):
         assert getattr(ours, name) == getattr(theirs, name), name
     assert ours.csrc == theirs.csrc
     assert ours.payload == theirs.payload and ours.padding_size == theirs.padding_size
-    assert ours.extensions.audio_level == theirs.extensions.audio_level
+    assert ours.audio_level == theirs.extensions.audio_level
+    copied = MediaPacket.of(theirs)  # aiortc's receive path: the same fields
+    assert (copied.payload_type, copied.marker, copied.sequence_number) == (
+        ours.payload_type,
+        ours.marker,
+        ours.sequence_number,
+    )
+    assert (copied.timestamp, copied.ssrc, copied.csrc, copied.payload) == (
+        ours.timestamp,
+        ours.ssrc,
+        ours.csrc,
+        ours.payload,
+    )
+    assert (copied.audio_level, copied.padding_size) == (ours.audio_level, ours.padding_size)
 
 
 def one_byte_block(elements: list[tuple[int, bytes]], padding: int) -> bytes:

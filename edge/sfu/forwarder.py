@@ -53,7 +53,6 @@ from aiortc.rtp import (
     RtcpRrPacket,
     RtcpRtpfbPacket,
     RtcpSrPacket,
-    RtpPacket,
 )
 
 from edge.sfu import adapt
@@ -64,6 +63,7 @@ from edge.sfu.limits import IngressLimit, TokenBucket
 from edge.sfu.packets import (
     ExtensionIds,
     HeaderWriter,
+    MediaPacket,
     abs_send_time,
     mid_element,
     parse_remb,
@@ -463,7 +463,7 @@ class Forwarder:
 
     # -- media ----------------------------------------------------------------------------
 
-    def forward(self, publication_key: str, packet: RtpPacket, now: float) -> list[Event]:
+    def forward(self, publication_key: str, packet: MediaPacket, now: float) -> list[Event]:
         """One RTP packet from a publisher: the copies to send, and any NACK to send back."""
         publication = self._publications.get(publication_key)
         if publication is None:
@@ -516,7 +516,7 @@ class Forwarder:
             audio_level = None
         else:
             send_time = None
-            audio_level = packet.extensions.audio_level
+            audio_level = packet.audio_level
 
         keyframe: bool | None = None
         timestamp = packet.timestamp

@@ -41,20 +41,20 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiortc.rtp import AnyRtcpPacket, RtcpPacket, RtpPacket
+from aiortc.rtp import AnyRtcpPacket, RtcpPacket
 
 from edge.sfu import hooks
 from edge.sfu.egress import current
-from edge.sfu.packets import parse_media
+from edge.sfu.packets import MediaPacket, parse_media
 
 logger = logging.getLogger(__name__)
 
 BUFFER_SIZE = 1500  # as pylibsrtp's own buffer: a longer datagram goes aiortc's way
-RtpSink = Callable[[RtpPacket], None]
+RtpSink = Callable[[MediaPacket], None]
 RtcpSink = Callable[[AnyRtcpPacket], None]
 
 _ffi, _unprotect, _unprotect_rtcp = hooks.srtp_unprotect()
-Observer = Callable[[RtpPacket, float], None]
+Observer = Callable[[MediaPacket, float], None]
 _observer: Observer | None = None
 
 

@@ -1,6 +1,7 @@
 """A publication's packets as the worker's handlers take them, in compiled code.
 
-For every packet of a publication the worker forwards it (:meth:`Forwarder.forward`), counts
+For every packet of a publication the worker tells its audio level to a meter if one is set
+(:attr:`Intake.level`: the room's active speaker), forwards it (:meth:`Forwarder.forward`), counts
 it in the receive statistics aiortc's receiver reports to the publisher are made from
 (:class:`edge.sfu.rtpstats.ReceiveStatistics`, in the receiver's own table), and unbinds an
 SSRC the forwarder refused (aiortc's router binds every unknown SSRC with a known payload
@@ -14,9 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from aiortc.rtp import RtpPacket
-
 from edge.sfu.forwarder import Event, Forwarder
+from edge.sfu.packets import MediaPacket
 from edge.sfu.rtpstats import ReceiveStatistics
 
 
@@ -41,10 +41,14 @@ class Intake:
         self._clock = clock
         self._forget = forget  # unbind an SSRC from the receiver
         self._at_once = at_once  # events met inside a socket callback
+        self.level: Callable[[int], None] | None = None  # told each packet's audio level
 
-    def take(self, packet: RtpPacket) -> list[Event]:
+    def take(self, packet: MediaPacket) -> list[Event]:
         """Forward one packet and count it; the events the forwarder left to send."""
         now = self._clock()
+        level = self.level
+        if level is not None and packet.audio_level is not None:
+            level(packet.audio_level[1])
         forwarder = self._forwarder
         events = forwarder.forward(self._key, packet, now)
         ssrc, rtx_ssrc = forwarder.publication_ssrcs(self._key)
@@ -58,7 +62,7 @@ class Intake:
             self._forget(packet.ssrc)  # the forwarder refused it (C4)
         return events
 
-    def ingest(self, packet: RtpPacket) -> None:
+    def ingest(self, packet: MediaPacket) -> None:
         """:meth:`take`, inside the fast ingress's socket callback."""
         events = self.take(packet)
         if events:

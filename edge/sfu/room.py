@@ -25,12 +25,12 @@ signalling layer to renegotiate or re-point it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiortc import (
     RTCBundlePolicy,
@@ -42,7 +42,6 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc import sdp as aiortc_sdp
-from aiortc.rtp import RtpPacket
 
 from edge.sfu import forwarder as core
 from edge.sfu import hooks
@@ -272,7 +271,7 @@ class Room:
                 continue
             self._worker.attach_publisher(key, transceiver, self._mime(transceiver.kind))
             if transceiver.kind == "audio" and self._on_audio_level is not None:
-                self._meter(key, transceiver.receiver, self._on_audio_level)
+                self._meter(key, self._on_audio_level)
             member.publications[key] = transceiver.kind
             self._publications[key] = (participant, transceiver.kind)
             await self.events.put(TrackPublished(key, participant, transceiver.kind))
@@ -431,33 +430,11 @@ class Room:
     def _mime(self, kind: str) -> str:
         return self.config.video_codec if kind == "video" else self.config.audio_codec
 
-    def _meter(self, key: str, receiver: Any, report: Callable[[str, int], None]) -> None:
+    def _meter(self, key: str, report: Callable[[str, int], None]) -> None:
         """Report the ssrc-audio-level (0 loudest .. 127 silence, RFC 6464) of each packet of
-        audio publication ``key``, then forward it: wraps the handler the worker installed
-        on the receiver's ``_handle_rtp_packet`` (edge.sfu.hooks, replaced) once more, and
-        the worker's fast-ingress handler the same way."""
-        forward = receiver._handle_rtp_packet
-
-        def note(packet: RtpPacket) -> None:
-            level = packet.extensions.audio_level
-            if level is not None:
-                report(key, level[1])
-
-        async def metered(packet: RtpPacket, arrival_time_ms: int) -> None:
-            note(packet)
-            await forward(packet, arrival_time_ms)
-
-        hooks.replace_receiver_rtp(receiver, metered)
-        ingress = self._worker.ingress_of(receiver)
-        ingest = ingress.sink(receiver) if ingress is not None else None
-        if ingress is None or ingest is None:
-            return
-
-        def metered_now(packet: RtpPacket) -> None:
-            note(packet)
-            ingest(packet)
-
-        ingress.bind(receiver, metered_now)
+        audio publication ``key``: the worker's intake calls it before forwarding, on both
+        receive paths (the fast ingress and aiortc's)."""
+        self._worker.meter(key, functools.partial(report, key))
 
     def _peer_connection(self, participant: str) -> RTCPeerConnection:
         # MAX_BUNDLE: under aiortc 1.16's default (BALANCED) a second transceiver of a kind

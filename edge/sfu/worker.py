@@ -57,7 +57,7 @@ from edge.sfu.forwarder import (
 )
 from edge.sfu.ingress import Ingress
 from edge.sfu.intake import Intake
-from edge.sfu.packets import ExtensionIds
+from edge.sfu.packets import ExtensionIds, MediaPacket
 
 logger = logging.getLogger(__name__)
 
@@ -200,6 +200,7 @@ class Worker:
         self._on_slot_idle = on_slot_idle
         self._on_adapt = on_adapt
         self._receivers: dict[str, Any] = {}  # publication -> aiortc receiver
+        self._intakes: dict[str, Intake] = {}  # publication -> its per-packet intake
         self._remb_ssrc: dict[str, int] = {}
         self._egress: dict[str, Egress] = {}  # slot -> its transport's egress
         self._senders: dict[str, Any] = {}  # slot -> its aiortc sender
@@ -231,10 +232,11 @@ class Worker:
             forget=functools.partial(hooks.forget_ssrc, receiver),
             at_once=self._at_once,
         )
+        self._intakes[key] = intake
         forward, ingest = intake.take, intake.ingest
 
         async def on_rtp(packet: RtpPacket, arrival_time_ms: int) -> None:
-            events = forward(packet)
+            events = forward(MediaPacket.of(packet))  # (aiortc's path: not the fast ingress)
             if events:
                 await dispatch(events)
 
@@ -287,7 +289,13 @@ class Worker:
         ingress = self._ingress.get(receiver.transport)
         return ingress if ingress is not None and ingress.sink(receiver) else None
 
+    def meter(self, key: str, report: Callable[[int], None]) -> None:
+        """Call ``report(level)`` with the audio level (RFC 6464: 0 loudest .. 127 silence)
+        of each packet of publication ``key`` that carries one, before it is forwarded."""
+        self._intakes[key].level = report
+
     def detach_publisher(self, key: str) -> list[Event]:
+        self._intakes.pop(key, None)
         receiver = self._receivers.pop(key, None)
         if receiver is not None:
             self._release(receiver)
