@@ -88,7 +88,8 @@ subscriber streams delivered anything in the window):
 * added latency p50/p95/p99 ("added", ``zastava``): from the publisher's stamp to the point
   where the in-SFU latency ends, per packet: what the SFU adds, the time a datagram waits
   unread in the SFU's socket included (the in-SFU figure starts after that wait). The
-  probe's cost per forwarded copy is a counter; the rest is per received packet;
+  probe costs nothing per forwarded copy (the copies are the forwarders' own count, read at
+  the window's ends), a Python call per received packet;
 * the SFU's garbage-collector pauses per generation in the window (count, total, longest;
   wall time, so a pause the VM stretched shows stretched);
 * loss seen by the subscribers (before repair: the counting subscribers send no NACKs);
@@ -113,6 +114,7 @@ import multiprocessing as mp
 import os
 import sys
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -153,6 +155,9 @@ class Probe:
         self.arrival = 0.0  # arrival time of the datagram being processed
         self.measuring = False
         self.sent = self.sent0 = 0  # RTP copies sent, and at the window's start
+        # the SFU's own count of copies, where it has one: read at the window's ends instead
+        # of a Python call per copy (``sent``)
+        self.counter: Callable[[], int] | None = None
         self.latencies: list[float] = []
         # publisher's send -> the SFU's send of the first copy (stamped payloads only): what
         # the SFU adds, its sockets' queue included (``latencies`` starts after that queue)
@@ -160,7 +165,10 @@ class Probe:
         self.cpu0 = self.sys0 = 0.0
         self.t0 = 0.0
 
-    def install(self, per_packet_latency: bool) -> None:
+    def install(self, per_packet_latency: bool, counter: Callable[[], int] | None = None) -> None:
+        """``counter``: the SFU counts its copies itself (Zastava's forwarder): the fast
+        egress is not observed and aiortc's ``_send_rtp`` not wrapped (copies sent aiortc's
+        way, none in a steady window, are counted but not timed)."""
         probe = self
         send_rtp = RTCDtlsTransport._send_rtp
 
@@ -197,18 +205,25 @@ class Probe:
             await send_rtp(self, data)
             sent(data, is_rtcp(data))
 
-        stamp_arrivals(arrived)
-        RTCDtlsTransport._send_rtp = counted_send_rtp  # type: ignore[method-assign]
-        try:  # the SFU's fast egress sends without _send_rtp: count it where it sends
+        try:
             from edge.sfu import egress, ingress
         except ImportError:  # a tree from before them (--sfu-tree)
+            egress = ingress = None  # type: ignore[assignment]
+        if counter is not None and ingress is not None and hasattr(ingress, "Observer"):
+            self.counter = counter
+            if per_packet_latency:
+                ingress.observe(forwarded)
             return
-        egress.observe(sent)
+        stamp_arrivals(arrived)
+        RTCDtlsTransport._send_rtp = counted_send_rtp  # type: ignore[method-assign]
+        if egress is None:
+            return
+        egress.observe(sent)  # the fast egress sends without _send_rtp: count it there
         if per_packet_latency and hasattr(ingress, "Observer"):  # (older trees: per copy)
             ingress.observe(forwarded)
 
     def mark(self) -> None:
-        self.sent0 = self.sent
+        self.sent0 = self.sent if self.counter is None else self.counter()
         self.latencies = []
         self.added = []
         self.sys0 = os.times().system
@@ -222,7 +237,7 @@ class Probe:
             "cpu": time.process_time() - self.cpu0,
             "sys": os.times().system - self.sys0,
             "wall": time.monotonic() - self.t0,
-            "sent": self.sent - self.sent0,
+            "sent": (self.sent if self.counter is None else self.counter()) - self.sent0,
             "latencies": sorted(self.latencies),
             "added": sorted(self.added),
             "rss_kib": rss_kib(),
@@ -271,7 +286,11 @@ class ZastavaServer:
 
         self._room_type = Room
         self.rooms: dict[str, Any] = {}
-        probe.install(per_packet_latency=True)
+        probe.install(per_packet_latency=True, counter=self.copies)
+
+    def copies(self) -> int:
+        """Copies the rooms' forwarders made (sent, or handed to aiortc's path to send)."""
+        return sum(room.stats.forwarded for room in self.rooms.values())
 
     async def join(self, room: str, pid: str) -> None:
         if room not in self.rooms:
