@@ -15,14 +15,41 @@ import logging
 from typing import Any
 
 import pytest
+from aiortc.rtcdtlstransport import RtpRouter
+from aiortc.rtp import AnyRtcpPacket
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge.sfu import hooks
 from edge.sfu.forwarder import Kind
-from edge.sfu.ingress import Ingress
+from edge.sfu.ingress import Ingress, rtcp_recipients
 from edge.sfu.room import Room
 from tests.test_sfu_egress import alice_to_bob, run, wait_for
+from tests.test_sfu_packets import rtcp_packets
 
 pytestmark = pytest.mark.slow
+
+
+SSRCS = st.sampled_from([0, 1, 2, 0xFFFFFFFF])  # few, so that packets name the tables' SSRCs
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    receivers=st.dictionaries(SSRCS, st.sampled_from(["r1", "r2"]), max_size=4),
+    senders=st.dictionaries(SSRCS, st.sampled_from(["s1", "s2", "s3"]), max_size=4),
+    packet=rtcp_packets(SSRCS),
+)
+def test_rtcp_is_routed_as_aiortcs_router_routes_it(
+    receivers: dict[int, str], senders: dict[int, str], packet: AnyRtcpPacket
+) -> None:
+    router = RtpRouter()
+    for ssrc, name in receivers.items():
+        router.register_receiver(name, [ssrc], [])  # type: ignore[arg-type]
+    for ssrc, name in senders.items():
+        router.register_sender(name, ssrc)  # type: ignore[arg-type]
+    found = rtcp_recipients(router.ssrc_table, router.senders, packet)
+    assert len(found) == len(set(found))  # each once
+    assert set(found) == router.route_rtcp(packet)
 
 
 def video_ingress(room: Room) -> tuple[Ingress, Any]:

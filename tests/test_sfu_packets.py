@@ -6,7 +6,25 @@ import struct
 
 import pytest
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
-from aiortc.rtp import HeaderExtensionsMap, RtcpSrPacket, RtpPacket
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    AnyRtcpPacket,
+    HeaderExtensionsMap,
+    RtcpByePacket,
+    RtcpPacket,
+    RtcpPsfbPacket,
+    RtcpReceiverInfo,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    RtcpSdesPacket,
+    RtcpSenderInfo,
+    RtcpSourceInfo,
+    RtcpSrPacket,
+    RtpPacket,
+    pack_remb_fci,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +43,7 @@ from edge.sfu.packets import (
     parse_media,
     parse_remb,
     parse_rtcp,
+    parse_rtcp_routed,
     parse_rtp,
     write_header,
     write_rtx,
@@ -195,6 +214,124 @@ def test_what_the_forwarding_parser_refuses_aiortc_refuses(data: bytes) -> None:
 def test_malformed_rtcp_is_refused_with_a_reason(data: bytes, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_rtcp(data)
+
+
+U32 = st.integers(0, 0xFFFFFFFF)
+
+
+def rtcp_packets(ssrc: st.SearchStrategy[int] = U32) -> st.SearchStrategy[AnyRtcpPacket]:
+    """aiortc's RTCP packets of every type the SFU meets, naming SSRCs drawn from ``ssrc``."""
+    blocks = st.lists(
+        st.builds(
+            RtcpReceiverInfo,
+            ssrc=ssrc,
+            fraction_lost=st.integers(0, 255),
+            packets_lost=st.integers(-0x800000, 0x7FFFFF),
+            highest_sequence=U32,
+            jitter=U32,
+            lsr=U32,
+            dlsr=U32,
+        ),
+        max_size=3,
+    )
+    return st.one_of(
+        st.builds(
+            RtcpSrPacket,
+            ssrc=ssrc,
+            sender_info=st.builds(
+                RtcpSenderInfo,
+                ntp_timestamp=st.integers(0, 2**64 - 1),
+                rtp_timestamp=U32,
+                packet_count=U32,
+                octet_count=U32,
+            ),
+            reports=blocks,
+        ),
+        st.builds(RtcpRrPacket, ssrc=ssrc, reports=blocks),
+        st.builds(
+            RtcpSdesPacket,
+            chunks=st.lists(
+                st.builds(
+                    RtcpSourceInfo,
+                    ssrc=ssrc,
+                    items=st.lists(
+                        st.tuples(st.integers(1, 8), st.binary(max_size=12)), max_size=2
+                    ),
+                ),
+                max_size=2,
+            ),
+        ),
+        st.builds(RtcpByePacket, sources=st.lists(ssrc, max_size=3)),
+        st.builds(
+            RtcpRtpfbPacket,
+            fmt=st.just(RTCP_RTPFB_NACK),
+            ssrc=ssrc,
+            media_ssrc=ssrc,
+            lost=st.lists(st.integers(0, 0xFFFF), max_size=4, unique=True).map(sorted),
+        ),
+        st.builds(RtcpPsfbPacket, fmt=st.just(RTCP_PSFB_PLI), ssrc=ssrc, media_ssrc=ssrc),
+        st.builds(
+            RtcpPsfbPacket,
+            fmt=st.just(RTCP_PSFB_APP),
+            ssrc=ssrc,
+            media_ssrc=st.just(0),
+            fci=st.builds(
+                pack_remb_fci, st.integers(0, 2**40), st.lists(ssrc, min_size=1, max_size=3)
+            ),
+        ),
+    )
+
+
+RTCP_PACKETS = rtcp_packets()
+
+
+def aiortc_routed(data: bytes) -> list[AnyRtcpPacket]:
+    """aiortc's parse, less the SDES packets its router sends to nobody."""
+    return [p for p in RtcpPacket.parse(data) if not isinstance(p, RtcpSdesPacket)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(RTCP_PACKETS, min_size=1, max_size=4),
+    st.data(),
+)
+def test_the_fast_rtcp_parser_reads_what_aiortc_reads(
+    packets: list[AnyRtcpPacket], data: st.DataObject
+) -> None:
+    wire = b"".join(bytes(p) for p in packets)
+    # and cut short, or one byte changed: both refuse, or both read the same
+    cut = data.draw(st.integers(0, len(wire)))
+    flip = data.draw(st.integers(0, len(wire) - 1))
+    mutated = wire[:flip] + bytes([wire[flip] ^ data.draw(st.integers(1, 255))]) + wire[flip + 1 :]
+    for candidate in (wire, wire[:cut], mutated):
+        try:
+            theirs = aiortc_routed(candidate)
+        except ValueError as exc:
+            with pytest.raises(ValueError) as ours:
+                parse_rtcp_routed(candidate)
+            assert str(ours.value) == str(exc)
+            continue
+        assert parse_rtcp_routed(candidate) == theirs
+    assert parse_rtcp_routed(wire) == [p for p in packets if not isinstance(p, RtcpSdesPacket)]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=80))
+def test_the_fast_rtcp_parser_refuses_what_aiortc_refuses(data: bytes) -> None:
+    try:
+        theirs = aiortc_routed(data)
+    except ValueError as exc:
+        with pytest.raises(ValueError) as ours:
+            parse_rtcp_routed(data)
+        assert str(ours.value) == str(exc)
+        return
+    assert parse_rtcp_routed(data) == theirs
+
+
+def test_padded_rtcp_is_read_as_aiortc_reads_it() -> None:
+    report = bytes(RtcpRrPacket(ssrc=7, reports=[]))  # 8 bytes, length field 1
+    padded = bytes([report[0] | 0x20, report[1], 0, 2]) + report[4:] + b"\x00\x00\x00\x04"
+    assert parse_rtcp_routed(padded) == aiortc_routed(padded) == [RtcpRrPacket(ssrc=7)]
 
 
 def test_malformed_remb_is_refused() -> None:

@@ -274,11 +274,10 @@ HOOKS: tuple[Hook, ...] = (
     Hook(SRTP_LIB, "srtp_unprotect_rtcp", Use.CALLED, "libsrtp: unprotect RTCP in place"),
     Hook(
         ROUTER,
-        "route_rtcp",
-        Use.CALLED,
-        "fast ingress routes RTCP with the transport's own router (the recipients aiortc's "
-        "_handle_rtcp_data would await)",
-        ("packet",),
+        "senders",
+        Use.READ,
+        "fast ingress routes RTCP as route_rtcp does, from the router's tables (SSRC -> "
+        "sender; receivers from ssrc_table); tests/test_sfu_ingress.py compares the two",
     ),
     Hook(
         TRANSCEIVER,
@@ -628,13 +627,13 @@ class IngressRoute(_Resolved):
     """How one DTLS transport's inbound SRTP is taken (fast ingress): the inbound session,
     the router's tables and the negotiated extension ids."""
 
-    __slots__ = ("ssrc_table", "payload_types", "extension_ids", "route_rtcp")
+    __slots__ = ("ssrc_table", "senders", "payload_types", "extension_ids")
 
     def __init__(self, dtls: Any) -> None:
         super().__init__(dtls, dtls._rx_srtp)
         router = dtls._rtp_router
-        self.route_rtcp: Callable[[AnyRtcpPacket], set[Any]] = router.route_rtcp
         self.ssrc_table: dict[int, Any] = router.ssrc_table
+        self.senders: dict[int, Any] = router.senders
         self.payload_types: dict[int, set[Any]] = router.payload_type_table
         # the ids the transport's extension map was configured with (the same object
         # ``configure`` updates at a renegotiation)

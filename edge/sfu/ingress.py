@@ -24,9 +24,11 @@ would drop (libsrtp refuses it, unparsable) is dropped here the same way.
 
 SRTCP takes the same way once any handler for RTCP is bound (:meth:`Ingress.bind_rtcp`: a
 slot's sender, a publication's receiver): unprotected with libsrtp on the inbound session,
-parsed by aiortc's ``RtcpPacket.parse`` and routed by the transport's own
-``RtpRouter.route_rtcp``; each packet goes synchronously to the handler of each recipient
-that has one, and to aiortc's ``_handle_rtcp_packet`` of the others in a task (in order).
+parsed as aiortc's ``RtcpPacket.parse`` parses it (``packets.parse_rtcp_routed``, compiled,
+SDES left out) and routed as the transport's own ``RtpRouter.route_rtcp`` routes it
+(:func:`rtcp_recipients`, from the router's tables); each packet goes synchronously to the
+handler of each recipient that has one, and to aiortc's ``_handle_rtcp_packet`` of the
+others in a task (in order).
 Every private name touched is in :mod:`edge.sfu.hooks` (``IngressRoute``).
 
 A handler runs inside the event loop's socket callback: it must not block and must not
@@ -41,11 +43,19 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiortc.rtp import AnyRtcpPacket, RtcpPacket
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    AnyRtcpPacket,
+    RtcpByePacket,
+    RtcpPsfbPacket,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    RtcpSrPacket,
+)
 
 from edge.sfu import hooks
 from edge.sfu.egress import current
-from edge.sfu.packets import MediaPacket, parse_media
+from edge.sfu.packets import MediaPacket, parse_media, parse_remb, parse_rtcp_routed
 
 logger = logging.getLogger(__name__)
 
@@ -206,13 +216,14 @@ class Ingress:
         if _unprotect_rtcp(route.ctx, self._cdata, length):
             return True  # as aiortc: "SRTP unprotect failed", dropped
         try:
-            packets = RtcpPacket.parse(self._buffer[0 : length[0]])
+            packets = parse_rtcp_routed(self._buffer[0 : length[0]])
         except ValueError:
             return True  # as aiortc: "RTCP parsing failed", dropped
         self.fast_rtcp += 1
         others: list[tuple[Any, AnyRtcpPacket]] = []
+        ssrc_table, senders = route.ssrc_table, route.senders
         for packet in packets:
-            for recipient in route.route_rtcp(packet):
+            for recipient in rtcp_recipients(ssrc_table, senders, packet):
                 sink = sinks.get(recipient)
                 if sink is None:
                     others.append((recipient, packet))
@@ -226,6 +237,44 @@ class Ingress:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return True
+
+
+def rtcp_recipients(
+    ssrc_table: dict[int, Any], senders: dict[int, Any], packet: AnyRtcpPacket
+) -> list[Any]:
+    """The receivers and senders aiortc's ``RtpRouter.route_rtcp`` sends an RTCP packet to,
+    each once, from the router's tables (compiled: aiortc's is interpreted, with a closure
+    and a set per packet). A REMB whose SSRC list is truncated names no sender here; aiortc's
+    router lets ``struct.error`` escape on it."""
+    found: list[Any] = []
+    if isinstance(packet, RtcpSrPacket):
+        recipient = ssrc_table.get(packet.ssrc)
+        if recipient is not None:
+            found.append(recipient)
+    elif isinstance(packet, RtcpByePacket):
+        for source in packet.sources:
+            recipient = ssrc_table.get(source)
+            if recipient is not None and recipient not in found:
+                found.append(recipient)
+    if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+        for report in packet.reports:
+            recipient = senders.get(report.ssrc)
+            if recipient is not None and recipient not in found:
+                found.append(recipient)
+    elif isinstance(packet, (RtcpPsfbPacket, RtcpRtpfbPacket)):
+        recipient = senders.get(packet.media_ssrc)
+        if recipient is not None:
+            found.append(recipient)
+        if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            try:
+                ssrcs = parse_remb(packet.fci)[1]
+            except ValueError:
+                ssrcs = []
+            for ssrc in ssrcs:
+                recipient = senders.get(ssrc)
+                if recipient is not None and recipient not in found:
+                    found.append(recipient)
+    return found
 
 
 async def _handle_rtcp(packets: list[tuple[Any, AnyRtcpPacket]]) -> None:

@@ -7,17 +7,26 @@ it in the receive statistics aiortc's receiver reports to the publisher are made
 SSRC the forwarder refused (aiortc's router binds every unknown SSRC with a known payload
 type for good; THREATS C4). :class:`Intake` does that per packet; it is one of the modules
 ``edge.sfu.native`` compiles, since it runs for every packet (the worker keeps the aiortc
-glue around it).
+glue around it). So are the handlers of what else the fast ingress takes inside the socket
+callback: a publisher's RTCP (:class:`PublisherRtcp`), a subscriber's about a slot
+(:class:`SlotRtcp`), and the events either meets (:class:`AtOnce`: copies sent at once by
+their slot's egress, the rest left to the worker's task).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
-from edge.sfu.forwarder import Event, Forwarder
+from aiortc.rtp import AnyRtcpPacket
+
+from edge.sfu.egress import Egress
+from edge.sfu.forwarder import Event, Forwarder, SendRtcp, SendRtp
 from edge.sfu.packets import MediaPacket
 from edge.sfu.rtpstats import ReceiveStatistics
+
+logger = logging.getLogger(__name__)
 
 
 class Intake:
@@ -65,5 +74,87 @@ class Intake:
     def ingest(self, packet: MediaPacket) -> None:
         """:meth:`take`, inside the fast ingress's socket callback."""
         events = self.take(packet)
+        if events:
+            self._at_once(events)
+
+
+def send_now(egresses: dict[str, Egress], events: list[Event]) -> list[Event]:
+    """Send the copies (RTP and RTCP) whose slot's fast egress takes them; the other events,
+    in order (a copy the egress declined, for aiortc's path)."""
+    rest: list[Event] = []
+    for event in events:
+        if isinstance(event, (SendRtp, SendRtcp)):
+            egress = egresses.get(event.slot)
+            if egress is not None and egress.send(event.data, isinstance(event, SendRtcp)):
+                continue
+        rest.append(event)
+    return rest
+
+
+class AtOnce:
+    """Events met inside a socket callback: the copies the fast egress takes leave now, the
+    rest go to ``later`` (the worker finishes them in a task: a fallback send, feedback to
+    a publisher, an adapt event)."""
+
+    def __init__(self, egresses: dict[str, Egress], later: Callable[[list[Event]], None]) -> None:
+        self._egresses = egresses  # the worker's own table (slot -> egress), as it changes
+        self._later = later
+
+    def __call__(self, events: list[Event]) -> None:
+        rest = send_now(self._egresses, events)
+        if rest:
+            self._later(rest)
+
+
+class PublisherRtcp:
+    """A publisher's RTCP as the fast ingress hands it over: aiortc's own notes first (its
+    receiver reports and getStats), then the forwarder (sender reports re-issued per slot)."""
+
+    def __init__(
+        self,
+        forwarder: Forwarder,
+        key: str,
+        clock: Callable[[], float],
+        note: Callable[[AnyRtcpPacket], None],
+        at_once: Callable[[list[Event]], None],
+    ) -> None:
+        self._forwarder = forwarder
+        self._key = key
+        self._clock = clock
+        self._note = note
+        self._at_once = at_once
+
+    def __call__(self, packet: AnyRtcpPacket) -> None:
+        self._note(packet)
+        events = self._forwarder.publisher_rtcp(self._key, packet, self._clock())
+        if events:
+            self._at_once(events)
+
+
+class SlotRtcp:
+    """A subscriber's RTCP about one slot (NACK, PLI/FIR, REMB, receiver reports)."""
+
+    def __init__(
+        self,
+        forwarder: Forwarder,
+        key: str,
+        clock: Callable[[], float],
+        at_once: Callable[[list[Event]], None],
+    ) -> None:
+        self._forwarder = forwarder
+        self._key = key
+        self._clock = clock
+        self._at_once = at_once
+
+    def events(self, packet: AnyRtcpPacket) -> list[Event]:
+        try:
+            return self._forwarder.subscriber_rtcp(self._key, packet, self._clock())
+        except ValueError as exc:
+            logger.info("slot %s: dropped feedback: %s", self._key, exc)
+            return []
+
+    def __call__(self, packet: AnyRtcpPacket) -> None:
+        """The fast ingress's handler."""
+        events = self.events(packet)
         if events:
             self._at_once(events)

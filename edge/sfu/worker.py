@@ -56,7 +56,7 @@ from edge.sfu.forwarder import (
     SlotResumed,
 )
 from edge.sfu.ingress import Ingress
-from edge.sfu.intake import Intake
+from edge.sfu.intake import AtOnce, Intake, PublisherRtcp, SlotRtcp, send_now
 from edge.sfu.packets import ExtensionIds, MediaPacket
 
 logger = logging.getLogger(__name__)
@@ -209,6 +209,8 @@ class Worker:
         self._fast_ingress = fast_ingress
         self._ingress: dict[Any, Ingress] = {}  # DTLS transport -> its fast ingress
         self._tasks = _TaskSet()  # dispatches the fast ingress could not finish at once
+        # events met inside a socket callback: copies leave at once, the rest in a task
+        self._at_once = AtOnce(self._egress, self._later)
 
     # -- attaching ------------------------------------------------------------------------
 
@@ -245,18 +247,12 @@ class Worker:
             if events:
                 await dispatch(events)
 
-        def ingest_rtcp(packet: AnyRtcpPacket) -> None:
-            note(packet)  # aiortc's own notes, for its receiver reports and getStats
-            events = forwarder.publisher_rtcp(key, packet, clock())
-            if events:
-                self._at_once(events)
-
         hooks.replace_receiver_rtp(receiver, on_rtp)
-        note = hooks.wrap_receiver_rtcp(receiver, on_rtcp)
+        note = hooks.wrap_receiver_rtcp(receiver, on_rtcp)  # aiortc's notes, for its reports
         ingress = self._ingress_for(receiver.transport)
         if ingress is not None:
             ingress.bind(receiver, ingest)
-            ingress.bind_rtcp(receiver, ingest_rtcp)
+            ingress.bind_rtcp(receiver, PublisherRtcp(forwarder, key, clock, note, self._at_once))
         self._start_ticker()
 
     def _ingress_for(self, transport: Any) -> Ingress | None:
@@ -277,12 +273,9 @@ class Worker:
             ingress.close()
             del self._ingress[transport]
 
-    def _at_once(self, events: list[Event]) -> None:
-        """Events met inside a socket callback: the copies the fast egress takes leave now,
-        the rest (a fallback send, feedback to a publisher, an adapt event) in a task."""
-        rest = self.send_now(events)
-        if rest:
-            self._tasks.add(asyncio.ensure_future(self.finish(rest)))
+    def _later(self, events: list[Event]) -> None:
+        """What :class:`AtOnce` could not send inside a socket callback, in a task."""
+        self._tasks.add(asyncio.ensure_future(self.finish(events)))
 
     def ingress_of(self, receiver: Any) -> Ingress | None:
         """The fast ingress a publication's receiver is bound to (None: aiortc's path)."""
@@ -328,31 +321,19 @@ class Worker:
         )
         egress = self._egress[key] = Egress(sender.transport)
         self.forwarder.set_sink(key, egress.send)
-        forwarder, clock = self.forwarder, self._clock
+        feedback = SlotRtcp(self.forwarder, key, self._clock, self._at_once)
 
-        def feedback(packet: AnyRtcpPacket) -> list[Event]:
-            try:
-                return forwarder.subscriber_rtcp(key, packet, clock())
-            except ValueError as exc:
-                logger.info("slot %s: dropped feedback: %s", key, exc)
-                return []
-
-        async def on_rtcp(packet: AnyRtcpPacket) -> None:
-            events = feedback(packet)
+        async def on_rtcp(packet: AnyRtcpPacket) -> None:  # aiortc's path
+            events = feedback.events(packet)
             if events:
                 await self.dispatch(events)
-
-        def ingest_rtcp(packet: AnyRtcpPacket) -> None:  # the fast ingress
-            events = feedback(packet)
-            if events:
-                self._at_once(events)
 
         hooks.replace_sender_rtcp(sender, on_rtcp)
         hooks.silence_sender_reports(sender)
         self._senders[key] = sender
         ingress = self._ingress_for(sender.transport)
         if ingress is not None:
-            ingress.bind_rtcp(sender, ingest_rtcp)
+            ingress.bind_rtcp(sender, feedback)  # the fast ingress
         self._start_ticker()
 
     def attach_sink(
@@ -393,15 +374,7 @@ class Worker:
 
     def send_now(self, events: list[Event]) -> list[Event]:
         """Send what the fast egress can send at once; the other events, in order."""
-        egresses = self._egress
-        rest: list[Event] = []
-        for event in events:
-            if type(event) is SendRtp or type(event) is SendRtcp:
-                egress = egresses.get(event.slot)
-                if egress is not None and egress.send(event.data, type(event) is SendRtcp):
-                    continue
-            rest.append(event)
-        return rest
+        return send_now(self._egress, events)
 
     async def dispatch(self, events: list[Event]) -> None:
         await self.finish(self.send_now(events))
