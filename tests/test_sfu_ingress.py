@@ -20,7 +20,7 @@ from aiortc.rtp import AnyRtcpPacket
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.sfu import hooks
+from edge.sfu import hooks, native
 from edge.sfu.forwarder import Kind
 from edge.sfu.ingress import Ingress, rtcp_recipients
 from edge.sfu.room import Room
@@ -90,11 +90,30 @@ class Tap:
         self.inner(data, addr)  # as the socket would hand it over
 
 
-def test_publisher_media_takes_the_fast_ingress_and_the_subscriber_decodes() -> None:
+@pytest.fixture(params=["c-unprotect", "cffi"])
+def unprotect_way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways the fast ingress unprotects: the C unprotector where it is built
+    (edge/sfu/_sendpath.c), libsrtp through cffi without it."""
+    if request.param == "cffi":
+        monkeypatch.setattr(hooks, "_unprotector", lambda ctx: None)
+    return str(request.param)
+
+
+def check_way(ingress: Ingress, way: str) -> None:
+    route = ingress._route
+    assert route is not None and route.fast
+    if way == "cffi" or native.active():  # (the C one where the build is there: CI)
+        assert (route.unprotector is None) == (way == "cffi"), way
+
+
+def test_publisher_media_takes_the_fast_ingress_and_the_subscriber_decodes(
+    unprotect_way: str,
+) -> None:
     async def scenario() -> None:
         async with alice_to_bob("ingress-host", 11) as (room, bob):
             await wait_for(lambda: bob.received.frames["video"] >= 5, 30, "first frames")
             ingress, receiver = video_ingress(room)
+            check_way(ingress, unprotect_way)
             dtls = receiver.transport
             fast, frames = ingress.fast, dict(bob.received.frames)
             received = room.stats.received
@@ -134,11 +153,12 @@ def test_publisher_media_takes_the_fast_ingress_and_the_subscriber_decodes() -> 
     run(scenario)
 
 
-def test_replayed_forged_and_foreign_datagrams_are_refused() -> None:
+def test_replayed_forged_and_foreign_datagrams_are_refused(unprotect_way: str) -> None:
     async def scenario() -> None:
         async with alice_to_bob("ingress-hostile", 12) as (room, bob):
             await wait_for(lambda: bob.received.packets["video"] >= 20, 30, "first packets")
             ingress, receiver = video_ingress(room)
+            check_way(ingress, unprotect_way)
             tap = Tap(receiver)
             await wait_for(lambda: len(tap.seen) >= 5, 20, "datagrams at the tap")
             data, addr = tap.seen[-1]

@@ -1,11 +1,13 @@
 """The fast egress's C sender (edge/sfu/_sendpath.c): libsrtp's protect and ``sendto`` in one
-call, on real sockets and real libsrtp sessions.
+call, on real sockets and real libsrtp sessions; and the fast ingress's C unprotector.
 
 Every datagram it sends is byte for byte what pylibsrtp's own ``Session.protect`` makes of the
 same packet on a twin session (same key, same packets in the same order), and decrypts on an
 inbound session; libsrtp's refusals send nothing; a socket that would block hands the
 protected datagram back (a token-bucket queue on the loopback of a network namespace fills
-the socket's send buffer); the sender keeps its socket when the transport's is closed.
+the socket's send buffer); the sender keeps its socket when the transport's is closed. The
+unprotector gives what pylibsrtp's ``Session.unprotect`` gives on a twin inbound session, and
+refuses (None) what it refuses, its session's state unharmed.
 """
 
 from __future__ import annotations
@@ -206,3 +208,43 @@ def test_a_socket_that_would_block_hands_the_protected_datagram_back(tmp_path: P
         assert "would block at" in done.stdout
     finally:
         subprocess.run(["ip", "netns", "del", namespace], check=False)
+
+
+def unprotector(ctx_session: pylibsrtp.Session, **kwargs: Any) -> Any:
+    arguments = hooks.unprotector_arguments(ctx_session._srtp[0])
+    return _sendpath.Unprotector(**{**arguments, **kwargs})
+
+
+def test_the_unprotector_reads_what_pylibsrtp_reads_and_refuses_what_it_refuses() -> None:
+    outbound, ours, twin = session(), session(inbound=True), session(inbound=True)
+    unprotect = unprotector(ours)
+    for sequence in range(40):
+        datagram = outbound.protect(packet(sequence, size=10 + 30 * sequence))
+        assert (
+            unprotect.rtp(datagram)
+            == twin.unprotect(datagram)
+            == packet(sequence, size=10 + 30 * sequence)
+        )
+        assert unprotect.rtp(datagram) is None  # a replay
+        with pytest.raises(pylibsrtp.Error):
+            twin.unprotect(datagram)
+    forged = bytearray(outbound.protect(packet(40)))
+    forged[20] ^= 1
+    assert unprotect.rtp(bytes(forged)) is None  # authentication fails
+    assert unprotect.rtp(RTP[:5]) is None  # not even a header
+    report = outbound.protect_rtcp(SR)
+    assert unprotect.rtcp(report) == twin.unprotect_rtcp(report) == SR
+    assert unprotect.rtcp(report) is None  # a replayed SRTCP index
+    # the session's state is unharmed by the refusals: the next packets still read
+    following = outbound.protect(packet(41))
+    assert unprotect.rtp(following) == twin.unprotect(following) == packet(41)
+
+
+def test_the_unprotector_refuses_bad_arguments_with_what_was_wrong() -> None:
+    with pytest.raises(ValueError, match="null libsrtp function or context"):
+        unprotector(session(inbound=True), ctx=0)
+    unprotect = unprotector(session(inbound=True))
+    with pytest.raises(ValueError, match="a datagram of 1501 bytes \\(at most 1500\\)"):
+        unprotect.rtp(bytes(1501))
+    with pytest.raises(TypeError):
+        unprotect.rtcp("not bytes")

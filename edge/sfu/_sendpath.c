@@ -21,7 +21,14 @@
    by the kernel with an error other than would-block: UDP, counted in counts()); -n, it
    was protected but the socket would block: pending() gives it, for the event loop's
    transport to queue; 0, libsrtp refused the packet: nothing sent and libsrtp's state as it
-   was (egress.py then takes aiortc's path, which reports that error as it always did). */
+   was (egress.py then takes aiortc's path, which reports that error as it always did).
+
+   An Unprotector is the fast ingress's counterpart (edge/sfu/ingress.py): libsrtp's
+   srtp_unprotect and srtp_unprotect_rtcp on the inbound context aiortc's session uses, one
+   call per datagram: copied into a static buffer of its own, unprotected in place, returned
+   as a new bytes object, or None where libsrtp refuses it (a replay, a forgery, an unknown
+   stream: its state as it was, the datagram dropped as aiortc drops it). From Python the
+   same took a copy into a cffi buffer, a cffi call and a slice out. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -37,6 +44,7 @@ typedef int (*protect_fn)(void *ctx, void *packet, int *length);
 #define BUFFER_SIZE 1500 /* pylibsrtp's own buffer: a longer packet fails there too */
 
 static char buffer[BUFFER_SIZE];
+static char inbound[BUFFER_SIZE]; /* the Unprotector's: never the Sender's pending datagram */
 static Py_ssize_t pending_length = 0; /* a protected datagram the socket would not take */
 
 typedef struct {
@@ -207,17 +215,95 @@ static PyTypeObject SenderType = {
     .tp_methods = Sender_methods,
 };
 
+typedef struct {
+    PyObject_HEAD
+    protect_fn unprotect;
+    protect_fn unprotect_rtcp;
+    void *ctx;
+} Unprotector;
+
+static int
+Unprotector_init(Unprotector *self, PyObject *args, PyObject *kwds)
+{
+    static char *keywords[] = {"unprotect", "unprotect_rtcp", "ctx", NULL};
+    unsigned long long unprotect, unprotect_rtcp, ctx;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "KKK", keywords, &unprotect, &unprotect_rtcp,
+                                     &ctx))
+        return -1;
+    if (!unprotect || !unprotect_rtcp || !ctx) {
+        PyErr_SetString(PyExc_ValueError, "Unprotector: a null libsrtp function or context");
+        return -1;
+    }
+    self->unprotect = (protect_fn)(uintptr_t)unprotect;
+    self->unprotect_rtcp = (protect_fn)(uintptr_t)unprotect_rtcp;
+    self->ctx = (void *)(uintptr_t)ctx;
+    return 0;
+}
+
+static PyObject *
+unprotect_with(Unprotector *self, PyObject *data, protect_fn unprotect)
+{
+    char *bytes;
+    Py_ssize_t size;
+    if (PyBytes_AsStringAndSize(data, &bytes, &size) < 0)
+        return NULL;
+    if (self->ctx == NULL) {
+        PyErr_SetString(PyExc_ValueError, "Unprotector: not initialised");
+        return NULL;
+    }
+    if (size > BUFFER_SIZE) {
+        PyErr_Format(PyExc_ValueError, "Unprotector: a datagram of %zd bytes (at most %d)", size,
+                     BUFFER_SIZE);
+        return NULL;
+    }
+    memcpy(inbound, bytes, (size_t)size);
+    int length = (int)size;
+    if (unprotect(self->ctx, inbound, &length) != 0 || length < 0 || length > size)
+        Py_RETURN_NONE;
+    return PyBytes_FromStringAndSize(inbound, length);
+}
+
+static PyObject *
+Unprotector_rtp(Unprotector *self, PyObject *data)
+{
+    return unprotect_with(self, data, self->unprotect);
+}
+
+static PyObject *
+Unprotector_rtcp(Unprotector *self, PyObject *data)
+{
+    return unprotect_with(self, data, self->unprotect_rtcp);
+}
+
+static PyMethodDef Unprotector_methods[] = {
+    {"rtp", (PyCFunction)Unprotector_rtp, METH_O,
+     "Unprotect an SRTP datagram: the plain RTP packet, or None if libsrtp refused it."},
+    {"rtcp", (PyCFunction)Unprotector_rtcp, METH_O, "rtp() for an SRTCP datagram."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject UnprotectorType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "edge.sfu._sendpath.Unprotector",
+    .tp_doc = PyDoc_STR("SRTP-unprotect the datagrams of one inbound session (see the module)."),
+    .tp_basicsize = sizeof(Unprotector),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Unprotector_init,
+    .tp_methods = Unprotector_methods,
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "edge.sfu._sendpath",
-    .m_doc = "SRTP protect and sendto in one call for the SFU's fast egress.",
+    .m_doc = "SRTP protect and sendto in one call for the SFU's fast egress; SRTP unprotect in "
+             "one call for its fast ingress.",
     .m_size = -1,
 };
 
 PyMODINIT_FUNC
 PyInit__sendpath(void)
 {
-    if (PyType_Ready(&SenderType) < 0)
+    if (PyType_Ready(&SenderType) < 0 || PyType_Ready(&UnprotectorType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
@@ -225,6 +311,12 @@ PyInit__sendpath(void)
     Py_INCREF(&SenderType);
     if (PyModule_AddObject(m, "Sender", (PyObject *)&SenderType) < 0) {
         Py_DECREF(&SenderType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&UnprotectorType);
+    if (PyModule_AddObject(m, "Unprotector", (PyObject *)&UnprotectorType) < 0) {
+        Py_DECREF(&UnprotectorType);
         Py_DECREF(m);
         return NULL;
     }

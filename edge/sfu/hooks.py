@@ -589,6 +589,31 @@ def _sender(ctx: Any, transport: Any, address: tuple[str, int]) -> Any:
     return _sendpath.Sender(**sender_arguments(ctx, socket.fileno(), address))
 
 
+def _unprotector(ctx: Any) -> Any:
+    """An ``Unprotector`` of the compiled ``edge.sfu._sendpath`` for an inbound libsrtp
+    context, or None where that module is not built (the ingress unprotects through cffi)."""
+    try:
+        from edge.sfu import _sendpath
+    except ImportError:
+        return None
+    return _sendpath.Unprotector(**unprotector_arguments(ctx))
+
+
+def unprotector_arguments(ctx: Any) -> dict[str, int]:
+    """What ``edge.sfu._sendpath.Unprotector`` takes for an inbound libsrtp context: libsrtp's
+    unprotect functions and the context, by address."""
+    from pylibsrtp._binding import ffi, lib
+
+    def address_of(cdata: Any) -> int:
+        return int(ffi.cast("uintptr_t", cdata))
+
+    return {
+        "unprotect": address_of(ffi.addressof(lib, "srtp_unprotect")),
+        "unprotect_rtcp": address_of(ffi.addressof(lib, "srtp_unprotect_rtcp")),
+        "ctx": address_of(ctx),
+    }
+
+
 def sender_arguments(ctx: Any, fd: int, address: tuple[str, int]) -> dict[str, Any]:
     """What ``edge.sfu._sendpath.Sender`` takes for a libsrtp context (pylibsrtp's ``srtp_t``
     cdata), a socket descriptor and a remote address: the functions and the context by
@@ -627,7 +652,7 @@ class IngressRoute(_Resolved):
     """How one DTLS transport's inbound SRTP is taken (fast ingress): the inbound session,
     the router's tables and the negotiated extension ids."""
 
-    __slots__ = ("ssrc_table", "senders", "payload_types", "extension_ids")
+    __slots__ = ("ssrc_table", "senders", "payload_types", "extension_ids", "unprotector")
 
     def __init__(self, dtls: Any) -> None:
         super().__init__(dtls, dtls._rx_srtp)
@@ -638,8 +663,10 @@ class IngressRoute(_Resolved):
         # the ids the transport's extension map was configured with (the same object
         # ``configure`` updates at a renegotiation)
         self.extension_ids: Any = dtls._rtp_header_extensions_map._HeaderExtensionsMap__ids
+        self.unprotector: Any = None  # edge.sfu._sendpath.Unprotector, where it is built
         if not self.why:
             self._open()
+            self.unprotector = _unprotector(self.ctx)
 
     # Ingress.receive checks that the transport is still in the state this route was
     # resolved in with egress.current (compiled, as the egress's), and counts RTP inline: it

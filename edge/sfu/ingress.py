@@ -14,7 +14,9 @@ slot. It wraps ``datagram_received`` of the ICE connection's protocols; an SRTP 
 datagram from the nominated pair's remote address whose SSRC the transport's router already
 binds to a receiver that takes its payload type, with a handler here (:meth:`Ingress.bind`),
 is unprotected with libsrtp on the *same* context aiortc uses (same keys, replay window and
-rollover counter; one thread, so no interleaving), counted in the transport's statistics,
+rollover counter; one thread, so no interleaving; in one C call where ``edge/sfu/_sendpath.c``
+is built, its ``Unprotector``, else through pylibsrtp's cffi binding), counted in the
+transport's statistics,
 parsed (``packets.parse_media``: aiortc's checks and fields, of the header extensions only
 the audio level, at the id the transport negotiated) and handed to that handler
 synchronously. Everything else (STUN, DTLS, a packet of an SSRC not yet routed: aiortc binds
@@ -186,13 +188,20 @@ class Ingress:
         entered = time.monotonic() if _observer is not None else 0.0
         dtls._RTCDtlsTransport__rx_bytes += size
         dtls._RTCDtlsTransport__rx_packets += 1
-        self._buffer[0:size] = data
-        length = self._length
-        length[0] = size
-        if _unprotect(route.ctx, self._cdata, length):
-            return True  # aiortc logs "SRTP unprotect failed" at debug and drops it too
+        unprotector = route.unprotector
+        if unprotector is not None:  # one C call (edge/sfu/_sendpath.c)
+            plain = unprotector.rtp(data)
+            if plain is None:
+                return True  # aiortc logs "SRTP unprotect failed" at debug and drops it too
+        else:
+            self._buffer[0:size] = data
+            length = self._length
+            length[0] = size
+            if _unprotect(route.ctx, self._cdata, length):
+                return True
+            plain = self._buffer[0 : length[0]]
         try:
-            packet = parse_media(self._buffer[0 : length[0]], route.extension_ids.audio_level)
+            packet = parse_media(plain, route.extension_ids.audio_level)
         except ValueError:
             return True  # as aiortc: "RTP parsing failed", dropped
         self.fast += 1
@@ -210,13 +219,20 @@ class Ingress:
             return False
         size = len(data)
         route.count(size)
-        self._buffer[0:size] = data
-        length = self._length
-        length[0] = size
-        if _unprotect_rtcp(route.ctx, self._cdata, length):
-            return True  # as aiortc: "SRTP unprotect failed", dropped
+        unprotector = route.unprotector
+        if unprotector is not None:
+            plain = unprotector.rtcp(data)
+            if plain is None:
+                return True  # as aiortc: "SRTP unprotect failed", dropped
+        else:
+            self._buffer[0:size] = data
+            length = self._length
+            length[0] = size
+            if _unprotect_rtcp(route.ctx, self._cdata, length):
+                return True
+            plain = self._buffer[0 : length[0]]
         try:
-            packets = parse_rtcp_routed(self._buffer[0 : length[0]])
+            packets = parse_rtcp_routed(plain)
         except ValueError:
             return True  # as aiortc: "RTCP parsing failed", dropped
         self.fast_rtcp += 1
