@@ -85,12 +85,18 @@ def test_its_datagrams_are_pylibsrtps_byte_for_byte_and_decrypt(
         assert length == len(datagram)
         assert datagram == twin.protect(data)
         assert inbound.unprotect(datagram) == data
+    for sequence in range(50, 60):  # the forwarder's way: its header, the payload apart
+        data = packet(sequence, size=10 + 20 * sequence)
+        length = send.send_parts(data[:12], data[12:])
+        datagram = receiver.recv(2048)
+        assert length == len(datagram) and datagram == twin.protect(data)
+        assert inbound.unprotect(datagram) == data
     for _ in range(3):  # SRTCP: the index in its trailer counts on, as pylibsrtp's
         length = send.send_rtcp(SR)
         datagram = receiver.recv(2048)
         assert length == len(datagram) and datagram == twin.protect_rtcp(SR)
         assert inbound.unprotect_rtcp(datagram) == SR
-    assert send.counts() == (53, 0)
+    assert send.counts() == (63, 0)
 
 
 def test_a_packet_libsrtp_refuses_sends_nothing(
@@ -122,6 +128,12 @@ def test_bad_arguments_are_refused_with_what_was_wrong(out: socket.socket) -> No
         send.send(bytes(101))
     with pytest.raises(TypeError):
         send.send("not bytes")
+    with pytest.raises(ValueError, match="a packet of 101 bytes \\(at most 100\\)"):
+        send.send_parts(bytes(12), bytes(89))  # the two parts together
+    with pytest.raises(TypeError, match="takes a header and a payload \\(1 given\\)"):
+        send.send_parts(bytes(12))  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        send.send_parts(bytes(12), "not bytes")  # type: ignore[arg-type]
     assert sender(srtp, out.fileno(), 9, host="::1").counts() == (0, 0)
 
 

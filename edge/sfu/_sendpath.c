@@ -133,22 +133,30 @@ Sender_dealloc(Sender *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* head and tail (may be NULL): the packet is their concatenation (an RTP copy's own header
+   and the publisher's payload, joined here rather than in a bytes object made for it) */
 static PyObject *
-send_with(Sender *self, PyObject *data, protect_fn protect, Py_ssize_t limit)
+send_with(Sender *self, PyObject *head, PyObject *tail, protect_fn protect, Py_ssize_t limit)
 {
-    char *bytes;
-    Py_ssize_t size;
-    if (PyBytes_AsStringAndSize(data, &bytes, &size) < 0)
+    char *bytes, *more = NULL;
+    Py_ssize_t size, more_size = 0;
+    if (PyBytes_AsStringAndSize(head, &bytes, &size) < 0)
+        return NULL;
+    if (tail != NULL && PyBytes_AsStringAndSize(tail, &more, &more_size) < 0)
         return NULL;
     if (self->fd < 0) {
         PyErr_SetString(PyExc_ValueError, "Sender: not initialised");
         return NULL;
     }
-    if (size > limit) {
-        PyErr_Format(PyExc_ValueError, "Sender: a packet of %zd bytes (at most %zd)", size, limit);
+    if (size + more_size > limit) {
+        PyErr_Format(PyExc_ValueError, "Sender: a packet of %zd bytes (at most %zd)",
+                     size + more_size, limit);
         return NULL;
     }
     memcpy(buffer, bytes, (size_t)size);
+    if (more_size)
+        memcpy(buffer + size, more, (size_t)more_size);
+    size += more_size;
     int length = (int)size;
     if (protect(self->ctx, buffer, &length) != 0 || length <= 0)
         return PyLong_FromLong(0);
@@ -169,13 +177,24 @@ send_with(Sender *self, PyObject *data, protect_fn protect, Py_ssize_t limit)
 static PyObject *
 Sender_send(Sender *self, PyObject *data)
 {
-    return send_with(self, data, self->protect, self->rtp_limit);
+    return send_with(self, data, NULL, self->protect, self->rtp_limit);
+}
+
+static PyObject *
+Sender_send_parts(Sender *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "send_parts() takes a header and a payload (%zd given)",
+                     nargs);
+        return NULL;
+    }
+    return send_with(self, args[0], args[1], self->protect, self->rtp_limit);
 }
 
 static PyObject *
 Sender_send_rtcp(Sender *self, PyObject *data)
 {
-    return send_with(self, data, self->protect_rtcp, self->rtcp_limit);
+    return send_with(self, data, NULL, self->protect_rtcp, self->rtcp_limit);
 }
 
 static PyObject *
@@ -196,6 +215,8 @@ static PyMethodDef Sender_methods[] = {
     {"send", (PyCFunction)Sender_send, METH_O,
      "Protect an RTP packet and send it: its protected length n; -n if the socket would "
      "block (pending()); 0 if libsrtp refused it (nothing sent)."},
+    {"send_parts", (PyCFunction)(void (*)(void))Sender_send_parts, METH_FASTCALL,
+     "send() of the RTP packet header + payload, joined in the send buffer."},
     {"send_rtcp", (PyCFunction)Sender_send_rtcp, METH_O, "send() for an RTCP compound packet."},
     {"pending", (PyCFunction)Sender_pending, METH_NOARGS,
      "The protected datagram the last send() that returned -n left (once)."},

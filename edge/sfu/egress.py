@@ -122,25 +122,33 @@ class Egress:
     def send(self, data: bytes, rtcp: bool) -> bool:
         """Protect and send ``data`` (RTP, or RTCP if ``rtcp``); False: nothing was sent,
         await :meth:`fallback` instead."""
+        return self._send(data, b"", rtcp)
+
+    def send_rtp(self, header: bytes, payload: bytes) -> bool:
+        """:meth:`send` of the RTP packet ``header + payload`` (the forwarder's sink: the C
+        sender joins them in its buffer, no bytes object is made for the copy)."""
+        return self._send(header, payload, False)
+
+    def _send(self, head: bytes, tail: bytes, rtcp: bool) -> bool:
         route = self._route
         dtls = self._dtls
         if not current(route, dtls, dtls._tx_srtp):
             route = self._resolve()
         if not route.fast:
             return False
-        size = len(data)
+        size = len(head) + len(tail)
         if size > (RTCP_LIMIT if rtcp else RTP_LIMIT):
             return False
         sender = self._sender
         if sender is not None:  # protect and sendto in one C call (edge/sfu/_sendpath.c)
-            size = sender.send_rtcp(data) if rtcp else sender.send(data)
+            size = sender.send_rtcp(head) if rtcp else sender.send_parts(head, tail)
             if size == 0:
                 return False  # libsrtp refused it: nothing sent
             if size < 0:  # the socket would block: the event loop's transport queues it
                 size = -size
                 route.sendto(sender.pending(), route.address)  # type: ignore[misc]
         else:
-            self._buffer[0:size] = data
+            self._buffer[0:size] = head + tail if tail else head
             length = self._length
             length[0] = size
             if (_protect_rtcp if rtcp else _protect)(route.ctx, self._cdata, length):
@@ -151,7 +159,7 @@ class Egress:
         dtls._RTCDtlsTransport__tx_packets += 1
         self.fast += 1
         if _observer is not None:
-            _observer(data, rtcp)
+            _observer(head + tail if tail else head, rtcp)
         return True
 
     async def fallback(self, data: bytes) -> None:

@@ -266,7 +266,7 @@ class _Slot:
     sink: Sink | None = None  # sends a forwarded copy at once (see Forwarder.set_sink)
 
 
-Sink = Callable[[bytes, bool], bool]  # (packet, is RTCP) -> sent; False: emit the event
+Sink = Callable[[bytes, bytes], bool]  # (RTP header, payload) -> sent; False: emit the event
 
 
 class Forwarder:
@@ -369,10 +369,10 @@ class Forwarder:
             self._link(subscriber).add_slot(key, ssrc)
 
     def set_sink(self, key: str, sink: Sink | None) -> None:
-        """Hand this slot's forwarded RTP copies to ``sink`` as :meth:`forward` makes them
-        (the worker's fast egress, so a copy leaves without an event and a dispatch); a copy
-        the sink does not take (it returns False) is emitted as :class:`SendRtp` as before.
-        """
+        """Hand this slot's forwarded RTP copies to ``sink`` as :meth:`forward` makes them, as
+        (header, payload) (the worker's fast egress, so a copy leaves without an event and a
+        dispatch, nor a bytes object joining them); a copy the sink does not take (it
+        returns False) is emitted as :class:`SendRtp` as before."""
         self._slots[key].sink = sink
 
     def remove_slot(self, key: str) -> None:
@@ -538,12 +538,11 @@ class Forwarder:
                 slot.history.store(mapped[0], header, payload)
             slot.packets += 1
             slot.octets += len(payload)
-            data = header + payload
             sink = slot.sink
-            if sink is not None and sink(data, False):
+            if sink is not None and sink(header, payload):
                 sent += 1
             else:
-                events.append(SendRtp(slot.key, data))
+                events.append(SendRtp(slot.key, header + payload))
         self.stats.forwarded += sent + len(events) - feedback
         return events
 

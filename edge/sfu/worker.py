@@ -320,7 +320,7 @@ class Worker:
             subscriber=subscriber,
         )
         egress = self._egress[key] = Egress(sender.transport)
-        self.forwarder.set_sink(key, egress.send)
+        self.forwarder.set_sink(key, egress.send_rtp)
         feedback = SlotRtcp(self.forwarder, key, self._clock, self._at_once)
 
         async def on_rtcp(packet: AnyRtcpPacket) -> None:  # aiortc's path
