@@ -316,3 +316,45 @@ def test_a_relay_connection_falls_back_to_aiortcs_send_path(turnserver: Turnserv
             await bob.close()
 
     run(scenario, 120)
+
+
+def test_the_sfus_receiver_reports_reach_the_publisher_by_the_fast_egress() -> None:
+    """What the SFU's publisher receivers send (aiortc's periodic receiver reports; PLI,
+    NACK and REMB the same way) leaves through a fast egress of the publisher's transport,
+    and alice's aiortc sender reads the reports (its remote-inbound statistics)."""
+
+    async def scenario() -> None:
+        room = Room("egress-rtcp-out", rng=random.Random(21))
+        alice, bob = Publisher(clip()), Subscriber()
+        try:
+            await publish(room, "alice", alice)
+            await room.join("bob")
+            await subscribe(room, "bob", bob)
+            await wait_for(lambda: bob.received.frames["video"] >= 5, 30, "first frames")
+            worker = room.worker
+            (transport,) = {r.transport for r in worker._receivers.values()}
+            out = worker._rtcp_egress[transport]
+            (alice_video,) = [s for s in alice.pc.getSenders() if s.kind == "video"]
+
+            async def reports_read() -> int:
+                stats = await alice_video.getStats()
+                return sum(1 for s in stats.values() if s.type == "remote-inbound-rtp")
+
+            sent = out.fast
+            await wait_for(lambda: out.fast >= sent + 2, 20, "receiver reports sent")
+            assert out.slow == 0 and out.why_not_fast == ""
+            for _ in range(40):
+                if await reports_read():
+                    break
+                await asyncio.sleep(0.25)
+            assert await reports_read() >= 1
+            # and once alice leaves, her transport's RTCP egress goes with her publications
+            for key in [k for k in worker._receivers if k.startswith("alice/")]:
+                worker.detach_publisher(key)
+            assert transport not in worker._rtcp_egress
+        finally:
+            await room.close()
+            await alice.close()
+            await bob.close()
+
+    run(scenario)

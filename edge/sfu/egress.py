@@ -124,6 +124,10 @@ class Egress:
         await :meth:`fallback` instead."""
         return self._send(data, b"", rtcp)
 
+    def send_rtcp(self, data: bytes) -> bool:
+        """:meth:`send` of an RTCP compound packet."""
+        return self._send(data, b"", True)
+
     def send_rtp(self, header: bytes, payload: bytes) -> bool:
         """:meth:`send` of the RTP packet ``header + payload`` (the forwarder's sink: the C
         sender joins them in its buffer, no bytes object is made for the copy)."""

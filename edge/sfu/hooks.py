@@ -97,7 +97,14 @@ HOOKS: tuple[Hook, ...] = (
         "NACK to a publisher, with the receiver's RTCP SSRC",
         ("media_ssrc", "lost"),
     ),
-    Hook(RECEIVER, "_send_rtcp", Use.CALLED, "REMB to a publisher", ("packet",)),
+    Hook(
+        RECEIVER,
+        "_send_rtcp",
+        Use.REPLACED,
+        "a publisher receiver's RTCP (its receiver reports, PLI, NACK, the SFU's REMB) leaves "
+        "through the fast egress of its transport, aiortc's _send_rtp where that declines",
+        ("packet",),
+    ),
     Hook(
         RECEIVER,
         "_RTCRtpReceiver__remote_streams",
@@ -451,6 +458,21 @@ def replace_sender_rtcp(sender: Any, handler: RtcpHandler) -> None:
         await handler(packet)
 
     sender._handle_rtcp_packet = handle
+
+
+def send_receiver_rtcp_by(receiver: Any, send: Callable[[bytes], bool]) -> None:
+    """The receiver's RTCP (its periodic receiver reports, PLI, NACK, REMB) goes to
+    ``send(data)`` (a fast egress: False when it declines), else to aiortc's path, as its
+    own ``_send_rtcp`` does it (a transport not connected: dropped)."""
+    transport = receiver.transport
+
+    async def send_rtcp(packet: AnyRtcpPacket) -> None:
+        data = bytes(packet)
+        if not send(data):
+            with contextlib.suppress(ConnectionError):
+                await transport._send_rtp(data)
+
+    receiver._send_rtcp = send_rtcp
 
 
 def silence_sender_reports(sender: Any) -> None:

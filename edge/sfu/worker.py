@@ -203,6 +203,7 @@ class Worker:
         self._intakes: dict[str, Intake] = {}  # publication -> its per-packet intake
         self._remb_ssrc: dict[str, int] = {}
         self._egress: dict[str, Egress] = {}  # slot -> its transport's egress
+        self._rtcp_egress: dict[Any, Egress] = {}  # a publisher's transport -> its RTCP's
         self._senders: dict[str, Any] = {}  # slot -> its aiortc sender
         self._sinks: dict[str, Callable[[bytes], Awaitable[None]]] = {}  # recorder slots
         self._ticker: _Ticker | None = None
@@ -249,6 +250,10 @@ class Worker:
 
         hooks.replace_receiver_rtp(receiver, on_rtp)
         note = hooks.wrap_receiver_rtcp(receiver, on_rtcp)  # aiortc's notes, for its reports
+        rtcp_out = self._rtcp_egress.get(receiver.transport)
+        if rtcp_out is None:
+            rtcp_out = self._rtcp_egress[receiver.transport] = Egress(receiver.transport)
+        hooks.send_receiver_rtcp_by(receiver, rtcp_out.send_rtcp)
         ingress = self._ingress_for(receiver.transport)
         if ingress is not None:
             ingress.bind(receiver, ingest)
@@ -292,6 +297,9 @@ class Worker:
         receiver = self._receivers.pop(key, None)
         if receiver is not None:
             self._release(receiver)
+            transport = receiver.transport
+            if all(r.transport is not transport for r in self._receivers.values()):
+                self._rtcp_egress.pop(transport, None)
         self._remb_ssrc.pop(key, None)
         return self.forwarder.unpublish(key)
 
