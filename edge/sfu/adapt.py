@@ -71,7 +71,7 @@ SEQUENCE_MASK = 0xFFFF
 @dataclass(frozen=True)
 class AdaptConfig:
     enabled: bool = True
-    interval: float = 0.25  # seconds between two looks at every subscriber
+    interval: float = 0.5  # seconds between two looks at every subscriber
     rate_window: float = 2.0  # a publication's rate: bytes received over this window
     remb_max_age: float = 5.0  # a REMB counts for this long
     # with some loss (resume_loss..pause_loss), over when a REMB is below this share of the

@@ -661,7 +661,11 @@ class Forwarder:
             link = self._links[subscriber] = adapt.SubscriberLink(self.config.adapt)
         return link
 
-    def _views(self, link: adapt.SubscriberLink, now: float) -> list[adapt.SlotView]:
+    def _views(
+        self, link: adapt.SubscriberLink, now: float, rates: dict[str, float] | None = None
+    ) -> list[adapt.SlotView]:
+        """``rates``: publication -> its rate now, filled as met (one pass over every
+        subscriber asks each publication's rate once, not once per subscriber)."""
         views = []
         for key in link.slots:
             slot = self._slots[key]
@@ -670,14 +674,14 @@ class Forwarder:
             )
             if publication is None:
                 continue
+            rate = rates.get(publication.key) if rates is not None else None
+            if rate is None:
+                rate = publication.meter.rate(now)
+                if rates is not None:
+                    rates[publication.key] = rate
             views.append(
                 adapt.SlotView(
-                    key,
-                    publication.key,
-                    slot.kind is Kind.VIDEO,
-                    publication.meter.rate(now),
-                    slot.paused,
-                    slot.order,
+                    key, publication.key, slot.kind is Kind.VIDEO, rate, slot.paused, slot.order
                 )
             )
         return views
@@ -694,8 +698,9 @@ class Forwarder:
         for publication in self._publications.values():
             publication.upstream.sample(now)
         events: list[Event] = []
+        rates: dict[str, float] = {}
         for subscriber, link in list(self._links.items()):
-            decision = link.decide(now, self._views(link, now))
+            decision = link.decide(now, self._views(link, now, rates))
             for key in decision.pause:
                 events += self._pause(self._slots[key], subscriber)
             for key in decision.resume:
