@@ -98,7 +98,10 @@ subscriber streams delivered anything in the window):
   queues (sampled every 0.5 s: a queue there is latency the in-SFU probe does not see; by
   ``bench.backlog`` in a process of its own at nice 19 on the generator's core: sampled on
   the generator's event loop, the 10-30 ms read held every client's sends twice a second
-  and made bursts), the host's load average when the run started.
+  and made bursts), the host's load average when the run started;
+* how fast the SFU's core was just before and just after the run, idle (``bench.calibrate``:
+  a fixed workload's median wall time, lower is faster): this VM's slow spells, which the
+  CPU steal does not show, move every figure above.
 """
 
 from __future__ import annotations
@@ -134,6 +137,7 @@ from aiortc.rtp import is_rtcp  # noqa: E402
 
 from bench.arrivals import Stalls, stamp_arrivals  # noqa: E402
 from bench.backlog import BacklogSampler, own_udp_drops  # noqa: E402
+from bench.calibrate import core_ms  # noqa: E402
 from bench.janus import JanusConfig, JanusProcess, JanusServer, janus_version  # noqa: E402
 from bench.lean_rtp import packetize  # noqa: E402
 from bench.sfu_clients import (  # noqa: E402
@@ -670,7 +674,9 @@ def cpu_steal(cpu: int) -> float:
 def run_one(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     drops = udp_receive_buffer_errors()
     load = os.getloadavg()[0]
+    before = core_ms(args.sfu_cpu, 15)  # the SFU's core, idle: how fast the VM is now
     result = _run_one(kind, args)
+    result["core_ms"] = (before, core_ms(args.sfu_cpu, 15))
     result["kernel_drops"] = udp_receive_buffer_errors() - drops
     result["load"] = load
     return result
@@ -803,7 +809,8 @@ def show(kind: str, r: dict[str, Any]) -> str:
         f"{r['backlog']['generator'][1] / 1024:.0f}/{r['backlog']['generator'][0] / 1024:.0f} KiB  "
         f"UDP drops SFU/generator/host {r['sfu_drops']}/{r['generator_drops']}/"
         f"{r['kernel_drops']}  host load {r['load']:.1f}  "
-        f"steal SFU/generator CPU {r['steal'][0] * 100:.1f}/{r['steal'][1] * 100:.1f}%"
+        f"steal SFU/generator CPU {r['steal'][0] * 100:.1f}/{r['steal'][1] * 100:.1f}%  "
+        f"SFU core before/after {r['core_ms'][0]:.1f}/{r['core_ms'][1]:.1f} ms"
         + (
             f"  history-hits {r['history_hits']} PLIs {r['keyframe_requests']}"
             if "history_hits" in r
