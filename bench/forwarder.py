@@ -6,7 +6,11 @@ No sockets, no SRTP, no event loop: one video publication feeding ``K`` subscrib
 (mid and abs-send-time extensions, as a browser negotiates them), ``N`` inter-frame
 packets of 1,107 payload bytes two milliseconds apart through ``Forwarder.forward``, with
 CPU time per packet; then aiortc's ``RtpPacket.parse`` and, where the tree has it,
-``packets.parse_media`` on a packet with a mid and an audio-level extension. ``--tree``
+``packets.parse_media`` on a packet with a mid and an audio-level extension; then an RTCP
+compound of each kind the fast ingress meets most (a publisher's sender report and SDES, a
+subscriber's receiver report and REMB) parsed and routed by aiortc's ``RtcpPacket.parse``
+and ``RtpRouter.route_rtcp`` and, where the tree has them, by ``packets.parse_rtcp_routed``
+and ``ingress.rtcp_recipients``. ``--tree``
 imports ``edge`` from another checkout (``git worktree add DIR REV``) to compare two
 revisions in one session. On a shared VM even these CPU times move by ±30 % between spells;
 for a steady comparison count instructions instead, the difference between two packet
@@ -98,6 +102,56 @@ def main() -> None:
         for _ in range(count):
             parse_media(audio, 2)
         print(f"packets.parse_media: {(time.process_time() - start) / count * 1e6:.2f} µs")
+    rtcp(count // 4)
+
+
+def rtcp(count: int) -> None:
+    """An RTCP compound as the fast ingress meets it, parsed and routed: aiortc's parser
+    and router, and (where the tree has them) the compiled ones."""
+    from aiortc.rtcdtlstransport import RtpRouter
+    from aiortc.rtp import (
+        RtcpPacket,
+        RtcpPsfbPacket,
+        RtcpReceiverInfo,
+        RtcpRrPacket,
+        RtcpSdesPacket,
+        RtcpSenderInfo,
+        RtcpSourceInfo,
+        RtcpSrPacket,
+        pack_remb_fci,
+    )
+
+    from edge.sfu import ingress, packets
+
+    info = RtcpSenderInfo(ntp_timestamp=1 << 40, rtp_timestamp=9, packet_count=5, octet_count=9)
+    cname = [(1, b"{4b2f5a7e-0d1c-4c8e-9b1a-2f6d3e8c7a51}")]
+    block = RtcpReceiverInfo(
+        ssrc=1, fraction_lost=0, packets_lost=0, highest_sequence=99, jitter=3, lsr=0, dlsr=0
+    )
+    compounds = {
+        "SR+SDES (a publisher's)": bytes(RtcpSrPacket(ssrc=7, sender_info=info))
+        + bytes(RtcpSdesPacket(chunks=[RtcpSourceInfo(ssrc=7, items=cname)])),
+        "RR+REMB (a subscriber's)": bytes(RtcpRrPacket(ssrc=5, reports=[block]))
+        + bytes(RtcpPsfbPacket(fmt=15, ssrc=5, media_ssrc=0, fci=pack_remb_fci(300_000, [1]))),
+    }
+    router = RtpRouter()
+    router.register_receiver("receiver", [7], [96])  # type: ignore[arg-type]
+    router.register_sender("sender", 1)  # type: ignore[arg-type]
+    ours = getattr(packets, "parse_rtcp_routed", None), getattr(ingress, "rtcp_recipients", None)
+    for name, wire in compounds.items():
+        start = time.process_time()
+        for _ in range(count):
+            for packet in RtcpPacket.parse(wire):
+                router.route_rtcp(packet)
+        line = f"{name}: aiortc {(time.process_time() - start) / count * 1e6:.2f} µs"
+        parse, recipients = ours
+        if parse is not None and recipients is not None:
+            start = time.process_time()
+            for _ in range(count):
+                for packet in parse(wire):
+                    recipients(router.ssrc_table, router.senders, packet)
+            line += f", compiled {(time.process_time() - start) / count * 1e6:.2f} µs"
+        print(f"RTCP parsed and routed, {line}")
 
 
 if __name__ == "__main__":
