@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from edge.sfu import hooks, native
 from edge.sfu.forwarder import Kind
-from edge.sfu.ingress import Ingress, rtcp_recipients
+from edge.sfu.ingress import RECEIVE_QUEUE_LIMIT, Ingress, rtcp_recipients
 from edge.sfu.room import Room
 from tests.test_sfu_egress import alice_to_bob, run, wait_for
 from tests.test_sfu_packets import rtcp_packets
@@ -304,3 +304,37 @@ def test_rtcp_takes_the_fast_ingress_on_both_connections() -> None:
                     tap.inject(d, a)
 
     run(scenario)
+
+
+def test_a_flood_the_loop_cannot_drain_is_dropped_not_queued() -> None:
+    """Datagrams aioice queues for aiortc (not STUN, not taken by the ingress) wait at most
+    RECEIVE_QUEUE_LIMIT at a time: 10,000 arriving inside one turn of the loop (its reader
+    cannot drain any) leave the queue at the limit, the rest dropped and counted; media
+    flows on."""
+
+    async def scenario() -> None:
+        async with alice_to_bob("ingress-flood", 16) as (room, bob):
+            await wait_for(lambda: bob.received.frames["video"] >= 5, 30, "first frames")
+            ingress, receiver = video_ingress(room)
+            bound = ingress.queue_bound
+            assert bound is not None and bound.limit == RECEIVE_QUEUE_LIMIT
+            assert hooks.bound_receive_queue(receiver.transport, 5) is bound  # one per transport
+            connection = receiver.transport.transport._connection
+            pair = connection._nominated[1]
+            dropped = bound.dropped
+            for i in range(10_000):  # not STUN (no magic cookie), not RTP: aioice queues it
+                pair.protocol.datagram_received(bytes([1, i % 256]) + bytes(40), pair.remote_addr)
+            assert connection._queue.qsize() <= RECEIVE_QUEUE_LIMIT
+            assert bound.dropped - dropped >= 10_000 - RECEIVE_QUEUE_LIMIT
+            frames = bob.received.frames["video"]
+            await wait_for(lambda: connection._queue.qsize() == 0, 10, "the queue drained")
+            await wait_for(
+                lambda: bob.received.frames["video"] >= frames + 10, 20, "frames after the flood"
+            )
+
+    run(scenario)
+
+
+def test_a_receive_queue_bound_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least 1, not 0"):
+        hooks.ReceiveQueueBound(object(), 0)

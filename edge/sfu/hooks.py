@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import enum
 import inspect
+import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from importlib import import_module
@@ -23,6 +24,8 @@ from importlib.metadata import version
 from typing import Any
 
 from aiortc.rtp import AnyRtcpPacket, RtcpByePacket, RtpPacket
+
+logger = logging.getLogger(__name__)
 
 PINNED_AIORTC = "1.16.0"
 # fast egress also uses these packages' internals (aioice's nominated pair, pylibsrtp's
@@ -240,6 +243,16 @@ HOOKS: tuple[Hook, ...] = (
         ("data", "addr"),
     ),
     Hook(CONNECTION, "_protocols", Use.READ, "the ICE connection's protocols (one per socket)"),
+    Hook(
+        CONNECTION,
+        "data_received",
+        Use.WRAPPED,
+        "what aioice queues for aiortc's receive task (DTLS, and datagrams the fast ingress "
+        "does not take) is bounded: a flood the loop cannot drain is dropped, not queued "
+        "without a limit (THREATS C4)",
+        ("data", "component"),
+    ),
+    Hook(CONNECTION, "_queue", Use.READ, "aioice's receive queue, whose length is bounded"),
     Hook(
         DTLS,
         "_rx_srtp",
@@ -699,6 +712,49 @@ class IngressRoute(_Resolved):
         dtls = self.dtls
         dtls._RTCDtlsTransport__rx_bytes += size
         dtls._RTCDtlsTransport__rx_packets += 1
+
+
+class ReceiveQueueBound:
+    """At most ``limit`` datagrams waiting in an ICE connection's receive queue.
+
+    aioice hands every datagram that is not STUN to ``Connection.data_received``, which puts
+    it on an ``asyncio.Queue`` without a limit, from any source address; aiortc's receive
+    task takes them from there. Media the fast ingress takes never gets there, but DTLS and
+    everything the ingress leaves do, and a participant (or anyone who can reach the port)
+    sending faster than the event loop drains them would grow that queue until the worker
+    runs out of memory. Beyond ``limit`` waiting, a datagram is dropped (as a full socket
+    buffer drops it), counted in :attr:`dropped` and logged (the first, then every 1000th)."""
+
+    def __init__(self, connection: Any, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"a receive queue bound must be at least 1, not {limit}")
+        self.limit = limit
+        self.dropped = 0
+        self._queue: asyncio.Queue[Any] = connection._queue
+        self._original: Callable[[bytes, int], None] = connection.data_received
+        connection.data_received = self.data_received
+
+    def data_received(self, data: bytes, component: int) -> None:
+        if self._queue.qsize() >= self.limit:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                logger.warning(
+                    "ICE receive queue full (%d datagrams waiting): %d dropped so far",
+                    self.limit,
+                    self.dropped,
+                )
+            return
+        self._original(data, component)
+
+
+def bound_receive_queue(dtls: Any, limit: int) -> ReceiveQueueBound:
+    """The bound of a DTLS transport's ICE receive queue (made on first use: a transport
+    served by one ingress after another keeps its first bound)."""
+    connection = dtls.transport._connection
+    current = getattr(connection.data_received, "__self__", None)
+    if isinstance(current, ReceiveQueueBound):
+        return current
+    return ReceiveQueueBound(connection, limit)
 
 
 def srtp_unprotect() -> tuple[Any, Any, Any]:

@@ -62,6 +62,9 @@ from edge.sfu.packets import MediaPacket, parse_media, parse_remb, parse_rtcp_ro
 logger = logging.getLogger(__name__)
 
 BUFFER_SIZE = 1500  # as pylibsrtp's own buffer: a longer datagram goes aiortc's way
+# datagrams left waiting for aiortc's receive task (DTLS, what the ingress does not take)
+# at most: about 0.1 s of a publisher's media should the ingress not take it
+RECEIVE_QUEUE_LIMIT = 256
 RtpSink = Callable[[MediaPacket], None]
 RtcpSink = Callable[[AnyRtcpPacket], None]
 
@@ -92,6 +95,7 @@ class Ingress:
         "_buffer",
         "_length",
         "_tasks",
+        "queue_bound",
         "fast",
         "fast_rtcp",
     )
@@ -106,6 +110,7 @@ class Ingress:
         self._buffer = _ffi.buffer(self._cdata)
         self._length = _ffi.new("int *")
         self._tasks: set[asyncio.Future[None]] = set()  # RTCP for recipients without a handler
+        self.queue_bound: hooks.ReceiveQueueBound | None = None  # set with the first handler
         self.fast = 0  # RTP packets taken here (the rest went aiortc's way)
         self.fast_rtcp = 0  # SRTCP datagrams taken here
 
@@ -140,6 +145,8 @@ class Ingress:
             task.cancel()
 
     def _wrap(self) -> None:
+        if self.queue_bound is None:
+            self.queue_bound = hooks.bound_receive_queue(self._dtls, RECEIVE_QUEUE_LIMIT)
         # protocols appear as candidates are gathered: wrap those not wrapped yet
         for protocol in hooks.ice_protocols(self._dtls):
             if not any(p is protocol for p in self._wrapped):
