@@ -447,6 +447,7 @@ class Worker:
         for ingress in self._ingress.values():
             ingress.close()
         self._ingress.clear()
+        self._rtcp_egress.clear()  # (their C senders hold duplicates of the ICE sockets)
         for task in list(self._tasks):
             task.cancel()
         if self._ticker is not None:
