@@ -195,18 +195,9 @@ class Ingress:
         entered = time.monotonic() if _observer is not None else 0.0
         dtls._RTCDtlsTransport__rx_bytes += size
         dtls._RTCDtlsTransport__rx_packets += 1
-        unprotector = route.unprotector
-        if unprotector is not None:  # one C call (edge/sfu/_sendpath.c)
-            plain = unprotector.rtp(data)
-            if plain is None:
-                return True  # aiortc logs "SRTP unprotect failed" at debug and drops it too
-        else:
-            self._buffer[0:size] = data
-            length = self._length
-            length[0] = size
-            if _unprotect(route.ctx, self._cdata, length):
-                return True
-            plain = self._buffer[0 : length[0]]
+        plain = self._unprotect(route, data, False)
+        if plain is None:
+            return True  # aiortc logs "SRTP unprotect failed" at debug and drops it too
         try:
             packet = parse_media(plain, route.extension_ids.audio_level)
         except ValueError:
@@ -220,24 +211,30 @@ class Ingress:
             _observer(packet, entered)
         return True
 
+    def _unprotect(self, route: hooks.IngressRoute, data: bytes, rtcp: bool) -> bytes | None:
+        """``data`` unprotected on the route's inbound session; None: libsrtp refused it."""
+        unprotector = route.unprotector
+        if unprotector is not None:  # one C call (edge/sfu/_sendpath.c)
+            plain: bytes | None = unprotector.rtcp(data) if rtcp else unprotector.rtp(data)
+            return plain
+        size = len(data)
+        self._buffer[0:size] = data
+        length = self._length
+        length[0] = size
+        if (_unprotect_rtcp if rtcp else _unprotect)(route.ctx, self._cdata, length):
+            return None
+        plain_copy: bytes = self._buffer[0 : length[0]]
+        return plain_copy
+
     def _receive_rtcp(self, data: bytes, addr: tuple[Any, ...], route: hooks.IngressRoute) -> bool:
         sinks = self._rtcp_sinks
         if not sinks or addr[0] != route.address[0] or addr[1] != route.address[1]:
             return False
         size = len(data)
         route.count(size)
-        unprotector = route.unprotector
-        if unprotector is not None:
-            plain = unprotector.rtcp(data)
-            if plain is None:
-                return True  # as aiortc: "SRTP unprotect failed", dropped
-        else:
-            self._buffer[0:size] = data
-            length = self._length
-            length[0] = size
-            if _unprotect_rtcp(route.ctx, self._cdata, length):
-                return True
-            plain = self._buffer[0 : length[0]]
+        plain = self._unprotect(route, data, True)
+        if plain is None:
+            return True  # as aiortc: "SRTP unprotect failed", dropped
         try:
             packets = parse_rtcp_routed(plain)
         except ValueError:
