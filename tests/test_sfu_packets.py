@@ -304,20 +304,18 @@ def test_the_fast_rtcp_parser_reads_what_aiortc_reads(
     flip = data.draw(st.integers(0, len(wire) - 1))
     mutated = wire[:flip] + bytes([wire[flip] ^ data.draw(st.integers(1, 255))]) + wire[flip + 1 :]
     for candidate in (wire, wire[:cut], mutated):
-        try:
-            theirs = aiortc_routed(candidate)
-        except ValueError as exc:
-            with pytest.raises(ValueError) as ours:
-                parse_rtcp_routed(candidate)
-            assert str(ours.value) == str(exc)
-            continue
-        assert parse_rtcp_routed(candidate) == theirs
+        read_as_aiortc_reads(candidate)
     assert parse_rtcp_routed(wire) == [p for p in packets if not isinstance(p, RtcpSdesPacket)]
 
 
 @settings(max_examples=400, deadline=None)
 @given(st.binary(max_size=80))
 def test_the_fast_rtcp_parser_refuses_what_aiortc_refuses(data: bytes) -> None:
+    read_as_aiortc_reads(data)
+
+
+def read_as_aiortc_reads(data: bytes) -> None:
+    """The fast parser refuses what aiortc's refuses (with its message), else reads the same."""
     try:
         theirs = aiortc_routed(data)
     except ValueError as exc:

@@ -637,16 +637,20 @@ def _unprotector(ctx: Any) -> Any:
 def unprotector_arguments(ctx: Any) -> dict[str, int]:
     """What ``edge.sfu._sendpath.Unprotector`` takes for an inbound libsrtp context: libsrtp's
     unprotect functions and the context, by address."""
+    return {
+        "unprotect": _address_of("srtp_unprotect"),
+        "unprotect_rtcp": _address_of("srtp_unprotect_rtcp"),
+        "ctx": _address_of(ctx),
+    }
+
+
+def _address_of(what: Any) -> int:
+    """The address of a libsrtp function of pylibsrtp's binding (by name), or of a cdata
+    (a libsrtp context)."""
     from pylibsrtp._binding import ffi, lib
 
-    def address_of(cdata: Any) -> int:
-        return int(ffi.cast("uintptr_t", cdata))
-
-    return {
-        "unprotect": address_of(ffi.addressof(lib, "srtp_unprotect")),
-        "unprotect_rtcp": address_of(ffi.addressof(lib, "srtp_unprotect_rtcp")),
-        "ctx": address_of(ctx),
-    }
+    cdata = ffi.addressof(lib, what) if isinstance(what, str) else what
+    return int(ffi.cast("uintptr_t", cdata))
 
 
 def sender_arguments(ctx: Any, fd: int, address: tuple[str, int]) -> dict[str, Any]:
@@ -654,17 +658,13 @@ def sender_arguments(ctx: Any, fd: int, address: tuple[str, int]) -> dict[str, A
     cdata), a socket descriptor and a remote address: the functions and the context by
     address, the packet limits of pylibsrtp's buffer."""
     from pylibsrtp import SRTP_MAX_SRTCP_TRAILER_LEN, SRTP_MAX_TRAILER_LEN
-    from pylibsrtp._binding import ffi, lib
 
     from edge.sfu import _sendpath
 
-    def address_of(cdata: Any) -> int:
-        return int(ffi.cast("uintptr_t", cdata))
-
     return {
-        "protect": address_of(ffi.addressof(lib, "srtp_protect")),
-        "protect_rtcp": address_of(ffi.addressof(lib, "srtp_protect_rtcp")),
-        "ctx": address_of(ctx),
+        "protect": _address_of("srtp_protect"),
+        "protect_rtcp": _address_of("srtp_protect_rtcp"),
+        "ctx": _address_of(ctx),
         "fd": fd,
         "host": address[0],
         "port": address[1],

@@ -380,15 +380,11 @@ class Worker:
 
     # -- events ---------------------------------------------------------------------------
 
-    def send_now(self, events: list[Event]) -> list[Event]:
-        """Send what the fast egress can send at once; the other events, in order."""
-        return send_now(self._egress, events)
-
     async def dispatch(self, events: list[Event]) -> None:
-        await self.finish(self.send_now(events))
+        await self.finish(send_now(self._egress, events))
 
     async def finish(self, events: list[Event]) -> None:
-        """The events :meth:`send_now` left: a copy its egress declined goes aiortc's way,
+        """The events ``intake.send_now`` left: a copy its egress declined goes aiortc's way,
         a recorder's to its sink; feedback to publishers; the room's callbacks."""
         egresses, sinks = self._egress, self._sinks
         for event in events:
