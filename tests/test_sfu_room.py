@@ -18,6 +18,7 @@ import aiortc.rtcrtpreceiver
 import aiortc.rtcrtpsender
 import pytest
 from aiortc import RTCSessionDescription
+from aiortc.rtcdtlstransport import RTCDtlsTransport
 
 from bench.sfu_clients import (
     Clip,
@@ -27,6 +28,7 @@ from bench.sfu_clients import (
     make_clip,
     wait_for,
 )
+from edge.sfu.keyframes import vp8_keyframe_start
 from edge.sfu.room import RelayIce, Room, SlotIdle, TrackEnded, TrackPublished
 
 pytestmark = pytest.mark.slow
@@ -231,6 +233,63 @@ def test_a_late_joiner_gets_a_keyframe_at_once() -> None:
                 if client is not None:
                     await client.close()
 
+    run(scenario)
+
+
+def test_a_keyframe_lost_before_the_subscriber_connected_is_asked_for_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The keyframe a new subscription asks for is forwarded as soon as it comes; when the
+    subscriber's DTLS handshake is slower than that (here held back for a second), those
+    copies are lost. The slot asks the publisher again when the connection comes up, so a
+    subscriber that does not ask for itself (this one does not decode; a decoder asks after
+    its first error) does not wait for the publisher's own next keyframe."""
+    holding = True
+    start = RTCDtlsTransport.start
+
+    async def held_start(self: RTCDtlsTransport, remote: Any) -> None:
+        if holding:
+            await asyncio.sleep(1.0)
+        await start(self, remote)
+
+    keyframes: list[float] = []
+    vp8 = -1  # carol's VP8 payload type
+
+    def on_packet(kind: str, packet: Any, at: float) -> None:
+        if kind == "video" and packet.payload_type == vp8 and vp8_keyframe_start(packet.payload):
+            keyframes.append(at)
+
+    async def scenario() -> None:
+        nonlocal holding, vp8
+        room = Room("r3b")
+        holding = False
+        alice = await publish(room, "alice", clip())
+        carol = Subscriber(decode=False, on_packet=on_packet)
+        try:
+            await asyncio.sleep(1.0)  # the requests of alice's publication are behind it
+            asked = alice.feedback.pli
+            holding = True  # carol's connection and the SFU's side of it
+            await room.join("carol")
+            answer = await carol.answer(await room.subscribe("carol"))
+            (vp8,) = [
+                int(c.payloadType or 0)
+                for t in carol.pc.getTransceivers()
+                for c in t._codecs
+                if c.mimeType == "video/VP8"
+            ]
+            await room.answer("carol", answer)
+            holding = False
+            await wait_for(lambda: alice.feedback.pli > asked, 3, "the subscription's request")
+            assert carol.pc.connectionState != "connected"  # its keyframe is lost
+            await wait_for(lambda: carol.pc.connectionState == "connected", 5, "connected")
+            await wait_for(lambda: alice.feedback.pli > asked + 1, 3, "a request once connected")
+            await wait_for(lambda: bool(keyframes), 3, "a keyframe at carol")
+        finally:
+            await room.close()
+            for client in (alice, carol):
+                await client.close()
+
+    monkeypatch.setattr(RTCDtlsTransport, "start", held_start)
     run(scenario)
 
 

@@ -339,6 +339,8 @@ class Worker:
         hooks.replace_sender_rtcp(sender, on_rtcp)
         hooks.silence_sender_reports(sender)
         self._senders[key] = sender
+        if transceiver.kind == "video":
+            self._keyframe_when_connected(key, sender.transport)
         ingress = self._ingress_for(sender.transport)
         if ingress is not None:
             ingress.bind_rtcp(sender, feedback)  # the fast ingress
@@ -359,6 +361,27 @@ class Worker:
         )
         self._sinks[key] = sink
         self._start_ticker()
+
+    def _keyframe_when_connected(self, key: str, transport: Any) -> None:
+        """Copies forwarded before the subscriber's DTLS handshake ends are lost, and with
+        them the keyframe its new slot waited for (many connections set up at once, as
+        after a worker's death, make that common): it would show nothing until the
+        publisher's next keyframe, seconds away, unless the client asks (a decoder does
+        after its first error: one more round trip; a client that records or relays
+        without decoding does not). So the slot asks once more as its connection comes up
+        (throttled per publication as every request). The event is aiortc's public
+        ``statechange`` of ``RTCDtlsTransport``; tests/test_sfu_room.py fails without it."""
+        if transport.state == "connected":
+            return
+
+        async def changed() -> None:
+            state = transport.state
+            if state in ("connected", "closed", "failed"):
+                transport.remove_listener("statechange", changed)
+            if state == "connected" and key in self._egress:
+                await self.request_keyframe(key)
+
+        transport.on("statechange", changed)
 
     async def request_keyframe(self, slot: str) -> None:
         await self.dispatch(self.forwarder.request_keyframe(slot, self._clock()))
