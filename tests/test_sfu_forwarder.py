@@ -100,6 +100,29 @@ def test_fan_out_waits_for_a_keyframe_and_asks_for_one(fwd: Forwarder) -> None:
     assert second.ssrc == 0xCA401
 
 
+def test_a_slot_not_connected_asks_for_its_keyframe_when_it_connects(fwd: Forwarder) -> None:
+    """A keyframe asked for while the subscriber's connection is still being set up would be
+    forwarded into it and lost: the slot asks when it connects, and the retry does not ask
+    for a slot that cannot receive yet."""
+    fwd.forward("alice/v", vp8(10, 0, KEY), now=0.0)  # the SSRC is known
+    fwd.add_slot("dave/v0", Kind.VIDEO, SUB_VP8, 0xDA7E, connected=False)
+    assert fwd.assign("dave/v0", "alice/v", now=1.0) == []
+    assert keyframes(fwd.tick(1.1)) == []
+    assert keyframes(fwd.tick(5.0)) == []  # no retry either
+    assert fwd.phase("dave/v0") is SlotPhase.WAITING_KEYFRAME
+    assert keyframes(fwd.slot_connected("dave/v0", now=5.1)) == [
+        RequestKeyframe("alice/v", PUB_SSRC)
+    ]
+    assert fwd.slot_connected("dave/v0", now=5.2) == []  # once
+    assert fwd.slot_connected("nobody/v0", now=5.2) == []  # a slot gone meanwhile
+    out = sends(fwd.forward("alice/v", vp8(11, 3000, KEY), now=5.15))
+    assert [e.slot for e in out] == ["dave/v0"]
+    # a slot connected from the start (the default) asks at once, as before
+    assert keyframes(fwd.assign("bob/v0", "alice/v", now=6.0)) == [
+        RequestKeyframe("alice/v", PUB_SSRC)
+    ]
+
+
 def test_nack_is_answered_from_history_with_rtx(fwd: Forwarder) -> None:
     fwd.assign("bob/v0", "alice/v", now=0.0)
     sent = [parse_rtp(e.data) for e in sends(fwd.forward("alice/v", vp8(500, 0, KEY), 0.0))]

@@ -264,6 +264,7 @@ class _Slot:
     paused: bool = False  # adapt: the link cannot carry it; ``publication`` is kept
     order: int = 0  # when ``publication`` was assigned (priority among unpinned slots)
     sink: Sink | None = None  # sends a forwarded copy at once (see Forwarder.set_sink)
+    connected: bool = True  # its subscriber can receive (False: keyframes asked at connect)
 
 
 Sink = Callable[[bytes, bytes], bool]  # (RTP header, payload) -> sent; False: emit the event
@@ -338,10 +339,13 @@ class Forwarder:
         extensions: ExtensionIds = NO_EXTENSIONS,
         mid: str | None = None,
         subscriber: str | None = None,
+        connected: bool = True,
     ) -> None:
         """A stream a subscriber receives. Slots of one ``subscriber`` share its link and
         may be paused when it is too weak (adaptive quality); without one (a recorder's
-        tap), never."""
+        tap), never. A slot not ``connected`` yet (its subscriber's connection is still
+        being set up) asks for no keyframe until :meth:`slot_connected`: one it asked for
+        would be forwarded before the subscriber could receive it, and lost."""
         if key in self._slots:
             raise ValueError(f"slot {key} already exists")
         history = None
@@ -364,9 +368,19 @@ class Forwarder:
             ),
             header=HeaderWriter(codec.payload_type, ssrc, extensions, mid_element(extensions, mid)),
             subscriber=subscriber,
+            connected=connected,
         )
         if subscriber is not None:
             self._link(subscriber).add_slot(key, ssrc)
+
+    def slot_connected(self, key: str, now: float) -> list[Event]:
+        """The slot's subscriber can receive now: a keyframe for whatever feeds it (what
+        was forwarded to it before is lost, a keyframe among it or not)."""
+        slot = self._slots.get(key)
+        if slot is None or slot.connected:
+            return []
+        slot.connected = True
+        return self.request_keyframe(key, now)
 
     def set_sink(self, key: str, sink: Sink | None) -> None:
         """Hand this slot's forwarded RTP copies to ``sink`` as :meth:`forward` makes them, as
@@ -623,7 +637,9 @@ class Forwarder:
                 source.video
                 and throttle.last is not None
                 and now - throttle.last >= config.keyframe_retry
-                and any(s.rewriter.wants_keyframe(source) for s in publication.slots)
+                and any(
+                    s.connected and s.rewriter.wants_keyframe(source) for s in publication.slots
+                )
             ):
                 events += self._request_keyframe(publication, now)
             if source.video:
@@ -739,7 +755,7 @@ class Forwarder:
         slot.rewriter.switch(publication.source)
         if slot not in publication.slots:
             publication.slots.append(slot)
-        if slot.rewriter.wants_keyframe(publication.source):
+        if slot.connected and slot.rewriter.wants_keyframe(publication.source):
             return self._request_keyframe(publication, now)
         return []
 

@@ -317,6 +317,7 @@ class Worker:
         codec = codec_of(codecs, mime_type)
         sender = transceiver.sender
         ssrc, rtx_ssrc = hooks.sender_ssrcs(sender)
+        waits = transceiver.kind == "video" and sender.transport.state != "connected"
         self.forwarder.add_slot(
             key,
             Kind(transceiver.kind),
@@ -326,6 +327,7 @@ class Worker:
             extensions=ExtensionIds.from_parameters(extensions),
             mid=transceiver.mid,
             subscriber=subscriber,
+            connected=not waits,
         )
         egress = self._egress[key] = Egress(sender.transport)
         self.forwarder.set_sink(key, egress.send_rtp)
@@ -339,7 +341,7 @@ class Worker:
         hooks.replace_sender_rtcp(sender, on_rtcp)
         hooks.silence_sender_reports(sender)
         self._senders[key] = sender
-        if transceiver.kind == "video":
+        if waits:
             self._keyframe_when_connected(key, sender.transport)
         ingress = self._ingress_for(sender.transport)
         if ingress is not None:
@@ -363,23 +365,19 @@ class Worker:
         self._start_ticker()
 
     def _keyframe_when_connected(self, key: str, transport: Any) -> None:
-        """Copies forwarded before the subscriber's DTLS handshake ends are lost, and with
-        them the keyframe its new slot waited for (many connections set up at once, as
-        after a worker's death, make that common): it would show nothing until the
-        publisher's next keyframe, seconds away, unless the client asks (a decoder does
-        after its first error: one more round trip; a client that records or relays
-        without decoding does not). So the slot asks once more as its connection comes up
-        (throttled per publication as every request). The event is aiortc's public
+        """Tell the forwarder when the slot's subscriber connection is up, so that its
+        first keyframe is asked for then and not forwarded into a DTLS handshake that has
+        not ended (many connections set up at once, as after a worker's death, made that
+        common: the slot then showed nothing until the publisher's next keyframe, seconds
+        away, unless the client asked itself). The event is aiortc's public
         ``statechange`` of ``RTCDtlsTransport``; tests/test_sfu_room.py fails without it."""
-        if transport.state == "connected":
-            return
 
         async def changed() -> None:
             state = transport.state
             if state in ("connected", "closed", "failed"):
                 transport.remove_listener("statechange", changed)
             if state == "connected" and key in self._egress:
-                await self.request_keyframe(key)
+                await self.dispatch(self.forwarder.slot_connected(key, self._clock()))
 
         transport.on("statechange", changed)
 
