@@ -127,6 +127,11 @@ def test_two_subscribers_decode_what_the_sfu_forwards_without_decoding(
             # the SFU built no decoder and no encoder; the clients did (the watch works)
             assert watch.built_by(room) == (0, 0)
             assert len(watch.decoders) >= 4 and len(watch.encoders) >= 2
+            # nor does it keep aiortc's REMB estimators (1,001 objects each) it never feeds
+            receivers = [t.receiver for pc in room.peer_connections() for t in pc.getTransceivers()]
+            assert len(receivers) == 6
+            assert all(r._RTCRtpReceiver__remote_bitrate_estimator is None for r in receivers)
+            assert bob.pc.getTransceivers()[1].receiver._RTCRtpReceiver__remote_bitrate_estimator
 
             # the publisher leaves: its subscribers' slots go idle, the room says so
             await room.leave("alice")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import inspect
 import logging
 import os
@@ -150,6 +151,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
+    # What is imported by now lives as long as the process: out of the collector's sight,
+    # so that its full collections (pauses every call on the worker waits out) walk only
+    # the calls' objects.
+    gc.freeze()
     coroutine = main_async(args.fd, args.loop, args.cpu)
     if args.loop == "uvloop":
         import uvloop

@@ -110,6 +110,15 @@ HOOKS: tuple[Hook, ...] = (
     ),
     Hook(
         RECEIVER,
+        "_RTCRtpReceiver__remote_bitrate_estimator",
+        Use.WRITTEN,
+        "each video receiver's REMB estimator (1,001 objects: a rate bucket a millisecond), "
+        "read only by its own _handle_rtp_packet, which the SFU replaces (a publisher's) or "
+        "never gets (a slot's sendonly transceiver): dropped, so that the garbage collector "
+        "does not walk 200,000 of them at 50 calls (pauses of 100-300 ms)",
+    ),
+    Hook(
+        RECEIVER,
         "_RTCRtpReceiver__remote_streams",
         Use.WRITTEN,
         "per-SSRC receive statistics that aiortc's RTCP task turns into receiver reports to "
@@ -423,6 +432,11 @@ def replace_receiver_rtp(receiver: Any, handler: RtpHandler) -> None:
         await handler(packet, arrival_time_ms)
 
     receiver._handle_rtp_packet = handle
+
+
+def drop_bitrate_estimator(receiver: Any) -> None:
+    """The receiver's REMB estimator, unused by the SFU (see :data:`HOOKS`), let go."""
+    receiver._RTCRtpReceiver__remote_bitrate_estimator = None
 
 
 def wrap_receiver_rtcp(receiver: Any, handler: RtcpHandler) -> Callable[[AnyRtcpPacket], None]:
