@@ -63,7 +63,13 @@ from edge.sfu.keyframes import vp8_keyframe_start  # noqa: E402
 
 LINE_LIMIT = 1 << 24
 GAP_REPORTED = 0.25  # seconds between two video packets a page reports
-COUNTED = {"moved calls", "kept calls", "calls ended", "pages' errors"}
+COUNTED = {
+    "moved calls",
+    "kept calls",
+    "calls ended",
+    "pages' errors",
+    "pages without video in the last second",
+}
 
 
 class Line:
@@ -223,6 +229,10 @@ async def page_process(path: str) -> None:
         elif message["push"] == "call":
             for page in pages.get(message["call"], ()):
                 page.pushed(message["epoch"], message["published"])
+        elif message["push"] == "status":  # when each page last had a video packet
+            for group in pages.values():
+                for page in group:
+                    edge.report("last video", page.login, at=page.last_video or 0.0)
         elif message["push"] == "quit":
             break
     for group in pages.values():
@@ -407,6 +417,13 @@ class Edge:
         back_at = time.monotonic()
         print(f"  back after {back_at - kill_at:.2f} s; CPU meanwhile: {cpu.shares()}")
         await asyncio.sleep(2.0)  # the kept calls' gaps after it, too
+        asked = time.monotonic()
+        for line, _ in self.links:
+            line.send({"push": "status"})
+        everyone = [login for logins in self.calls.values() for login in logins]
+        await wait_for(
+            lambda: all(self.reports[login]["last video"] for login in everyone), 30, "status"
+        )
 
         def later(call: str, what: str) -> float:
             times = [self.first_after(login, what, kill_at) for login in self.calls[call]]
@@ -430,9 +447,16 @@ class Edge:
                 ("told", "joined", "published", "subscribed", "connected", "keyframe"),
             ),
             f"kept calls' video gaps > {GAP_REPORTED} s": window,
+            "pages without video in the last second": [
+                float(
+                    sum(self.reports[login]["last video"][-1] < asked - 1.0 for login in everyone)
+                )
+            ],
         }
         for problem in self.ended + self.errors:
             print(f"  {problem}")
+        if not args.compare:
+            return figures
 
         await wait_for(lambda: None not in self.media.worker_pids(), 60, "the worker restarted")
         print(f"starting {len(moved)} new calls at once (the comparison) ...", flush=True)
@@ -469,7 +493,8 @@ def spread(values: list[float]) -> str:
     )
 
 
-async def bench(args: argparse.Namespace) -> None:
+async def measure(args: argparse.Namespace) -> dict[str, list[float]]:
+    """One run: the figures :func:`bench` prints (tests/test_calls_failover.py checks them)."""
     edge = Edge(args)
     with tempfile.TemporaryDirectory() as scratch:
         path = str(Path(scratch) / "edge.sock")
@@ -492,8 +517,18 @@ async def bench(args: argparse.Namespace) -> None:
                     await asyncio.wait_for(process.wait(), 30)
                 if process.returncode is None:
                     process.kill()
+            for line, _ in edge.links:
+                line.writer.close()
+                with contextlib.suppress(ConnectionError):
+                    await line.writer.wait_closed()
             server.close()
+            await server.wait_closed()
             await edge.service.close()
+    return figures
+
+
+async def bench(args: argparse.Namespace) -> None:
+    figures = await measure(args)
     print(f"\n{args.calls} calls on {args.workers} workers, one killed")
     for name, values in figures.items():
         counted = name in COUNTED
@@ -516,6 +551,12 @@ def main() -> None:
         default=0,
         help="niceness of the page processes (e.g. 10: the edge's processes first, as when "
         "the pages are browsers on machines of their own)",
+    )
+    parser.add_argument(
+        "--no-compare",
+        dest="compare",
+        action="store_false",
+        help="skip the comparison (new calls started at once)",
     )
     parser.add_argument("--page-process", metavar="SOCKET", help=argparse.SUPPRESS)
     args = parser.parse_args()
