@@ -19,6 +19,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -447,6 +448,39 @@ def test_a_damaged_store_is_noticed(tmp_path: Path) -> None:
     raw.close()
     with pytest.raises(AuditStoreError, match="5 entries but 6 leaves"):
         SqliteAuditStore.open(path)
+
+
+def test_opening_while_the_relay_commits_reads_one_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An auditor opens the log while the relay writes to it: a batch the relay commits
+    between the store's reads of its leaves and of its entries must not make a sound log
+    look damaged (it did: "holds 571 entries but 548 leaves", in the test bed)."""
+    path = tmp_path / "audit.db"
+    writer = SqliteAuditStore.open(path)
+    log = AuditLog(writer, SIGNER)
+    log.append_batch([entry(0), entry(1)], NOW)
+    connect = sqlite3.connect
+    raced: list[str] = []
+
+    def connect_and_race(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        db = connect(*args, **kwargs)
+
+        def traced(statement: str) -> None:
+            if "FROM entries" in statement and not raced:  # after the leaves were counted
+                raced.append(statement)
+                log.append_batch([entry(2), entry(3)], NOW)
+
+        db.set_trace_callback(traced)
+        return db
+
+    monkeypatch.setattr(sqlite3, "connect", connect_and_race)
+    with writer, SqliteAuditStore.open(path, readonly=True) as reader:
+        monkeypatch.undo()
+        assert raced  # the relay did commit in between
+        assert reader.leaf_count() == 2  # the state it read, whole
+    with SqliteAuditStore.open(path, readonly=True) as reader:
+        assert (reader.entry_count(), reader.leaf_count()) == (4, 4)
 
 
 def test_reopening_with_another_key_is_refused(store: SqliteAuditStore) -> None:

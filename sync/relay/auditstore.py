@@ -153,14 +153,21 @@ class SqliteAuditStore:
         self.close()
 
     def _load_counts(self) -> None:
-        counts = []
-        for level in range(MAX_LEVELS):
-            row = self._db.execute("SELECT MAX(idx) FROM nodes WHERE level = ?", (level,))
-            top = row.fetchone()[0]
-            if top is None:
-                break
-            counts.append(top + 1)
-        top = self._db.execute("SELECT MAX(idx) FROM entries").fetchone()[0]
+        # One read transaction: the relay goes on writing while an auditor opens the file,
+        # and a batch committed between reading the node counts and the entry count would
+        # make a sound log look damaged.
+        self._db.execute("BEGIN")
+        try:
+            counts = []
+            for level in range(MAX_LEVELS):
+                row = self._db.execute("SELECT MAX(idx) FROM nodes WHERE level = ?", (level,))
+                top = row.fetchone()[0]
+                if top is None:
+                    break
+                counts.append(top + 1)
+            top = self._db.execute("SELECT MAX(idx) FROM entries").fetchone()[0]
+        finally:
+            self._db.execute("COMMIT")
         self._counts, self._entries = counts, 0 if top is None else top + 1
         if self._entries != self._count(0):
             raise AuditStoreError(
