@@ -281,7 +281,7 @@ class Edge:
         )
         self.gaps: list[tuple[str, float, float]] = []  # login, at, seconds
         self.errors: list[str] = []
-        self.ended: list[str] = []
+        self.ended: dict[str, str] = {}  # call -> why it ended (none should)
         self.closing = False
 
     async def _save(self, batch: list[CallRecord]) -> None:
@@ -290,7 +290,7 @@ class Edge:
     def _changed(self, call: Call) -> None:
         """The push of the call's frame to its pages' process (what the web layer sends)."""
         if call.state is CallState.ENDED and not self.closing:
-            self.ended.append(f"{call.id} ({call.reason})")
+            self.ended[call.id] = f"{call.id} ({call.reason})"
         if self.closing:
             return
         published = collections.Counter(p.participant for p in call.publications.values())
@@ -453,7 +453,7 @@ class Edge:
                 )
             ],
         }
-        for problem in self.ended + self.errors:
+        for problem in [*self.ended.values(), *self.errors]:
             print(f"  {problem}")
         if not args.compare:
             return figures
