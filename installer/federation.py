@@ -136,12 +136,13 @@ def build_federation(
 EPHEMERAL_RANGE: Final = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
 
-def free_port() -> int:
+def free_port(taken: set[int] | None = None) -> int:
     """A TCP port free on loopback right now (the node binds it a moment later), chosen at
     random *below* the kernel's ephemeral range: the kernel never hands such a port to a
     ``bind(0)`` or an outgoing connection, so a node that is stopped and started again (the
     relay killed in a test, a restarted demo) finds its port still free, whatever else runs
-    on the machine meanwhile."""
+    on the machine meanwhile. Not one of ``taken`` (ports chosen already for nodes that have
+    not bound them yet), to which the port is added."""
     try:
         low = int(EPHEMERAL_RANGE.read_text().split()[0])
     except (OSError, ValueError, IndexError):
@@ -149,12 +150,16 @@ def free_port() -> int:
     rng = random.SystemRandom()
     for _ in range(200):
         port = rng.randrange(max(1024, low - 12000), low)
+        if taken is not None and port in taken:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        if taken is not None:
+            taken.add(port)
+        return port
     raise RuntimeError(f"no free TCP port found below {low} on 127.0.0.1")
 
 
@@ -238,11 +243,15 @@ def write_layout(
     listens and reaches the relay where its placement says (loopback when it has none).
     """
     old = _ports_in(base)
-    relay_port = relay_port or old.get("relay") or free_port()
+    # every port distinct: none is bound before the nodes start, so free_port alone would
+    # find a port it had just chosen for another node free again (CI: two edges' device
+    # listeners on one port, and the second edge did not start)
+    taken = {*old.values(), relay_port}
+    relay_port = relay_port or old.get("relay") or free_port(taken)
     edge_ports = {
         n.name.site: EdgePorts(
-            old.get(f"{n.name.site}.https") or free_port(),
-            old.get(f"{n.name.site}.device") or free_port(),
+            old.get(f"{n.name.site}.https") or free_port(taken),
+            old.get(f"{n.name.site}.device") or free_port(taken),
         )
         for n in nodes
         if n.name.role is Role.EDGE
