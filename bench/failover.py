@@ -198,10 +198,7 @@ class Page:
         self.others = 0
         await self.edge.request("join", call=self.call, login=self.login)
         self.edge.report("joined", self.login, at=time.monotonic())
-        await self.publish()
-        self.edge.report("published", self.login, at=time.monotonic())
-        await self.subscribe()
-        self.edge.report("subscribed", self.login, at=time.monotonic())
+        await self.connect()
 
     async def close(self) -> None:
         clients = [c for c in (self.publisher, self.subscriber) if c is not None]
@@ -373,12 +370,17 @@ class Edge:
         }
 
     def all_video(self, calls: list[str], after: float) -> bool:
-        return all(self.video_at(c, after) is not None for c in calls)
+        return all(self.both(c, "keyframe", after) is not None for c in calls)
 
-    def video_at(self, call: str, after: float) -> float | None:
-        """When the later of the call's two pages had a keyframe after ``after``."""
-        times = [self.first_after(login, "keyframe", after) for login in self.calls[call]]
+    def both(self, call: str, what: str, after: float) -> float | None:
+        """When the later of the call's two pages reported ``what`` after ``after``."""
+        times = [self.first_after(login, what, after) for login in self.calls[call]]
         return None if None in times else max(t for t in times if t is not None)
+
+    def since(self, call: str, what: str, start: float) -> float:
+        """Seconds from ``start`` to :meth:`both` (infinite: not yet)."""
+        at = self.both(call, what, start)
+        return float("inf") if at is None else at - start
 
     async def run(self) -> dict[str, list[float]]:
         args = self.args
@@ -425,10 +427,6 @@ class Edge:
             lambda: all(self.reports[login]["last video"] for login in everyone), 30, "status"
         )
 
-        def later(call: str, what: str) -> float:
-            times = [self.first_after(login, what, kill_at) for login in self.calls[call]]
-            return float("inf") if None in times else max(t or 0 for t in times) - kill_at
-
         kept_logins = {login for c in kept for login in self.calls[c]}
         window = [
             s for login, at, s in self.gaps if login in kept_logins and kill_at <= at <= back_at + 2
@@ -439,8 +437,8 @@ class Edge:
             "calls ended": [float(len(self.ended))],
             "pages' errors": [float(len(self.errors))],
             "room moved (s from noticing)": [m.seconds for m in self.media.moves],
-            "told (s)": [later(c, "told") for c in moved],
-            "video again (s)": [later(c, "keyframe") for c in moved],
+            "told (s)": [self.since(c, "told", kill_at) for c in moved],
+            "video again (s)": [self.since(c, "keyframe", kill_at) for c in moved],
             **self.phases(
                 moved,
                 kill_at,
@@ -471,10 +469,7 @@ class Edge:
                 "video in every new call",
             )
         print(f"  CPU meanwhile: {cpu.shares()}")
-        figures["new calls' video (s)"] = [
-            (v - fresh_at) if (v := self.video_at(c, fresh_at)) is not None else float("inf")
-            for c in fresh
-        ]
+        figures["new calls' video (s)"] = [self.since(c, "keyframe", fresh_at) for c in fresh]
         figures |= self.phases(
             fresh, fresh_at, ("published", "subscribed", "connected", "keyframe"), "new call's "
         )
