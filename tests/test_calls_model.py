@@ -275,6 +275,19 @@ def test_sdp_that_is_not_webrtc_shaped_is_refused_with_a_reason(sdp: str, messag
         check_sdp(sdp)
 
 
+@pytest.mark.parametrize("code", range(0x100))
+def test_a_control_character_anywhere_in_a_line_is_refused_and_tab_is_not(code: int) -> None:
+    # RFC 8866's text: no control character but tab (CR and LF end lines)
+    if chr(code) == "\n":
+        return
+    sdp = VALID.replace("s=-", f"s=a{chr(code)}b")
+    if code < 0x20 and code != 0x09 or code == 0x7F:
+        with pytest.raises(SdpError, match="line 3 holds a control character"):
+            check_sdp(sdp)
+    else:
+        assert check_sdp(sdp) == sdp
+
+
 def test_webrtc_shaped_sdp_passes() -> None:
     assert check_sdp(VALID) == VALID
     assert check_sdp(VALID.replace("\r\n", "\n")) == VALID.replace("\r\n", "\n")

@@ -7,7 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
-from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc import RTCPeerConnection
+from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsTransport
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
 from edge.sfu import hooks
@@ -69,6 +70,81 @@ def test_a_hook_run_at_once_that_starts_to_await_fails_loudly(
     # and at run time: the coroutine is closed, the error says why
     with pytest.raises(hooks.HookError, match="suspended: it awaits something now"):
         hooks.run_now(_handle_rtcp_packet(None, None))
+
+
+def test_a_swapped_name_no_longer_called_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the SFU's receivers get no REMB estimator by a stand-in for the name aiortc's receiver
+    # calls: a receiver that makes its estimator another way would keep it unnoticed
+    instances = asyncio.run(hooks.sample_instances())
+
+    def init(self: object, kind: str, transport: object) -> None:
+        self._estimator = object()  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(RTCRtpReceiver, "__init__", init)
+    with pytest.raises(
+        hooks.HookError,
+        match=r"RTCRtpReceiver.__init__ no longer calls RemoteBitrateEstimator\(\): edge.sfu",
+    ):
+        hooks.check_hooks(instances)
+
+
+def test_receivers_made_for_the_sfu_hold_no_estimator_and_others_do() -> None:
+    async def receivers() -> tuple[object, object, object]:
+        pc = RTCPeerConnection()
+        try:
+            with hooks.sfu_side():
+                sfus = pc.addTransceiver("video").receiver
+                await asyncio.sleep(0)  # across an await too
+                sfus_after_await = pc.addTransceiver("video").receiver
+            return sfus, sfus_after_await, pc.addTransceiver("video").receiver
+        finally:
+            await pc.close()
+
+    sfus, after_await, clients = asyncio.run(receivers())
+    assert sfus._RTCRtpReceiver__remote_bitrate_estimator is None  # type: ignore[attr-defined]
+    assert after_await._RTCRtpReceiver__remote_bitrate_estimator is None  # type: ignore[attr-defined]
+    assert clients._RTCRtpReceiver__remote_bitrate_estimator is not None  # type: ignore[attr-defined]
+
+
+def test_the_sfus_connections_share_a_certificate_for_a_day_and_others_do_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def certificate(pc: RTCPeerConnection) -> RTCCertificate:
+        made: RTCCertificate = pc._RTCPeerConnection__certificates[0]  # type: ignore[attr-defined]
+        return made
+
+    async def connections() -> None:
+        with hooks.sfu_side():
+            first, second = RTCPeerConnection(), RTCPeerConnection()
+        client, other_client = RTCPeerConnection(), RTCPeerConnection()
+        assert certificate(first) is certificate(second)
+        assert len({id(certificate(p)) for p in (first, client, other_client)}) == 3
+        # its fingerprints are aiortc's for it, hashed once
+        shared = certificate(first)
+        assert shared.getFingerprints() == RTCCertificate.getFingerprints(shared)
+        # and in the SDP the SFU sends
+        first.addTransceiver("video")
+        await first.setLocalDescription(await first.createOffer())
+        sha256 = next(f.value for f in shared.getFingerprints() if f.algorithm == "sha-256")
+        assert f"a=fingerprint:sha-256 {sha256}" in first.localDescription.sdp
+        # a day later a new one serves new connections
+        monkeypatch.setattr(hooks, "CERTIFICATE_LIFE", 0.0)
+        with hooks.sfu_side():
+            later = RTCPeerConnection()
+        assert certificate(later) is not shared
+        for pc in (first, second, client, other_client, later):
+            await pc.close()
+
+    asyncio.run(connections())
+
+
+def test_the_hooks_are_checked_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    checks: list[object] = []
+    monkeypatch.setattr(hooks, "_verified", False)
+    monkeypatch.setattr(hooks, "check_hooks", checks.append)
+    asyncio.run(hooks.verify_once())
+    asyncio.run(hooks.verify_once())
+    assert len(checks) == 1
 
 
 def test_a_moved_instance_attribute_fails_loudly() -> None:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import re
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -261,6 +262,9 @@ class MediaRooms(Protocol):
         """Every room closed (the edge stops)."""
 
 
+_CONTROL: Final = re.compile("[\x00-\x08\x0a-\x1f\x7f]")  # but tab (RFC 8866's text)
+
+
 def check_sdp(text: str) -> str:
     """``text`` if it is shaped like WebRTC's SDP, else :class:`SdpError` naming what is
     wrong: ``v=0`` first, ``x=value`` lines of printable text (RFC 8866), a media section,
@@ -280,7 +284,7 @@ def check_sdp(text: str) -> str:
     for number, line in enumerate(lines, 1):
         if len(line) < 2 or line[1] != "=" or not ("a" <= line[0] <= "z"):
             raise SdpError(f"SDP line {number} is not of the form x=value")
-        if any(ord(c) < 0x20 and c != "\t" or ord(c) == 0x7F for c in line):
+        if _CONTROL.search(line):
             raise SdpError(f"SDP line {number} holds a control character")
         if line.startswith("a=candidate:"):
             _check_candidate(line[12:], number)

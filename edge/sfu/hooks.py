@@ -5,8 +5,8 @@ decode, its senders always encode (or pack ``av.Packet``s and drop keyframe requ
 Forwarding packets needs its internals, which are private and change between releases
 (jlaine/aiortc#449: aiortc is "not a pipe which blindly forwards pre-encoded data"). So the
 version is pinned (``requirements/*.lock``), every attribute the SFU touches is listed in
-:data:`HOOKS`, every access goes through a function of this module, and
-:func:`check_hooks` (run by ``tests/test_sfu_hooks.py`` and by :class:`edge.sfu.room.Room`
+:data:`HOOKS`, every access goes through a function of this module, and :func:`check_hooks`
+(run by ``tests/test_sfu_hooks.py`` and, once per process, by :class:`edge.sfu.room.Room`
 before it serves) fails with the attribute's name and the pinned version if one moved.
 """
 
@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import enum
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from importlib import import_module
 from importlib.metadata import version
 from typing import Any
 
+from aiortc.rtcdtlstransport import RTCCertificate
 from aiortc.rtp import AnyRtcpPacket, RtcpByePacket, RtpPacket
 
 logger = logging.getLogger(__name__)
@@ -47,6 +50,9 @@ STUN = "aioice.ice.StunProtocol"
 TURN = "aioice.turn.TurnTransport"
 SRTP = "pylibsrtp.Session"
 SRTP_LIB = "pylibsrtp._binding.lib"
+ESTIMATOR_MODULE = "aiortc.rtcrtpreceiver"
+CERTIFICATE_MODULE = "aiortc.rtcpeerconnection"
+PEER_CONNECTION = "aiortc.rtcpeerconnection.RTCPeerConnection"
 
 
 class Use(enum.Enum):
@@ -55,16 +61,19 @@ class Use(enum.Enum):
     CALLED = "called"
     READ = "read"
     WRITTEN = "written"
+    SWAPPED = "swapped in its module for a stand-in that defers to it"
 
 
 @dataclass(frozen=True)
 class Hook:
-    owner: str  # dotted path of the class
+    owner: str  # dotted path of the class (of the module, for a name SWAPPED in it)
     attribute: str  # as looked up on an instance (name-mangled when aiortc uses __name)
     use: Use
     why: str
     parameters: tuple[str, ...] | None = None  # a method's parameters after self
     synchronous: bool = False  # a coroutine the SFU runs to its end at once: no await in it
+    # for a SWAPPED name: (class, method, the call in its source) that must make that call
+    called_in: tuple[str, str, str] | None = None
 
 
 HOOKS: tuple[Hook, ...] = (
@@ -109,13 +118,25 @@ HOOKS: tuple[Hook, ...] = (
         ("packet",),
     ),
     Hook(
-        RECEIVER,
-        "_RTCRtpReceiver__remote_bitrate_estimator",
-        Use.WRITTEN,
+        ESTIMATOR_MODULE,
+        "RemoteBitrateEstimator",
+        Use.SWAPPED,
         "each video receiver's REMB estimator (1,001 objects: a rate bucket a millisecond), "
         "read only by its own _handle_rtp_packet, which the SFU replaces (a publisher's) or "
-        "never gets (a slot's sendonly transceiver): dropped, so that the garbage collector "
-        "does not walk 200,000 of them at 50 calls (pauses of 100-300 ms)",
+        "never gets (a slot's sendonly transceiver): never made for the SFU's receivers "
+        "(sfu_side), so that the garbage collector does not walk 200,000 of them at 50 "
+        "calls (pauses of 100-300 ms), nor do making and freeing them take a third of the "
+        "worker's time to set up a connection",
+        called_in=(RECEIVER, "__init__", "RemoteBitrateEstimator()"),
+    ),
+    Hook(
+        CERTIFICATE_MODULE,
+        "RTCCertificate",
+        Use.SWAPPED,
+        "each peer connection's DTLS certificate (an EC key made and a certificate signed, "
+        "then its fingerprints hashed again for every description): the SFU's connections "
+        "share one per worker process instead (sfu_side), made anew after a day",
+        called_in=(PEER_CONNECTION, "__init__", "RTCCertificate.generateCertificate()"),
     ),
     Hook(
         RECEIVER,
@@ -369,6 +390,15 @@ def check_hooks(instances: dict[str, object]) -> None:
                 f"({hook.why}); written for aiortc {PINNED_AIORTC}, installed is "
                 f"{version('aiortc')}"
             )
+        if hook.called_in is not None:
+            cls, method, call = hook.called_in
+            if call not in inspect.getsource(getattr(_resolve(cls), method)):
+                raise HookError(
+                    f"{cls}.{method} no longer calls {call}: edge.sfu swaps "
+                    f"{hook.owner}.{hook.attribute} "
+                    f"({hook.why}); written for aiortc {PINNED_AIORTC}, "
+                    f"installed is {version('aiortc')}"
+                )
         if hook.parameters is not None:
             signature = inspect.signature(getattr(owner, hook.attribute))
             names = tuple(signature.parameters)[1:]
@@ -378,6 +408,18 @@ def check_hooks(instances: dict[str, object]) -> None:
                     f"{hook.parameters} (written for aiortc {PINNED_AIORTC}, installed is "
                     f"{version('aiortc')})"
                 )
+
+
+_verified = False
+
+
+async def verify_once() -> None:
+    """:func:`check_hooks` on :func:`sample_instances`, once per process (aiortc does not
+    change under a running process; a worker opens many rooms, 25 at once after a move)."""
+    global _verified
+    if not _verified:
+        check_hooks(await sample_instances())
+        _verified = True
 
 
 async def sample_instances() -> dict[str, object]:
@@ -434,9 +476,79 @@ def replace_receiver_rtp(receiver: Any, handler: RtpHandler) -> None:
     receiver._handle_rtp_packet = handle
 
 
-def drop_bitrate_estimator(receiver: Any) -> None:
-    """The receiver's REMB estimator, unused by the SFU (see :data:`HOOKS`), let go."""
-    receiver._RTCRtpReceiver__remote_bitrate_estimator = None
+_SFU_SIDE: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "edge.sfu.hooks: what aiortc makes now is the SFU's", default=False
+)
+
+
+class _EstimatorUnlessSfu:
+    """Stands in for aiortc's ``RemoteBitrateEstimator`` in its receiver module: a receiver
+    made within :func:`sfu_side` gets none (aiortc's receiver takes ``None``, as for audio),
+    any other receiver in the process (a client's, a test's) a real one."""
+
+    def __init__(self, original: Callable[[], Any]) -> None:
+        self.original = original
+
+    def __call__(self) -> Any:
+        return None if _SFU_SIDE.get() else self.original()
+
+
+CERTIFICATE_LIFE = 86_400.0  # seconds a worker's DTLS certificate serves new connections
+
+
+class _CertificateUnlessSfu:
+    """Stands in for ``RTCCertificate`` where aiortc's peer connection makes its own: one
+    made within :func:`sfu_side` gets the process's shared certificate (made anew after
+    :data:`CERTIFICATE_LIFE`), any other a fresh one as aiortc makes it. The certificate is
+    only the DTLS identity the SDP's fingerprint pins; each handshake still agrees keys of
+    its own (ECDHE), and the private key never leaves the process."""
+
+    def __init__(self, original: Any) -> None:
+        self.original = original
+        self.shared: Any = None
+        self.made = 0.0
+
+    def generateCertificate(self) -> Any:  # noqa: N802 (aiortc's name)
+        if not _SFU_SIDE.get():
+            return self.original.generateCertificate()
+        now = time.monotonic()
+        if self.shared is None or now - self.made >= CERTIFICATE_LIFE:
+            self.shared = _SharedCertificate.generateCertificate()
+            self.made = now
+        return self.shared
+
+
+class _SharedCertificate(RTCCertificate):
+    """An ``RTCCertificate`` whose fingerprints are hashed once (aiortc hashes them again
+    for every description of every connection)."""
+
+    def __init__(self, key: Any, cert: Any) -> None:
+        super().__init__(key, cert)
+        self._fingerprints = super().getFingerprints()
+
+    def getFingerprints(self) -> list[Any]:  # noqa: N802 (aiortc's name)
+        return list(self._fingerprints)
+
+
+def _swap(module_name: str, name: str, stand_in: type) -> None:
+    module = import_module(module_name)
+    original = getattr(module, name)
+    if not isinstance(original, stand_in):
+        setattr(module, name, stand_in(original))
+
+
+@contextlib.contextmanager
+def sfu_side() -> Iterator[None]:
+    """Within it (in this task, across its awaits: a context variable), the receivers aiortc
+    makes hold no REMB estimator and the peer connections it makes share the process's
+    DTLS certificate (see :data:`HOOKS`)."""
+    _swap(ESTIMATOR_MODULE, "RemoteBitrateEstimator", _EstimatorUnlessSfu)
+    _swap(CERTIFICATE_MODULE, "RTCCertificate", _CertificateUnlessSfu)
+    token = _SFU_SIDE.set(True)
+    try:
+        yield
+    finally:
+        _SFU_SIDE.reset(token)
 
 
 def wrap_receiver_rtcp(receiver: Any, handler: RtcpHandler) -> Callable[[AnyRtcpPacket], None]:

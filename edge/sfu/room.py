@@ -153,7 +153,6 @@ class Room:
         self._participants: dict[str, _Participant] = {}
         self._publications: dict[str, tuple[str, str]] = {}  # key -> (participant, kind)
         self._slot_owner: dict[str, tuple[str, str]] = {}  # slot key -> (participant, mid)
-        self._checked = False
         self._worker = Worker(
             self.config.forwarder,
             clock=clock,
@@ -192,9 +191,7 @@ class Room:
         through those TURN servers (a bridge leg); without, host candidates only."""
         if participant in self._participants:
             raise ValueError(f"{participant} is already in room {self.id}")
-        if not self._checked:
-            hooks.check_hooks(await hooks.sample_instances())
-            self._checked = True
+        await hooks.verify_once()
         self._participants[participant] = _Participant(participant, ice=ice)
 
     async def leave(self, participant: str) -> None:
@@ -238,7 +235,8 @@ class Room:
             member.publisher = pc
         try:
             sending = _sending_mids(offer.sdp)
-            await pc.setRemoteDescription(offer)
+            with hooks.sfu_side():
+                await pc.setRemoteDescription(offer)
             for transceiver in pc.getTransceivers():
                 if f"{participant}/{transceiver.mid}" in member.publications:
                     continue  # negotiated before: its codecs stay as they are
@@ -298,7 +296,8 @@ class Room:
         pc = member.subscriber
         for key in publications:
             kind = self._publications[key][1]
-            transceiver = pc.addTransceiver(SilentTrack(kind), direction="sendonly")
+            with hooks.sfu_side():
+                transceiver = pc.addTransceiver(SilentTrack(kind), direction="sendonly")
             preferred = self._mime(kind)
             transceiver.setCodecPreferences(
                 [
@@ -451,7 +450,8 @@ class Room:
                 iceTransportPolicy=RTCIceTransportPolicy.RELAY,
                 bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
             )
-        pc = RTCPeerConnection(config)
+        with hooks.sfu_side():
+            pc = RTCPeerConnection(config)
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:

@@ -249,7 +249,6 @@ class Worker:
                 await dispatch(events)
 
         hooks.replace_receiver_rtp(receiver, on_rtp)
-        hooks.drop_bitrate_estimator(receiver)
         note = hooks.wrap_receiver_rtcp(receiver, on_rtcp)  # aiortc's notes, for its reports
         rtcp_out = self._rtcp_egress.get(receiver.transport)
         if rtcp_out is None:
@@ -342,7 +341,6 @@ class Worker:
         hooks.replace_sender_rtcp(sender, on_rtcp)
         hooks.silence_sender_reports(sender)
         self._senders[key] = sender
-        hooks.drop_bitrate_estimator(transceiver.receiver)  # sendonly: it receives no RTP
         if waits:
             self._keyframe_when_connected(key, sender.transport)
         ingress = self._ingress_for(sender.transport)
