@@ -19,12 +19,15 @@ Printed, over the moved calls (each call: the later of its two pages), from the 
 * told: the page has the call's frame with the new ``media_epoch``;
 * video again: the first packet of a VP8 keyframe on the page's new subscribe connection
   (what a browser decodes from);
-* and for each page, when it was told, had joined again, published again, subscribed again
-  (which waits for the other side's publications), connected and had its keyframe.
+* and for each page, when it was told, had joined again, made its offer, had the edge's
+  answer, published again, knew the other side's publications back, had the edge's
+  subscribe offer, made its answer, subscribed again, connected and had its keyframe.
 
 And: how long the edge took to move each room (from noticing the death), the calls on the
 surviving worker's longest gap between two video packets around the kill (gaps over 0.25 s
-are reported), calls ended (must be 0), and each process's CPU while the calls came back.
+are reported), calls ended (must be 0), and each process's CPU while the calls came back
+(its share of a core, and of the time it was runnable but waited for one), the machine's
+cores' share busy, and the CPU seconds the surviving worker spent meanwhile.
 The comparison, in the same run: as many new calls as were moved, started at once once the
 killed worker is back, timed from their start to the same first keyframe on both pages.
 """
@@ -52,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aiortc import RTCSessionDescription  # noqa: E402
 
-from bench.bridge import cpu_seconds  # noqa: E402
+from bench.bridge import cpu_seconds, sched_seconds  # noqa: E402
 from bench.sfu_clients import Clip, Publisher, Subscriber, make_clip, wait_for  # noqa: E402
 from edge.calls.media import Source  # noqa: E402
 from edge.calls.model import Call, CallKind, CallState  # noqa: E402
@@ -166,7 +169,9 @@ class Page:
     async def publish(self) -> None:
         self.publisher = Publisher(self.clip)
         offer = await self.publisher.offer()
+        self.edge.report("offered", self.login, at=time.monotonic())
         answer = await self.edge.request("publish", call=self.call, login=self.login, sdp=offer.sdp)
+        self.edge.report("publish answered", self.login, at=time.monotonic())
         await self.publisher.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
 
     async def subscribe(self) -> None:
@@ -174,7 +179,9 @@ class Page:
         while self.others < 2:
             self.frame.clear()
             await self.frame.wait()
+        self.edge.report("others published", self.login, at=time.monotonic())
         offer = await self.edge.request("subscribe", call=self.call, login=self.login)
+        self.edge.report("offered to", self.login, at=time.monotonic())
         self.subscriber = subscriber = Subscriber(decode=False, on_packet=self._packet)
         self.keyframe = False
 
@@ -184,6 +191,7 @@ class Page:
                 self.edge.report("connected", self.login, at=time.monotonic())
 
         answer = await self.subscriber.answer(RTCSessionDescription(offer, "offer"))
+        self.edge.report("answer made", self.login, at=time.monotonic())
         self.vp8 = next(
             int(codec.payloadType or 0)
             for t in self.subscriber.pc.getTransceivers()
@@ -250,13 +258,34 @@ class Cpu:
         self.pids = pids
         self.start = time.monotonic()
         self.used = {name: cpu_seconds(pid)[0] for name, pid in pids.items()}
+        self.waited = {name: sched_seconds(pid)[1] for name, pid in pids.items()}
+        self.machine = machine_seconds()
 
     def shares(self) -> str:
+        """Each process's share of a core, and of the time it was runnable but waited for
+        one; the machine's cores' share busy."""
         wall = time.monotonic() - self.start
-        return ", ".join(
-            f"{name} {(cpu_seconds(pid)[0] - self.used[name]) / wall:.0%}"
-            for name, pid in self.pids.items()
+        busy, total = (
+            now - then for now, then in zip(machine_seconds(), self.machine, strict=True)
         )
+        return ", ".join(
+            [
+                f"{name} {(cpu_seconds(pid)[0] - self.used[name]) / wall:.0%} "
+                f"(waited {(sched_seconds(pid)[1] - self.waited[name]) / wall:.0%})"
+                for name, pid in self.pids.items()
+            ]
+            + [f"machine {busy / total:.0%} busy"]
+        )
+
+    def seconds(self, name: str) -> float:
+        return cpu_seconds(self.pids[name])[0] - self.used[name]
+
+
+def machine_seconds() -> tuple[float, float]:
+    """(busy, all) seconds of every core so far (``/proc/stat``)."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return sum(fields) - idle, sum(fields)
 
 
 class Edge:
@@ -418,6 +447,10 @@ class Edge:
             )
         back_at = time.monotonic()
         print(f"  back after {back_at - kill_at:.2f} s; CPU meanwhile: {cpu.shares()}")
+        print(f"  the surviving worker's CPU meanwhile: {cpu.seconds('surviving worker'):.2f} s")
+        for pid in self.media.worker_pids():
+            if pid not in (None, survivor):
+                print(f"  the new worker {pid} in its place: {cpu_seconds(pid)[0]:.2f} s of CPU")
         await asyncio.sleep(2.0)  # the kept calls' gaps after it, too
         asked = time.monotonic()
         for line, _ in self.links:
@@ -442,7 +475,19 @@ class Edge:
             **self.phases(
                 moved,
                 kill_at,
-                ("told", "joined", "published", "subscribed", "connected", "keyframe"),
+                (
+                    "told",
+                    "joined",
+                    "offered",
+                    "publish answered",
+                    "published",
+                    "others published",
+                    "offered to",
+                    "answer made",
+                    "subscribed",
+                    "connected",
+                    "keyframe",
+                ),
             ),
             f"kept calls' video gaps > {GAP_REPORTED} s": window,
             "pages without video in the last second": [
