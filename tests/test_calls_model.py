@@ -275,17 +275,17 @@ def test_sdp_that_is_not_webrtc_shaped_is_refused_with_a_reason(sdp: str, messag
         check_sdp(sdp)
 
 
-@pytest.mark.parametrize("code", range(0x100))
-def test_a_control_character_anywhere_in_a_line_is_refused_and_tab_is_not(code: int) -> None:
+def test_a_control_character_anywhere_in_a_line_is_refused_and_tab_is_not() -> None:
     # RFC 8866's text: no control character but tab (CR and LF end lines)
-    if chr(code) == "\n":
-        return
-    sdp = VALID.replace("s=-", f"s=a{chr(code)}b")
-    if code < 0x20 and code != 0x09 or code == 0x7F:
-        with pytest.raises(SdpError, match="line 3 holds a control character"):
-            check_sdp(sdp)
-    else:
-        assert check_sdp(sdp) == sdp
+    for code in range(0x100):
+        if chr(code) == "\n":
+            continue
+        sdp = VALID.replace("s=-", f"s=a{chr(code)}b")
+        if code < 0x20 and code != 0x09 or code == 0x7F:
+            with pytest.raises(SdpError, match="line 3 holds a control character"):
+                check_sdp(sdp)
+        else:
+            assert check_sdp(sdp) == sdp, hex(code)
 
 
 def test_webrtc_shaped_sdp_passes() -> None:
