@@ -83,13 +83,14 @@ async def one_round(calls: int, live: int) -> dict[str, float]:
                 figures[step] = (time.process_time() - start) * 1000 / len(pages)
             return list(results)
 
-        await timed(
+        published = await timed(
             "publish",
             [
                 media.publish(room, login, Source.CAMERA, offer)
                 for (room, login), offer in zip(pages, offers, strict=True)
             ],
         )
+        await ask({"published": published})
         made = await timed("subscribe", [media.subscribe(room, login) for room, login in pages])
         answers = await ask({"answer": [offer.sdp for offer in made]})
         await timed(
@@ -129,6 +130,7 @@ async def pages() -> None:
 
     clip = make_clip(seconds=1.0, fps=15, width=320, height=240, bitrate=300_000)
     clients: list[Publisher | Subscriber] = []
+    publishers: list[Publisher] = []  # offered, not answered yet
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=2**24)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -138,8 +140,13 @@ async def pages() -> None:
         if "offers" in request:
             for _ in range(request["offers"]):
                 publisher = Publisher(clip, gate=asyncio.Event())  # no media: setup alone
-                clients.append(publisher)
+                publishers.append(publisher)
                 sdps.append((await publisher.offer()).sdp)
+        elif "published" in request:
+            waiting, publishers = publishers, []
+            for publisher, answer in zip(waiting, request["published"], strict=True):
+                await publisher.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+                clients.append(publisher)
         else:
             for offer in request["answer"]:
                 subscriber = Subscriber(decode=False)
