@@ -30,6 +30,9 @@ are reported), calls ended (must be 0), and each process's CPU while the calls c
 cores' share busy, and the CPU seconds the surviving worker spent meanwhile.
 The comparison, in the same run: as many new calls as were moved, started at once once the
 killed worker is back, timed from their start to the same first keyframe on both pages.
+
+With ``--stop`` the worker is stopped (SIGSTOP) instead: hung, not dead, its socket open,
+so the edge's heartbeat must notice it (``WorkerMedia``'s stall limit) before the move.
 """
 
 from __future__ import annotations
@@ -437,8 +440,12 @@ class Edge:
         pages = {f"pages {i}": pid for i, (_, pid) in enumerate(self.links)}
         cpu = Cpu({"edge": os.getpid(), "surviving worker": survivor} | pages)
         kill_at = time.monotonic()
-        os.kill(victim, signal.SIGKILL)
-        print(f"killed worker {victim} holding {len(moved)} calls", flush=True)
+        if args.stop:  # hung, not dead: its socket stays open; the edge must notice
+            os.kill(victim, signal.SIGSTOP)
+            print(f"stopped worker {victim} holding {len(moved)} calls", flush=True)
+        else:
+            os.kill(victim, signal.SIGKILL)
+            print(f"killed worker {victim} holding {len(moved)} calls", flush=True)
         with contextlib.suppress(TimeoutError):
             await wait_for(
                 functools.partial(self.all_video, moved, kill_at),
@@ -448,6 +455,8 @@ class Edge:
         back_at = time.monotonic()
         print(f"  back after {back_at - kill_at:.2f} s; CPU meanwhile: {cpu.shares()}")
         print(f"  the surviving worker's CPU meanwhile: {cpu.seconds('surviving worker'):.2f} s")
+        for pid, why in self.media.losses:
+            print(f"  worker {pid} lost: {why}")
         for pid in self.media.worker_pids():
             if pid not in (None, survivor):
                 print(f"  the new worker {pid} in its place: {cpu_seconds(pid)[0]:.2f} s of CPU")
@@ -591,6 +600,11 @@ def main() -> None:
         default=0,
         help="niceness of the page processes (e.g. 10: the edge's processes first, as when "
         "the pages are browsers on machines of their own)",
+    )
+    parser.add_argument(
+        "--stop",
+        action="store_true",
+        help="stop the worker (SIGSTOP: hung, its socket open) instead of killing it",
     )
     parser.add_argument(
         "--no-compare",

@@ -102,7 +102,9 @@ async def one_round(calls: int, live: int) -> dict[str, float]:
         )
         start = time.process_time()
         connections = [
-            pc for room in {r for r, _ in pages} for pc in media._rooms[room].room.peer_connections()
+            pc
+            for room in {r for r, _ in pages}
+            for pc in media._rooms[room].room.peer_connections()
         ]
         while any(pc.connectionState != "connected" for pc in connections):
             if any(pc.connectionState in ("failed", "closed") for pc in connections):

@@ -53,7 +53,7 @@ from edge.calls.media import (
 from edge.calls.model import Call, CallKind, CallState, MemberState
 from edge.calls.records import CallRecord
 from edge.calls.service import CallHooks, CallService
-from edge.calls.worker_media import WorkerMedia
+from edge.calls.worker_media import WorkerMedia, process_cpu
 from edge.sfu.webm import Track, WebmWriter
 from tests.test_calls_api import malformed
 from tests.test_calls_media import Events, Viewer, still
@@ -245,11 +245,12 @@ async def grows(page: Page, other: str, by: int, limit: float = 20.0) -> None:
 
 def test_a_hung_worker_is_noticed_killed_and_its_call_moved() -> None:
     """C1, a worker that hangs without dying (SIGSTOP: its socket stays open): its heartbeat
-    goes unanswered, the edge kills it and moves the meeting, as for a killed worker."""
+    goes unanswered and it runs no CPU, so the edge kills it after the stall limit, not the
+    (longer) hang limit, and moves the meeting, as for a killed worker."""
 
     async def scenario() -> None:
         pushed = Pushed()
-        factory = functools.partial(WorkerMedia, workers=2, heartbeat=0.2, hang_limit=1.0)
+        factory = functools.partial(WorkerMedia, workers=2)  # the edge's limits
         service = CallService(pushed.hooks(), clock=lambda: dt.datetime.now(dt.UTC), media=factory)
         pushed.service = service
         media = service.media
@@ -271,7 +272,10 @@ def test_a_hung_worker_is_noticed_killed_and_its_call_moved() -> None:
             assert [(m.room, m.from_pid) for m in media.moves] == [(call.id, hung)]
             assert media.pid_of(call.id) not in (None, hung)
             await wait_for(lambda: not _running(hung), 10, "the hung worker killed")
-            assert 1.0 <= noticed < 8.0, noticed  # hang_limit 1 s (+ a heartbeat, + load)
+            # stall limit 0.5 s (+ up to a heartbeat, 0.25 s, + load); the hang limit is 5 s
+            assert 0.5 <= noticed < 4.0, noticed
+            ((pid, why),) = media.losses
+            assert pid == hung and "ran 0.000 s of CPU meanwhile (state T" in why, why
             await asyncio.gather(alice.reconnect(), bob.reconnect())
             await wait_for(lambda: len(call.publications) == 4, 20, "four publications again")
             await asyncio.gather(alice.subscribe(), bob.subscribe())
@@ -287,6 +291,48 @@ def test_a_hung_worker_is_noticed_killed_and_its_call_moved() -> None:
             await service.close()
 
     run(scenario)
+
+
+def test_a_worker_that_runs_but_does_not_answer_is_given_the_hang_limit() -> None:
+    """A silent worker that runs (a spinning loop, or one starved of CPU: runnable) may be
+    only slow: it is killed after the hang limit, not the stall limit. Its CPU is what the
+    edge reads of it; here a stopped worker is read as running (the one thing faked)."""
+
+    async def scenario() -> None:
+        stopped: set[int] = set()
+
+        def cpu_of(pid: int) -> tuple[float, str]:
+            ran, state = process_cpu(pid)
+            return (time.monotonic(), "R") if pid in stopped else (ran, state)
+
+        media = WorkerMedia(
+            _ignore, workers=2, heartbeat=0.1, stall_limit=0.3, hang_limit=2.0, cpu_of=cpu_of
+        )
+        try:
+            await media.join("room", "alice")
+            pid = media.pid_of("room")
+            assert pid is not None
+            await asyncio.sleep(0.5)  # answered meanwhile
+            assert media.losses == []
+            stopped.add(pid)
+            os.kill(pid, signal.SIGSTOP)
+            stopped_at = time.monotonic()
+            await wait_for(lambda: bool(media.losses), 10, "the worker given up")
+            noticed = time.monotonic() - stopped_at
+            assert 2.0 <= noticed < 5.0, noticed
+            assert media.losses == [(pid, "it did not answer a heartbeat in 2.0 s")]
+            await wait_for(lambda: media.pid_of("room") not in (None, pid), 10, "room moved")
+        finally:
+            for pid in stopped:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+            await media.close()
+
+    run(scenario)
+
+
+async def _ignore(event: object) -> None:
+    pass
 
 
 def _running(pid: int) -> bool:

@@ -22,7 +22,10 @@ and the socket is asyncio streams at both ends (no pickling Connection, no reade
 
 **When a worker dies** (THREATS C1), its end of the socket closes at once; **a worker that
 hangs** (its loop stuck, its socket open) is asked a heartbeat every ``heartbeat`` seconds
-and, when it has not answered in ``hang_limit`` seconds, killed. Either way the edge:
+and killed when it has not answered within ``stall_limit`` seconds and ran meanwhile less
+than :data:`STALL_CPU` of CPU without being runnable (stopped, or blocked in a call: a loop
+that is only slow or starved runs, or waits for a CPU), or when it has not answered within
+``hang_limit`` seconds at all (a loop that spins). Either way the edge:
 
 1. fails every request in flight on it (see below) and marks its rooms lost;
 2. per room, at once: an :class:`~edge.calls.media.Unpublished` for every publication
@@ -160,6 +163,20 @@ class _Room:
     closed: bool = False
 
 
+STALL_CPU: Final = 0.02  # seconds of CPU under which a silent worker did not run
+
+
+def process_cpu(pid: int) -> tuple[float, str]:
+    """(user + system seconds, scheduler state letter) of a process (``/proc/<pid>/stat``);
+    (0, "gone") when it is not there."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except FileNotFoundError:
+        return 0.0, "gone"
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), fields[0]
+
+
 def default_workers() -> int:
     """One worker per CPU this process may run on."""
     if hasattr(os, "sched_getaffinity"):
@@ -178,16 +195,21 @@ class WorkerMedia:
         python: str = sys.executable,
         start_timeout: float = 60.0,
         log_level: str = "warning",
-        heartbeat: float = 1.0,
+        heartbeat: float = 0.25,
+        stall_limit: float = 0.5,
         hang_limit: float = 5.0,
+        cpu_of: Callable[[int], tuple[float, str]] | None = None,
     ) -> None:
         if loop not in LOOPS:
             raise ValueError(f"loop must be one of {', '.join(LOOPS)}")
         count = default_workers() if workers is None else workers
         if count < 1:
             raise ValueError("at least one media worker")
-        if heartbeat <= 0 or hang_limit <= 0:
-            raise ValueError("heartbeat and hang_limit must be positive seconds")
+        if heartbeat <= 0 or stall_limit <= 0 or hang_limit < stall_limit:
+            raise ValueError(
+                "heartbeat and stall_limit must be positive seconds, hang_limit no shorter "
+                "than stall_limit"
+            )
         cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
         pinned = pin and len(cpus) >= count
         self._on_event = on_event
@@ -197,7 +219,9 @@ class WorkerMedia:
         self._start_timeout = start_timeout
         self._log_level = log_level
         self._heartbeat = heartbeat
+        self._stall_limit = stall_limit
         self._hang_limit = hang_limit
+        self._cpu_of = cpu_of or process_cpu
         self._rooms: dict[str, _Room] = {}
         self._ids = itertools.count(1)
         self._started: asyncio.Future[None] | None = None
@@ -205,6 +229,7 @@ class WorkerMedia:
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
         self.moves: list[Move] = []
+        self.losses: list[tuple[int | None, str]] = []  # (pid, why) of each worker lost
 
     # Membership
 
@@ -450,19 +475,51 @@ class WorkerMedia:
     async def _watch(self, worker: _Worker, writer: asyncio.StreamWriter) -> None:
         """A worker whose loop no longer turns (hung, not dead: its socket stays open) is
         treated as dead: every ``heartbeat`` seconds it is asked, and one that has not
-        answered within ``hang_limit`` seconds is killed and its rooms moved (C1)."""
+        answered in time (:meth:`_unanswered`) is killed and its rooms moved (C1)."""
         while worker.writer is writer and worker.alive:
             await asyncio.sleep(self._heartbeat)
             if worker.writer is not writer:
                 return
             try:
-                await asyncio.wait_for(self._call(worker, wire.HEARTBEAT, ()), self._hang_limit)
+                why = await self._unanswered(worker)
             except _LostError:
                 return  # gone meanwhile: the reader moved its rooms
-            except TimeoutError:
+            if why is not None:
                 if worker.writer is writer:
-                    self._lost(worker, f"it did not answer a heartbeat in {self._hang_limit} s")
+                    self._lost(worker, why)
                 return
+
+    async def _unanswered(self, worker: _Worker) -> str | None:
+        """Why the worker counts as hung (``None``: it answered): no answer within
+        ``stall_limit`` while it ran less than :data:`STALL_CPU` and was not runnable
+        (stopped or blocked, so it will not answer), or none within ``hang_limit`` at all.
+        Before deciding, the edge's own loop turns a few times, so that an answer that came
+        while the edge itself was slow is read first."""
+        pid = worker.pid
+        assert pid is not None
+        asked = time.monotonic()
+        used, _ = self._cpu_of(pid)
+        answer = asyncio.ensure_future(self._call(worker, wire.HEARTBEAT, ()))
+        try:
+            for limit in (self._stall_limit, self._hang_limit):
+                await asyncio.wait({answer}, timeout=max(0.0, asked + limit - time.monotonic()))
+                for _ in range(3):
+                    await asyncio.sleep(0)  # replies already in the socket, read by the reader
+                if answer.done():
+                    answer.result()  # _LostError: the reader noticed the death
+                    return None
+                if limit == self._stall_limit:
+                    ran, state = self._cpu_of(pid)
+                    if ran - used < STALL_CPU and state != "R":
+                        return (
+                            f"it did not answer a heartbeat in {self._stall_limit} s and ran "
+                            f"{ran - used:.3f} s of CPU meanwhile (state {state}: stopped or "
+                            "blocked)"
+                        )
+            return f"it did not answer a heartbeat in {self._hang_limit} s"
+        finally:
+            if not answer.done():
+                answer.cancel()
 
     async def _read(
         self,
@@ -517,6 +574,7 @@ class WorkerMedia:
                 process.kill()  # a worker that broke the protocol is not trusted further
         if self._closing or not was_alive:
             return
+        self.losses.append((worker.pid, why))
         lost = [self._rooms[r] for r in sorted(worker.rooms) if r in self._rooms]
         worker.rooms.clear()
         log.warning(
