@@ -29,6 +29,7 @@ def test_a_worker_killed_during_50_calls_ends_none_and_brings_every_call_back() 
         settle=1.0,
         limit=90.0,
         page_nice=0,
+        stop=False,
         compare=False,
     )
     figures = asyncio.run(asyncio.wait_for(measure(args), 240))
