@@ -33,6 +33,12 @@ killed worker is back, timed from their start to the same first keyframe on both
 
 With ``--stop`` the worker is stopped (SIGSTOP) instead: hung, not dead, its socket open,
 so the edge's heartbeat must notice it (``WorkerMedia``'s stall limit) before the move.
+
+With ``--lean-pages`` the pages send and receive their media by the load generator's lean
+path (``bench.sfu_lean_clients``: pre-packetized RTP through the transport's own SRTP
+session to the nominated socket, counted at the socket), not by aiortc's per-packet Python:
+a browser's media is native code. Their connections are set up exactly as before (aiortc's
+offer/answer, ICE, DTLS), and the first keyframe is still found in the VP8 payload.
 """
 
 from __future__ import annotations
@@ -57,9 +63,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aiortc import RTCSessionDescription  # noqa: E402
+from aiortc.rtp import RtpPacket  # noqa: E402
 
 from bench.bridge import cpu_seconds, sched_seconds  # noqa: E402
+from bench.lean_rtp import PacketizedClip, packetize  # noqa: E402
 from bench.sfu_clients import Clip, Publisher, Subscriber, make_clip, wait_for  # noqa: E402
+from bench.sfu_lean_clients import LeanPublisher, LeanSubscriber  # noqa: E402
 from edge.calls.media import Source  # noqa: E402
 from edge.calls.model import Call, CallKind, CallState  # noqa: E402
 from edge.calls.records import CallRecord  # noqa: E402
@@ -69,6 +78,7 @@ from edge.sfu.keyframes import vp8_keyframe_start  # noqa: E402
 
 LINE_LIMIT = 1 << 24
 GAP_REPORTED = 0.25  # seconds between two video packets a page reports
+OPEN = asyncio.Event()  # a lean publisher's gate: set in every page process at its start
 COUNTED = {
     "moved calls",
     "kept calls",
@@ -123,13 +133,15 @@ class EdgeClient:
 class Page:
     """One participant's page in a 1:1 call: a camera publication and a subscription."""
 
-    def __init__(self, edge: EdgeClient, call: str, login: str, clip: Clip) -> None:
-        self.edge, self.call, self.login, self.clip = edge, call, login, clip
+    def __init__(
+        self, edge: EdgeClient, call: str, login: str, clip: Clip, lean: PacketizedClip | None
+    ) -> None:
+        self.edge, self.call, self.login, self.clip, self.lean = edge, call, login, clip, lean
         self.epoch = 0
         self.others = 0  # the other side's publications in the last frame
         self.frame = asyncio.Event()
-        self.publisher: Publisher | None = None
-        self.subscriber: Subscriber | None = None
+        self.publisher: Publisher | LeanPublisher | None = None
+        self.subscriber: Subscriber | LeanSubscriber | None = None
         self.keyframe = False  # the current subscription saw one
         self.last_video: float | None = None
         self.vp8 = -1  # the subscription's VP8 payload type
@@ -141,11 +153,21 @@ class Page:
         if self.last_video is not None and at - self.last_video > GAP_REPORTED:
             self.edge.report("gap", self.login, at=at, seconds=at - self.last_video)
         self.last_video = at
-        if not self.keyframe and packet.payload_type == self.vp8:
+        if packet is not None and not self.keyframe and packet.payload_type == self.vp8:
             with contextlib.suppress(ValueError, IndexError):
                 if vp8_keyframe_start(packet.payload):
                     self.keyframe = True
                     self.edge.report("keyframe", self.login, at=at)
+
+    def _lean_packet(self, kind: str, packet: bytes, at: float) -> None:
+        """A lean subscriber's packet (unprotected RTP): its payload when a keyframe is
+        still awaited."""
+        if kind != "video":
+            return
+        if self.keyframe or packet[1] & 0x7F != self.vp8:
+            self._packet(kind, None, at)
+        else:
+            self._packet(kind, RtpPacket.parse(packet), at)
 
     def pushed(self, epoch: int, published: dict[str, int]) -> None:
         self.others = sum(n for login, n in published.items() if login != self.login)
@@ -170,7 +192,9 @@ class Page:
         self.edge.report("subscribed", self.login, at=time.monotonic())
 
     async def publish(self) -> None:
-        self.publisher = Publisher(self.clip)
+        self.publisher = (
+            Publisher(self.clip) if self.lean is None else LeanPublisher(self.lean, OPEN)
+        )
         offer = await self.publisher.offer()
         self.edge.report("offered", self.login, at=time.monotonic())
         answer = await self.edge.request("publish", call=self.call, login=self.login, sdp=offer.sdp)
@@ -185,7 +209,11 @@ class Page:
         self.edge.report("others published", self.login, at=time.monotonic())
         offer = await self.edge.request("subscribe", call=self.call, login=self.login)
         self.edge.report("offered to", self.login, at=time.monotonic())
-        self.subscriber = subscriber = Subscriber(decode=False, on_packet=self._packet)
+        self.subscriber = subscriber = (
+            Subscriber(decode=False, on_packet=self._packet)
+            if self.lean is None
+            else LeanSubscriber(on_rtp=self._lean_packet)
+        )
         self.keyframe = False
 
         @subscriber.pc.on("connectionstatechange")
@@ -218,11 +246,13 @@ class Page:
             await client.close()
 
 
-async def page_process(path: str) -> None:
+async def page_process(path: str, lean: bool) -> None:
     reader, writer = await asyncio.open_unix_connection(path, limit=LINE_LIMIT)
     line = Line(reader, writer)
     edge = EdgeClient(line)
     clip = make_clip(seconds=4.0, fps=15, width=320, height=240, bitrate=300_000)
+    packets = packetize(clip) if lean else None
+    OPEN.set()
     pages: dict[str, list[Page]] = {}
     line.send({"hello": os.getpid()})
     while (message := await line.receive()) is not None:
@@ -230,7 +260,7 @@ async def page_process(path: str) -> None:
             edge.replied(message)
         elif message["push"] == "connect":
             call = message["call"]
-            mine = [Page(edge, call, login, clip) for login in message["logins"]]
+            mine = [Page(edge, call, login, clip, packets) for login in message["logins"]]
             pages.setdefault(call, []).extend(mine)
             for page in mine:
                 page.start(page.connect())
@@ -550,7 +580,13 @@ async def measure(args: argparse.Namespace) -> dict[str, list[float]]:
         server = await asyncio.start_unix_server(edge.serve, path, limit=LINE_LIMIT)
         processes = [
             await asyncio.create_subprocess_exec(
-                sys.executable, __file__, "--page-process", path, "--page-nice", str(args.page_nice)
+                sys.executable,
+                __file__,
+                "--page-process",
+                path,
+                "--page-nice",
+                str(args.page_nice),
+                *(["--lean-pages"] if args.lean_pages else []),
             )
             for _ in range(args.page_processes)
         ]
@@ -602,6 +638,12 @@ def main() -> None:
         "the pages are browsers on machines of their own)",
     )
     parser.add_argument(
+        "--lean-pages",
+        action="store_true",
+        help="the pages send and receive media by bench.sfu_lean_clients' path (a browser's "
+        "media is native code; aiortc's per-packet Python is not), set up as before",
+    )
+    parser.add_argument(
         "--stop",
         action="store_true",
         help="stop the worker (SIGSTOP: hung, its socket open) instead of killing it",
@@ -617,7 +659,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.page_process:
         os.nice(args.page_nice)
-        asyncio.run(page_process(args.page_process))
+        asyncio.run(page_process(args.page_process, args.lean_pages))
         return
     if args.calls < 1 or args.workers < 2 or args.page_processes % args.workers:
         parser.error("at least one call, two workers (one is killed), page processes a multiple")

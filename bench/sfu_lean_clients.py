@@ -71,6 +71,8 @@ from bench.sfu_clients import NO_ICE_SERVERS, FeedbackCount, Received
 NTP_EPOCH = 2_208_988_800  # seconds from 1900 to 1970
 # on_packet(kind, ssrc, sequence, publisher's send time or None, arrival time)
 PacketHook = Callable[[str, int, int, float | None, float], None]
+# on_rtp(kind, the unprotected RTP packet, arrival time)
+RtpHook = Callable[[str, bytes, float], None]
 
 
 class SrtpError(ValueError):
@@ -300,8 +302,16 @@ class _SilentTrack(MediaStreamTrack):
 class LeanSubscriber:
     """Answers the SFU's offer and counts RTP right after SRTP, before aiortc parses it."""
 
-    def __init__(self, on_packet: PacketHook | None = None, *, connect_limit: float = 60.0) -> None:
+    def __init__(
+        self,
+        on_packet: PacketHook | None = None,
+        *,
+        connect_limit: float = 60.0,
+        on_rtp: RtpHook | None = None,
+    ) -> None:
+        """``on_rtp``: also handed each packet itself, unprotected (kind, packet, arrival)."""
         self.pc = RTCPeerConnection(NO_ICE_SERVERS)
+        self._on_rtp = on_rtp
         self.received = Received()
         self.counter = InboundCounter()
         self.unprotect_errors = 0
@@ -339,12 +349,15 @@ class LeanSubscriber:
         monotonic = time.monotonic
         srtp: list[_Srtp] = []  # made once DTLS has exported the keys
 
+        on_rtp = self._on_rtp
+
         def rtp(data: bytes) -> None:
             now = monotonic()
             if not srtp:
                 srtp.append(_Srtp(dtls._rx_srtp))
             try:
-                ssrc, payload_type, sequence, sent = parse_rtp(srtp[0].unprotect(data))
+                plain = srtp[0].unprotect(data)
+                ssrc, payload_type, sequence, sent = parse_rtp(plain)
             except SrtpError:
                 self.unprotect_errors += 1
                 return
@@ -358,6 +371,8 @@ class LeanSubscriber:
             counter.packet(ssrc, sequence)
             if on_packet is not None:
                 on_packet(kind, ssrc, sequence, sent, now)
+            if on_rtp is not None:
+                on_rtp(kind, plain, now)
 
         for protocol in dtls.transport._connection._protocols:
             original = protocol.datagram_received

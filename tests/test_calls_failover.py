@@ -30,6 +30,7 @@ def test_a_worker_killed_during_50_calls_ends_none_and_brings_every_call_back() 
         limit=90.0,
         page_nice=0,
         stop=False,
+        lean_pages=False,
         compare=False,
     )
     figures = asyncio.run(asyncio.wait_for(measure(args), 240))
