@@ -69,6 +69,7 @@ from bench.lean_rtp import (
 from bench.sfu_clients import NO_ICE_SERVERS, FeedbackCount, Received
 
 NTP_EPOCH = 2_208_988_800  # seconds from 1900 to 1970
+EARLY_HELD = 256  # SRTP datagrams a subscriber holds until its DTLS keys are there
 # on_packet(kind, ssrc, sequence, publisher's send time or None, arrival time)
 PacketHook = Callable[[str, int, int, float | None, float], None]
 # on_rtp(kind, the unprotected RTP packet, arrival time)
@@ -374,17 +375,30 @@ class LeanSubscriber:
             if on_rtp is not None:
                 on_rtp(kind, plain, now)
 
+        # SRTP that comes before this side's DTLS has its keys (the SFU, DTLS server here,
+        # finishes its handshake half a round trip earlier and may send at once): held until
+        # the keys are there, then taken first (a browser drops it and asks for a keyframe)
+        early: list[bytes] = []
+
+        def srtp_or_srtcp(data: bytes) -> None:
+            if not 191 < data[1] < 224:
+                rtp(data)
+            else:  # the SFU's sender reports and BYEs: nothing a counter needs
+                self.rtcp_dropped += 1
+
         for protocol in dtls.transport._connection._protocols:
             original = protocol.datagram_received
 
             def datagram_received(data: bytes, addr: Any, original: Any = original) -> None:
-                if 127 < data[0] < 192 and dtls._rx_srtp is not None:  # SRTP or SRTCP (RFC 7983)
-                    if not 191 < data[1] < 224:
-                        rtp(data)
-                    else:  # the SFU's sender reports and BYEs: nothing a counter needs
-                        self.rtcp_dropped += 1
-                else:
+                if not 127 < data[0] < 192:  # not SRTP or SRTCP (RFC 7983): aiortc's
                     original(data, addr)
+                elif dtls._rx_srtp is None:
+                    if len(early) < EARLY_HELD:
+                        early.append(data)
+                else:
+                    while early:
+                        srtp_or_srtcp(early.pop(0))
+                    srtp_or_srtcp(data)
 
             protocol.datagram_received = datagram_received
 
