@@ -78,7 +78,6 @@ from edge.sfu.keyframes import vp8_keyframe_start  # noqa: E402
 
 LINE_LIMIT = 1 << 24
 GAP_REPORTED = 0.25  # seconds between two video packets a page reports
-OPEN = asyncio.Event()  # a lean publisher's gate: set in every page process at its start
 COUNTED = {
     "moved calls",
     "kept calls",
@@ -192,9 +191,12 @@ class Page:
         self.edge.report("subscribed", self.login, at=time.monotonic())
 
     async def publish(self) -> None:
-        self.publisher = (
-            Publisher(self.clip) if self.lean is None else LeanPublisher(self.lean, OPEN)
-        )
+        if self.lean is None:
+            self.publisher = Publisher(self.clip)
+        else:
+            at_once = asyncio.Event()  # its media from the start, as a page's camera
+            at_once.set()
+            self.publisher = LeanPublisher(self.lean, at_once, spread=0.0)
         offer = await self.publisher.offer()
         self.edge.report("offered", self.login, at=time.monotonic())
         answer = await self.edge.request("publish", call=self.call, login=self.login, sdp=offer.sdp)
@@ -252,7 +254,6 @@ async def page_process(path: str, lean: bool) -> None:
     edge = EdgeClient(line)
     clip = make_clip(seconds=4.0, fps=15, width=320, height=240, bitrate=300_000)
     packets = packetize(clip) if lean else None
-    OPEN.set()
     pages: dict[str, list[Page]] = {}
     line.send({"hello": os.getpid()})
     while (message := await line.receive()) is not None:

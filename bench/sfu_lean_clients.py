@@ -155,10 +155,14 @@ class LeanPublisher:
         *,
         connect_limit: float = 60.0,
         grid: float = 0.0,
+        spread: float = 1.0,
     ) -> None:
         """``grid`` > 0: each frame leaves at the next multiple of ``grid`` seconds after it
         is due, so every publisher's frames due within one grid step go out together (a
-        burstier load); 0: each at its own time."""
+        burstier load); 0: each at its own time. ``spread``: the media starts at a random
+        moment within that many seconds of the connection (publishers connected together
+        do not send in step); 0: at once, as a camera."""
+        self._spread = spread
         self.pc = RTCPeerConnection(NO_ICE_SERVERS)
         self.feedback = FeedbackCount()
         self.keyframes_sent = 0
@@ -203,8 +207,8 @@ class LeanPublisher:
         if path is None:
             return
         loop = asyncio.get_running_loop()
-        # spread the publishers over a second: every one starts on the clip's keyframe
-        start = time.monotonic() + random.random()
+        # spread the publishers over ``spread``: every one starts on the clip's keyframe
+        start = time.monotonic() + random.random() * self._spread
         for transceiver in transceivers:
             sender = transceiver.sender
             extensions = HeaderExtensionsMap()
