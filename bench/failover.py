@@ -304,7 +304,7 @@ class Cpu:
         )
         return ", ".join(
             [
-                f"{name} {(cpu_seconds(pid)[0] - self.used[name]) / wall:.0%} "
+                f"{name} {self.seconds(name) / wall:.0%} "
                 f"(waited {(sched_seconds(pid)[1] - self.waited[name]) / wall:.0%})"
                 for name, pid in self.pids.items()
             ]

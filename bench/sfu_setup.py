@@ -42,6 +42,7 @@ STEPS = ("publish", "subscribe", "answer", "connect")
 async def one_round(calls: int, live: int) -> dict[str, float]:
     """CPU milliseconds per page of each step, ``2 * calls`` pages at once, with ``live``
     calls set up before on the same media."""
+    from bench.sfu_clients import wait_for
     from edge.calls.local_media import LocalMedia
     from edge.calls.media import Source
 
@@ -106,10 +107,13 @@ async def one_round(calls: int, live: int) -> dict[str, float]:
             for room in {r for r, _ in pages}
             for pc in media._rooms[room].room.peer_connections()
         ]
-        while any(pc.connectionState != "connected" for pc in connections):
+
+        def up() -> bool:
             if any(pc.connectionState in ("failed", "closed") for pc in connections):
                 raise RuntimeError("a page's connection failed")
-            await asyncio.sleep(0.05)
+            return all(pc.connectionState == "connected" for pc in connections)
+
+        await wait_for(up, 60, "every page's connections up")
         if timing:
             figures["connect"] = (time.process_time() - start) * 1000 / len(pages)
 

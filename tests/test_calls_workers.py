@@ -337,11 +337,7 @@ async def _ignore(event: object) -> None:
 
 def _running(pid: int) -> bool:
     """Whether a process is there and not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+    return process_cpu(pid)[1] not in ("Z", "gone")
 
 
 def test_a_held_microphone_stays_held_on_the_new_worker() -> None:

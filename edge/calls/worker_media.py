@@ -503,7 +503,7 @@ class WorkerMedia:
         try:
             for limit in (self._stall_limit, self._hang_limit):
                 await asyncio.wait({answer}, timeout=max(0.0, asked + limit - time.monotonic()))
-                for _ in range(3):
+                for _ in range(0 if answer.done() else 3):
                     await asyncio.sleep(0)  # replies already in the socket, read by the reader
                 if answer.done():
                     answer.result()  # _LostError: the reader noticed the death
